@@ -23,7 +23,10 @@ class Compute:
 
     def __str__(self) -> str:
         shape = "x".join(str(s) for s in self.input_shape)
-        return f"{self.macs / 1e9:.2f} GMACs ({self.flops / 1e9:.2f} GFLOPs) at input {shape}, {self.params / 1e3:.1f}K params"
+        return (
+            f"{self.macs / 1e9:.2f} GMACs ({self.flops / 1e9:.2f} GFLOPs) at input {shape}, "
+            f"{self.params / 1e3:.1f}K params"
+        )
 
 
 def count_flops(model: nn.Module, input_shape: tuple[int, ...], *extra: torch.Tensor) -> int:

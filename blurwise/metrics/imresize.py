@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
+__all__ = ["imresize", "imresize_torch", "resize_weights"]
+
 
 def _cubic(x: np.ndarray) -> np.ndarray:
     """Keys' cubic kernel with a = -0.5, as in MATLAB."""
@@ -84,3 +86,42 @@ def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] 
     if is_uint16:
         return np.clip(np.round(x), 0, 65535).astype(np.uint16)
     return x
+
+
+def imresize_torch(x, scale: float | None = None, size: tuple[int, int] | None = None):  # noqa: ANN001, ANN201
+    """Batched torch version of :func:`imresize` for NCHW (or CHW / HW) tensors on any device.
+
+    Same weights as the numpy version (one matrix per axis, MATLAB's border rule and antialias),
+    applied as two matrix products, so a batch of training crops can be degraded on the GPU.
+    Float tensors stay float (computed in their dtype, float64 for float64); uint8 tensors are
+    computed in float64 and rounded back to uint8, exactly like the numpy version.
+    """
+    import torch
+
+    if (scale is None) == (size is None):
+        raise ValueError("give exactly one of scale or size")
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(f"imresize_torch needs a non-empty (..., H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    h, w = x.shape[-2:]
+    if size is not None:
+        oh, ow = int(size[0]), int(size[1])
+        sh, sw = oh / h, ow / w
+    else:
+        sh = sw = float(scale)  # type: ignore[arg-type]
+        oh, ow = int(math.ceil(h * sh)), int(math.ceil(w * sw))
+    is_int = not x.is_floating_point()
+    if is_int and x.dtype != torch.uint8:
+        raise ValueError(f"imresize_torch supports float and uint8 tensors, not {x.dtype}")
+    dtype = torch.float64 if is_int else x.dtype
+    y = x.to(dtype)
+    mh = torch.from_numpy(resize_weights(h, oh, sh)).to(device=x.device, dtype=dtype)
+    mw = torch.from_numpy(resize_weights(w, ow, sw)).to(device=x.device, dtype=dtype)
+    if sh <= sw:  # same axis order as MATLAB (smaller scale first)
+        y = torch.matmul(mh, y)
+        y = torch.matmul(y, mw.T)
+    else:
+        y = torch.matmul(y, mw.T)
+        y = torch.matmul(mh, y)
+    if is_int:
+        return y.round().clamp(0, 255).to(torch.uint8)
+    return y
