@@ -1,0 +1,495 @@
+"""Read and write images: PNG, JPEG, TIFF, BMP, WebP at 8/16 bits (and float TIFF), with metadata.
+
+Everything is decoded to one in-memory form, :class:`Image`: float32 HWC pixels in [0, 1] with one
+(gray) or three (RGB) channels, the alpha plane kept apart (models never see it), and what is needed
+to write a faithful output: bit depth, ICC profile, EXIF (orientation already applied, tag reset
+to 1). Writing is atomic (temp file in the same folder, then ``os.replace``) and never replaces an
+existing file unless asked, so a crash or Ctrl-C cannot leave a half-written or clobbered image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from blurwise.errors import InputError, OutputError
+from blurwise.io import png16
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 400_000_000  # larger inputs need allow_large=True (a 400 MP float32 RGB image is ~4.8 GB)
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".webp": "WEBP",
+}
+_MAX_BITS = {"PNG": 16, "TIFF": 32, "JPEG": 8, "BMP": 8, "WEBP": 8}
+_ORIENTATION = 0x0112
+_pil_lock = threading.Lock()
+
+
+@dataclass
+class Image:
+    """A decoded image: ``pixels`` float32 HWC in [0, 1] (C = 1 or 3) plus what writing needs back.
+
+    ``bit_depth`` is 8 or 16 (32 for float TIFF); ``alpha`` is float32 HW or None; ``icc`` and
+    ``exif`` are raw bytes (EXIF in Pillow's ``Exif\\0\\0`` form, orientation reset to 1).
+    """
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    bit_depth: int = 8
+    icc: bytes | None = None
+    exif: bytes | None = None
+    format: str | None = None
+    path: Path | None = None
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        """Colour channels of ``pixels`` (1 or 3), alpha not counted."""
+        return int(self.pixels.shape[2])
+
+    def with_pixels(self, pixels: np.ndarray, alpha: np.ndarray | None = None) -> Image:
+        """A copy with new pixels (and alpha), same metadata: what a model output becomes."""
+        return replace(self, pixels=pixels, alpha=alpha)
+
+    def to_array(self) -> np.ndarray:
+        """float32 HWC with the alpha channel appended when present (C = 1..4)."""
+        if self.alpha is None:
+            return self.pixels
+        return np.concatenate([self.pixels, self.alpha[:, :, None].astype(np.float32)], axis=2)
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def to_float(arr: np.ndarray) -> np.ndarray:
+    """uint8/uint16/bool/float array -> float32 in [0, 1] (floats are passed through as float32)."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / np.float32(65535.0)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        return arr.astype(np.float32, copy=False)
+    raise InputError(f"unsupported pixel type {arr.dtype} (use uint8, uint16 or float)")
+
+
+def from_float(arr: np.ndarray, bit_depth: int) -> np.ndarray:
+    """float [0, 1] -> uint8 (8), uint16 (16) rounded and clipped, or float32 (32)."""
+    arr = np.nan_to_num(np.asarray(arr, dtype=np.float32), nan=0.0)
+    if bit_depth == 32:
+        return arr.astype(np.float32)
+    top = 255.0 if bit_depth == 8 else 65535.0
+    out = np.clip(np.rint(arr * top), 0, top)
+    return out.astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+def bits_of(dtype: np.dtype) -> int:
+    """Bit depth blurwise uses for an array dtype (8, 16, or 32 for floats)."""
+    if dtype == np.uint8 or dtype == np.bool_:
+        return 8
+    if dtype == np.uint16:
+        return 16
+    return 32
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an HW[C] array so it displays upright."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+    }
+    op = ops.get(int(orientation))
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+def _reset_orientation(exif: bytes | None) -> tuple[bytes | None, int]:
+    """(EXIF bytes with orientation set to 1, the original orientation)."""
+    if not exif:
+        return None, 1
+    from PIL import Image as PILImage
+
+    try:
+        ex = PILImage.Exif()
+        ex.load(exif)
+        orient = int(ex.get(_ORIENTATION, 1) or 1)
+        if _ORIENTATION in ex:
+            ex[_ORIENTATION] = 1
+        return ex.tobytes(), orient
+    except Exception:  # unreadable EXIF is dropped rather than failing the image
+        log.debug("dropping unreadable EXIF block")
+        return None, 1
+
+
+def _split(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """HWC with C in 1..4 -> (pixels HWC C=1|3, alpha HW | None), both float32."""
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    c = arr.shape[2]
+    if c == 2:
+        return arr[:, :, :1], arr[:, :, 1]
+    if c == 4:
+        return arr[:, :, :3], arr[:, :, 3]
+    if c in (1, 3):
+        return arr, None
+    if c > 4:
+        return arr[:, :, :3], arr[:, :, 3]  # extra samples beyond alpha are dropped
+    raise InputError(f"unsupported channel count {c}")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"is a folder, not an image: {path}")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    if size == 0:
+        raise InputError(f"empty file (0 bytes): {path}")
+
+
+def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
+    if w <= 0 or h <= 0:
+        raise InputError(f"zero-size image ({w}x{h}): {path}")
+    if max_pixels and w * h > max_pixels:
+        raise InputError(
+            f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP limit "
+            f"(pass allow_large=True to read it anyway): {path}"
+        )
+
+
+def _read_tiff(path: Path, max_pixels: int | None) -> Image:
+    import tifffile
+
+    with tifffile.TiffFile(str(path)) as tif:
+        if not tif.pages:
+            raise InputError(f"TIFF has no image: {path}")
+        page = tif.pages[0]
+        axes = page.axes  # e.g. 'YX', 'YXS', 'SYX'
+        shape = dict(zip(axes, page.shape, strict=False))
+        _check_size(path, shape.get("X", 0), shape.get("Y", 0), max_pixels)
+        arr = page.asarray()
+        tags = page.tags
+        orient = int(tags["Orientation"].value) if "Orientation" in tags else 1
+        icc = bytes(tags["InterColorProfile"].value) if "InterColorProfile" in tags else None
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if axes.startswith("S") and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3:
+        raise InputError(f"unsupported TIFF layout {axes} {arr.shape}: {path}")
+    if arr.dtype not in (np.uint8, np.uint16, np.bool_) and not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"unsupported TIFF sample type {arr.dtype} (use 8/16-bit or float): {path}")
+    bits = bits_of(arr.dtype)
+    data = to_float(_orient(arr, orient))
+    if bits == 32:
+        data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=0.0)
+        if data.min() < 0 or data.max() > 1:
+            log.warning("%s: float TIFF values outside [0, 1] are clipped", path.name)
+            data = np.clip(data, 0.0, 1.0)
+    pixels, alpha = _split(data)
+    return Image(pixels, alpha, bits, icc, None, "TIFF", path)
+
+
+def _read_png16(path: Path, head: bytes, max_pixels: int | None) -> Image | None:
+    """16-bit colour PNGs Pillow would truncate to 8 bits; None when Pillow can do it."""
+    try:
+        hdr = png16.read_header(head)
+    except png16.PngCorrupt:
+        return None
+    _check_size(path, hdr.width, hdr.height, max_pixels)
+    if hdr.bit_depth != 16 or hdr.color_type not in (2, 4, 6):
+        return None
+    try:
+        arr, info = png16.decode(path.read_bytes())
+    except png16.PngUnsupported:
+        log.warning("%s: interlaced 16-bit PNG is read at 8 bits", path.name)
+        return None
+    except png16.PngCorrupt as exc:
+        raise InputError(f"corrupt or truncated image ({exc}): {path}") from None
+    exif, orient = _reset_orientation(info.get("exif"))
+    pixels, alpha = _split(to_float(_orient(arr, orient)))
+    return Image(pixels, alpha, 16, info.get("icc"), exif, "PNG", path)
+
+
+def _open_pil(path: Path, max_pixels: int | None):
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    with _pil_lock, warnings.catch_warnings():
+        # Our own limit (max_pixels) replaces Pillow's decompression-bomb guard.
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        old = PILImage.MAX_IMAGE_PIXELS
+        PILImage.MAX_IMAGE_PIXELS = None
+        try:
+            im = PILImage.open(path)
+        except UnidentifiedImageError:
+            raise InputError(f"not an image (unknown or unsupported format): {path}") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InputError(f"corrupt image ({_first_line(exc)}): {path}") from None
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = old
+    _check_size(path, im.width, im.height, max_pixels)
+    return im
+
+
+def _first_line(exc: BaseException) -> str:
+    s = str(exc).strip().splitlines()
+    return s[0] if s else type(exc).__name__
+
+
+def _pil_to_array(im, path: Path) -> tuple[np.ndarray, int]:
+    """Convert a loaded Pillow image to an HWC uint8/uint16/float32 array and its bit depth."""
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+        im = im.convert("RGB")
+    elif mode == "La":
+        im = im.convert("LA")
+    mode = im.mode
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)[:, :, None], 16
+    if mode == "I":
+        a = np.asarray(im)
+        if a.min() >= 0 and a.max() <= 65535:
+            return a.astype(np.uint16)[:, :, None], 16
+        raise InputError(f"unsupported 32-bit integer image: {path}")
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)[:, :, None], 32
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGBA" if "A" in mode else "RGB")
+    a = np.asarray(im)
+    return (a[:, :, None] if a.ndim == 2 else a), 8
+
+
+def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels: int = MAX_PIXELS) -> Image:
+    """Decode an image file into an :class:`Image` (float32 HWC in [0, 1], alpha apart, metadata kept).
+
+    Handles PNG, JPEG, TIFF (8/16-bit and float, via tifffile), BMP and WebP; gray, gray+alpha, RGB,
+    RGBA, palette and 16-bit gray. EXIF orientation is applied so the pixels are upright. Every
+    failure a user can cause (missing, empty, not an image, corrupt or truncated, zero-size, more
+    than ``max_pixels`` unless ``allow_large``) raises a one-line :class:`InputError`.
+    """
+    path = Path(path)
+    _check_file(path)
+    limit = None if allow_large else max_pixels
+    with open(path, "rb") as f:
+        head = f.read(33)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        try:
+            return _read_tiff(path, limit)
+        except InputError:
+            raise
+        except Exception as exc:  # tifffile cannot decode some compressions: try Pillow
+            log.debug("tifffile failed on %s (%s); trying Pillow", path.name, exc)
+    if head.startswith(png16.SIGNATURE):
+        img = _read_png16(path, head, limit)
+        if img is not None:
+            return img
+    from PIL import ImageOps
+
+    im = _open_pil(path, limit)
+    try:
+        with im:
+            im.load()  # force the full decode: truncated/corrupt data fails here, not later
+            fmt = im.format
+            icc = im.info.get("icc_profile") or None
+            try:
+                exif_raw = im.info.get("exif") or (im.getexif().tobytes() if im.getexif() else None)
+            except Exception:
+                exif_raw = None
+            im = ImageOps.exif_transpose(im) or im
+            arr, bits = _pil_to_array(im, path)
+    except InputError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"corrupt or truncated image ({_first_line(exc)}): {path}") from None
+    exif, _ = _reset_orientation(exif_raw)
+    pixels, alpha = _split(to_float(arr))
+    return Image(pixels, alpha, bits, icc, exif, fmt, path)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def format_of(path: str | os.PathLike) -> str:
+    """Output format for a file name by extension (PNG, JPEG, TIFF, BMP, WEBP) or OutputError."""
+    ext = Path(path).suffix.lower()
+    if ext not in FORMATS:
+        raise OutputError(f"unsupported output extension {ext or '(none)'!r}; use one of png, jpg, tif, bmp, webp")
+    return FORMATS[ext]
+
+
+def _as_image(img: Image | np.ndarray) -> Image:
+    if isinstance(img, Image):
+        return img
+    arr = np.asarray(img)
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise OutputError(f"cannot write an array of shape {arr.shape} as an image")
+    bits = bits_of(arr.dtype)
+    pixels, alpha = _split(to_float(arr))
+    return Image(pixels, alpha, bits)
+
+
+def _encode(img: Image, fmt: str, bits: int, quality: int, f) -> None:
+    from PIL import Image as PILImage
+
+    pixels, alpha = img.pixels, img.alpha
+    if alpha is not None and fmt in ("JPEG", "BMP"):
+        log.warning("%s cannot store alpha; the alpha channel is dropped", fmt)
+        alpha = None
+    arr = from_float(pixels, bits)
+    if alpha is not None:
+        arr = np.concatenate([arr, from_float(alpha, bits)[:, :, None]], axis=2)
+    if fmt == "TIFF":
+        import tifffile
+
+        extratags = [(34675, 7, len(img.icc), img.icc, True)] if img.icc else []
+        photometric = "rgb" if arr.shape[2] >= 3 else "minisblack"
+        extrasamples = [2] if alpha is not None else None  # 2 = unassociated alpha
+        tifffile.imwrite(
+            f,
+            arr if arr.shape[2] > 1 else arr[:, :, 0],
+            photometric=photometric,
+            extrasamples=extrasamples,
+            compression="zlib",
+            extratags=extratags,
+        )
+        return
+    if fmt == "PNG" and bits == 16:
+        f.write(png16.encode(arr, icc=img.icc, exif=img.exif))
+        return
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+    pil = PILImage.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr, mode)
+    kw: dict = {}
+    if img.icc:
+        kw["icc_profile"] = img.icc
+    if img.exif and fmt in ("PNG", "JPEG", "WEBP"):
+        kw["exif"] = img.exif
+    if fmt == "JPEG":
+        kw.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+        if mode == "LA":
+            pil = pil.convert("L")
+    elif fmt == "WEBP":
+        kw.update(quality=quality)
+        if mode in ("L", "LA"):
+            pil = pil.convert("RGBA" if mode == "LA" else "RGB")
+
+    elif fmt == "PNG":
+        kw.update(compress_level=6)
+    pil.save(f, format=fmt, **kw)
+
+
+def write_image(
+    path: str | os.PathLike,
+    img: Image | np.ndarray,
+    *,
+    overwrite: bool = False,
+    bit_depth: int | None = None,
+    quality: int = 95,
+    icc: bytes | None = None,
+    exif: bytes | None = None,
+) -> Path:
+    """Write ``img`` (an :class:`Image`, or an HW/HWC uint8/uint16/float array) to ``path`` atomically.
+
+    The format follows the extension. The bit depth is ``bit_depth``, else the image's, lowered to
+    what the format holds (JPEG/BMP/WebP 8, PNG 16, TIFF 16 or float). ``icc``/``exif`` override the
+    image's metadata. The data goes to a hidden temp file in the target folder that is renamed over
+    the target only when complete; an existing file raises :class:`OutputError` unless ``overwrite``.
+    """
+    path = Path(path)
+    fmt = format_of(path)
+    image = _as_image(img)
+    if icc is not None or exif is not None:
+        image = replace(image, icc=icc if icc is not None else image.icc, exif=exif if exif is not None else image.exif)
+    bits = int(bit_depth or image.bit_depth or 8)
+    if bits not in (8, 16, 32):
+        raise OutputError(f"unsupported bit depth {bits} (use 8, 16 or 32)")
+    bits = min(bits, _MAX_BITS[fmt])
+    if path.exists() and not overwrite:
+        raise OutputError(f"output exists (use --overwrite to replace it): {path}")
+    if path.is_dir():
+        raise OutputError(f"output is a folder: {path}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"output folder not writable: {folder} ({exc.strerror})") from None
+    try:
+        os.close(fd)
+        with open(tmp, "wb") as f:  # a named handle: tifffile wants a file name
+            _encode(image, fmt, bits, quality, f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        if path.exists() and not overwrite:  # appeared while we were encoding
+            raise OutputError(f"output exists (use --overwrite to replace it): {path}")
+        os.replace(tmp, path)
+    except OutputError:
+        _unlink(tmp)
+        raise
+    except OSError as exc:
+        _unlink(tmp)
+        raise OutputError(f"cannot write {path}: {exc.strerror or _first_line(exc)}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return path
+
+
+_UMASK: list[int] = []
+
+
+def _umask() -> int:
+    if not _UMASK:
+        with _pil_lock:
+            mask = os.umask(0o022)
+            os.umask(mask)
+            _UMASK.append(mask)
+    return _UMASK[0]
+
+
+def _unlink(p: str) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass

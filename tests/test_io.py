@@ -1,0 +1,430 @@
+"""Image and depth I/O: round trips, metadata, orientation, atomic writes, every bad-input case."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from conftest import synth_image
+from PIL import Image as PILImage
+
+from blurwise.errors import InputError, OutputError
+from blurwise.io import (
+    Image,
+    merge_alpha,
+    png16,
+    read_depth,
+    read_image,
+    resize_plane,
+    split_alpha,
+    write_image,
+)
+
+
+def _scale(dtype) -> float:
+    return 255.0 if dtype == np.uint8 else 65535.0
+
+
+def _leftovers(folder) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("ext", ["png", "tif"])
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+    @pytest.mark.parametrize("c", [1, 2, 3, 4])
+    def test_lossless_exact(self, tmp_path, ext, dtype, c):
+        arr = synth_image(20, 30, c, dtype)
+        p = write_image(tmp_path / f"x.{ext}", arr)
+        img = read_image(p)
+        assert img.bit_depth == (8 if dtype == np.uint8 else 16)
+        assert img.channels == (1 if c in (1, 2) else 3)
+        assert (img.alpha is not None) == (c in (2, 4))
+        assert img.pixels.dtype == np.float32
+        np.testing.assert_array_equal(np.rint(img.to_array() * _scale(dtype)).astype(dtype), arr)
+
+    @pytest.mark.parametrize("ext", ["bmp", "webp"])
+    def test_8bit_formats(self, tmp_path, ext):
+        arr = synth_image(20, 30, 3)
+        img = read_image(write_image(tmp_path / f"x.{ext}", arr))
+        assert img.bit_depth == 8 and img.pixels.shape == (20, 30, 3)
+        # WebP is lossy at quality 95, BMP exact.
+        assert np.abs(img.pixels * 255 - arr).max() <= (0 if ext == "bmp" else 40)
+
+    def test_jpeg_close_and_8bit(self, tmp_path):
+        arr = synth_image(32, 32, 3, np.uint16)
+        img = read_image(write_image(tmp_path / "x.jpg", arr))
+        assert img.bit_depth == 8 and img.format == "JPEG"
+        assert np.abs(img.pixels - arr / 65535.0).mean() < 0.02
+
+    def test_float_tiff_kept_float(self, tmp_path):
+        arr = synth_image(16, 16, 3, np.float32)
+        img = read_image(write_image(tmp_path / "f.tif", arr))
+        assert img.bit_depth == 32
+        np.testing.assert_array_equal(img.pixels, arr)
+
+    def test_16bit_tiff_from_tifffile(self, tmp_path):
+        import tifffile
+
+        arr = synth_image(12, 18, 3, np.uint16)
+        tifffile.imwrite(tmp_path / "t.tiff", arr, photometric="rgb")
+        img = read_image(tmp_path / "t.tiff")
+        assert img.bit_depth == 16
+        np.testing.assert_array_equal(np.rint(img.pixels * 65535).astype(np.uint16), arr)
+
+    def test_16bit_gray_png_via_pillow(self, tmp_path):
+        arr = synth_image(10, 14, 0, np.uint16)
+        PILImage.fromarray(arr).save(tmp_path / "g.png")
+        img = read_image(tmp_path / "g.png")
+        assert img.bit_depth == 16 and img.channels == 1
+        np.testing.assert_array_equal(np.rint(img.pixels[:, :, 0] * 65535).astype(np.uint16), arr)
+
+    def test_palette_converted(self, tmp_path):
+        pal = PILImage.fromarray(synth_image(16, 16, 3)).convert("P", palette=PILImage.Palette.ADAPTIVE)
+        pal.save(tmp_path / "p.png")
+        img = read_image(tmp_path / "p.png")
+        assert img.channels == 3 and img.alpha is None
+        ref = np.asarray(pal.convert("RGB")) / 255.0
+        np.testing.assert_allclose(img.pixels, ref, atol=1e-6)
+
+    def test_palette_with_transparency_gets_alpha(self, tmp_path):
+        pal = PILImage.fromarray(synth_image(16, 16, 3)).convert("P", palette=PILImage.Palette.ADAPTIVE)
+        pal.save(tmp_path / "pa.png", transparency=int(np.asarray(pal)[0, 0]))
+        img = read_image(tmp_path / "pa.png")
+        assert img.alpha is not None and img.alpha[0, 0] == 0 and img.alpha.max() == 1
+
+    def test_write_image_object_keeps_bit_depth(self, tmp_path):
+        img = Image(synth_image(8, 8, 3, np.float32), bit_depth=16)
+        out = read_image(write_image(tmp_path / "o.png", img))
+        assert out.bit_depth == 16
+
+    def test_bit_depth_override_and_cap(self, tmp_path):
+        arr = synth_image(8, 8, 3, np.uint16)
+        assert read_image(write_image(tmp_path / "a.png", arr, bit_depth=8)).bit_depth == 8
+        assert read_image(write_image(tmp_path / "b.webp", arr)).bit_depth == 8  # capped by format
+
+    def test_jpeg_drops_alpha(self, tmp_path):
+        img = read_image(write_image(tmp_path / "x.jpg", synth_image(8, 8, 4)))
+        assert img.alpha is None and img.channels == 3
+
+    def test_output_permissions_not_private(self, tmp_path):
+        p = write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        assert os.stat(p).st_mode & 0o044  # readable by group/others under the usual umask
+
+
+# --------------------------------------------------------------------------- 16-bit PNG codec
+
+
+class TestPng16:
+    def test_codec_round_trip(self):
+        arr = synth_image(33, 17, 4, np.uint16)
+        out, info = png16.decode(png16.encode(arr, icc=b"profile"))
+        np.testing.assert_array_equal(out, arr)
+        assert info["icc"] == b"profile"
+
+    @pytest.mark.parametrize("mode,c", [("RGB", 3), ("RGBA", 4), ("L", 1)])
+    def test_decodes_pillow_adaptive_filters(self, mode, c):
+        # Pillow picks Paeth/Sub/... per row: exercises every unfilter path.
+        arr = synth_image(40, 50, c)
+        buf = io.BytesIO()
+        PILImage.fromarray(arr[:, :, 0] if c == 1 else arr, mode).save(buf, "PNG")
+        out, _ = png16.decode(buf.getvalue())
+        np.testing.assert_array_equal(out, arr)
+
+    def test_pillow_reads_our_16bit_gray(self):
+        arr = synth_image(9, 11, 1, np.uint16)
+        im = PILImage.open(io.BytesIO(png16.encode(arr)))
+        assert im.mode == "I;16"
+        np.testing.assert_array_equal(np.asarray(im), arr[:, :, 0])
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+class TestMetadata:
+    @pytest.mark.parametrize("ext", ["jpg", "png", "webp", "tif"])
+    def test_icc_carried(self, tmp_path, srgb_icc, ext):
+        img = Image(synth_image(8, 8, 3, np.float32), icc=srgb_icc)
+        out = read_image(write_image(tmp_path / f"x.{ext}", img))
+        assert out.icc == srgb_icc
+
+    def test_icc_carried_16bit_png(self, tmp_path, srgb_icc):
+        img = Image(synth_image(8, 8, 3, np.float32), bit_depth=16, icc=srgb_icc)
+        assert read_image(write_image(tmp_path / "x.png", img)).icc == srgb_icc
+
+    @pytest.mark.parametrize("orientation", [3, 6, 8])
+    def test_exif_orientation_applied_and_reset(self, tmp_path, orientation):
+        arr = synth_image(20, 30, 3)
+        ex = PILImage.Exif()
+        ex[0x0112] = orientation
+        ex[0x010F] = "blurwise-test"  # Make: must survive
+        PILImage.fromarray(arr).save(tmp_path / "o.png", exif=ex.tobytes())
+        img = read_image(tmp_path / "o.png")
+        expect = {3: np.rot90(arr, 2), 6: np.rot90(arr, -1), 8: np.rot90(arr, 1)}[orientation]
+        assert img.pixels.shape[:2] == expect.shape[:2]
+        np.testing.assert_array_equal(np.rint(img.pixels * 255).astype(np.uint8), expect)
+        # written output: orientation 1, other tags kept
+        out = read_image(write_image(tmp_path / "w.jpg", img))
+        back = PILImage.open(tmp_path / "w.jpg").getexif()
+        assert back.get(0x0112) == 1 and back.get(0x010F) == "blurwise-test"
+        assert out.pixels.shape[:2] == expect.shape[:2]
+
+    def test_exif_orientation_jpeg(self, tmp_path):
+        arr = synth_image(20, 30, 3)
+        ex = PILImage.Exif()
+        ex[0x0112] = 6
+        PILImage.fromarray(arr).save(tmp_path / "o.jpg", exif=ex.tobytes(), quality=98)
+        assert read_image(tmp_path / "o.jpg").pixels.shape[:2] == (30, 20)
+
+    def test_exif_orientation_16bit_png(self, tmp_path):
+        arr = synth_image(10, 14, 3, np.uint16)
+        ex = PILImage.Exif()
+        ex[0x0112] = 6
+        (tmp_path / "o.png").write_bytes(png16.encode(arr, exif=ex.tobytes()))
+        img = read_image(tmp_path / "o.png")
+        np.testing.assert_array_equal(np.rint(img.pixels * 65535).astype(np.uint16), np.rot90(arr, -1))
+
+    def test_tiff_orientation(self, tmp_path):
+        import tifffile
+
+        arr = synth_image(10, 14, 3)
+        tifffile.imwrite(tmp_path / "o.tif", arr, photometric="rgb", extratags=[(274, "H", 1, 8, True)])
+        img = read_image(tmp_path / "o.tif")
+        np.testing.assert_array_equal(np.rint(img.pixels * 255).astype(np.uint8), np.rot90(arr, 1))
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    def chunk(t: bytes, b: bytes) -> bytes:
+        return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+
+    return png16.SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+class TestBadInput:
+    def test_missing(self, tmp_path):
+        with pytest.raises(InputError, match="file not found"):
+            read_image(tmp_path / "nope.png")
+
+    def test_folder(self, tmp_path):
+        with pytest.raises(InputError, match="is a folder"):
+            read_image(tmp_path)
+
+    def test_empty_file(self, tmp_path):
+        (tmp_path / "e.png").write_bytes(b"")
+        with pytest.raises(InputError, match="empty file"):
+            read_image(tmp_path / "e.png")
+
+    def test_not_an_image(self, tmp_path):
+        (tmp_path / "t.png").write_text("hello, not a picture")
+        with pytest.raises(InputError, match="not an image"):
+            read_image(tmp_path / "t.png")
+
+    @pytest.mark.parametrize("ext", ["png", "jpg", "tif"])
+    def test_truncated(self, tmp_path, ext):
+        p = write_image(tmp_path / f"ok.{ext}", synth_image(64, 64, 3))
+        data = p.read_bytes()
+        (tmp_path / f"t.{ext}").write_bytes(data[: len(data) // 2])
+        with pytest.raises(InputError, match="truncated|corrupt"):
+            read_image(tmp_path / f"t.{ext}")
+
+    def test_truncated_16bit(self, tmp_path):
+        data = write_image(tmp_path / "ok.png", synth_image(64, 64, 3, np.uint16)).read_bytes()
+        (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+        with pytest.raises(InputError, match="truncated"):
+            read_image(tmp_path / "t.png")
+
+    def test_corrupt_data(self, tmp_path):
+        data = bytearray(write_image(tmp_path / "ok.png", synth_image(64, 64, 3)).read_bytes())
+        data[100:160] = b"x" * 60
+        (tmp_path / "c.png").write_bytes(bytes(data))
+        with pytest.raises(InputError, match="corrupt"):
+            read_image(tmp_path / "c.png")
+
+    def test_zero_size(self, tmp_path):
+        (tmp_path / "z.png").write_bytes(_png_header_only(0, 10))
+        with pytest.raises(InputError, match="zero-size"):
+            read_image(tmp_path / "z.png")
+
+    def test_absurd_size(self, tmp_path):
+        (tmp_path / "h.png").write_bytes(_png_header_only(30000, 30000))
+        with pytest.raises(InputError, match="too large"):
+            read_image(tmp_path / "h.png")
+
+    def test_messages_are_one_line(self, tmp_path):
+        (tmp_path / "t.png").write_text("x")
+        with pytest.raises(InputError) as ei:
+            read_image(tmp_path / "t.png")
+        assert "\n" not in str(ei.value)
+
+
+class TestWriteSafety:
+    def test_no_overwrite_by_default(self, tmp_path):
+        p = write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        before = p.read_bytes()
+        with pytest.raises(OutputError, match="exists.*--overwrite"):
+            write_image(p, synth_image(4, 4, 3, seed=9))
+        assert p.read_bytes() == before
+        assert _leftovers(tmp_path) == []
+
+    def test_overwrite(self, tmp_path):
+        p = write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        write_image(p, synth_image(4, 4, 3, seed=9), overwrite=True)
+        assert _leftovers(tmp_path) == []
+
+    def test_unknown_extension(self, tmp_path):
+        with pytest.raises(OutputError, match="unsupported output extension"):
+            write_image(tmp_path / "x.gif", synth_image(4, 4, 3))
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+    def test_unwritable_folder(self, tmp_path):
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(OutputError, match="not writable"):
+                write_image(ro / "x.png", synth_image(4, 4, 3))
+            assert list(ro.iterdir()) == []
+        finally:
+            ro.chmod(0o700)
+
+    def test_unwritable_folder_simulated(self, tmp_path, monkeypatch):
+        # Works as root too (root ignores permission bits): the OS refusal is simulated.
+        import blurwise.io.image as mod
+
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(mod.tempfile, "mkstemp", refuse)
+        with pytest.raises(OutputError, match="not writable.*Permission denied"):
+            write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        assert list(tmp_path.iterdir()) == []
+
+    def test_parent_is_a_file(self, tmp_path):
+        (tmp_path / "f").write_text("x")
+        with pytest.raises(OutputError, match="cannot create output folder"):
+            write_image(tmp_path / "f" / "x.png", synth_image(4, 4, 3))
+
+    def test_failed_encode_leaves_nothing(self, tmp_path, monkeypatch):
+        import blurwise.io.image as mod
+
+        def boom(*a, **k):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(mod, "_encode", boom)
+        with pytest.raises(OutputError, match="No space left"):
+            write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        assert list(tmp_path.iterdir()) == []
+
+    def test_interrupt_leaves_nothing(self, tmp_path, monkeypatch):
+        import blurwise.io.image as mod
+
+        def interrupted(*a, **k):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(mod, "_encode", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        assert list(tmp_path.iterdir()) == []
+
+    def test_creates_parent_folders(self, tmp_path):
+        assert write_image(tmp_path / "a" / "b" / "x.png", synth_image(4, 4, 3)).is_file()
+
+
+# --------------------------------------------------------------------------- alpha helpers
+
+
+class TestAlpha:
+    def test_split_merge(self):
+        arr = synth_image(8, 10, 4, np.float32)
+        rgb, a = split_alpha(arr)
+        assert rgb.shape == (8, 10, 3) and a.shape == (8, 10)
+        np.testing.assert_array_equal(merge_alpha(rgb, a), arr)
+        assert split_alpha(arr[:, :, :3])[1] is None
+        assert split_alpha(arr[:, :, 0])[0].shape == (8, 10, 1)
+
+    def test_merge_upscales_alpha_bicubic(self):
+        from blurwise.metrics.imresize import imresize
+
+        a = synth_image(8, 10, 0, np.float32)
+        out = merge_alpha(np.zeros((32, 40, 3), np.float32), a)
+        assert out.shape == (32, 40, 4)
+        np.testing.assert_allclose(out[:, :, 3], np.clip(imresize(a.astype(np.float64), 4), 0, 1), atol=1e-6)
+
+    def test_large_alpha_uses_fast_path(self):
+        a = np.ones((10, 700), np.float32)
+        out = resize_plane(a, (40, 2800))
+        assert out.shape == (40, 2800) and np.allclose(out, 1.0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- depth
+
+
+class TestDepth:
+    def test_npy_and_resize(self, tmp_path):
+        d = np.linspace(1, 5, 20 * 30, dtype=np.float32).reshape(20, 30)
+        np.save(tmp_path / "d.npy", d)
+        out = read_depth(tmp_path / "d.npy", shape=(40, 60))
+        assert out.shape == (40, 60) and out.dtype == np.float32
+        assert 1.0 <= out.min() and out.max() <= 5.0
+        np.testing.assert_array_equal(read_depth(tmp_path / "d.npy"), d)
+
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+    def test_png_gray(self, tmp_path, dtype):
+        d = synth_image(20, 30, 0, dtype)
+        PILImage.fromarray(d).save(tmp_path / "d.png")
+        np.testing.assert_array_equal(read_depth(tmp_path / "d.png"), d.astype(np.float32))
+
+    def test_tiff_float(self, tmp_path):
+        import tifffile
+
+        d = synth_image(20, 30, 0, np.float32) * 10
+        tifffile.imwrite(tmp_path / "d.tif", d)
+        np.testing.assert_array_equal(read_depth(tmp_path / "d.tif"), d)
+
+    def test_gray_stored_as_rgb_ok(self, tmp_path):
+        d = synth_image(20, 30, 0)
+        PILImage.fromarray(np.stack([d] * 3, 2)).save(tmp_path / "d.png")
+        assert read_depth(tmp_path / "d.png").shape == (20, 30)
+
+    def test_rgb_refused(self, tmp_path):
+        PILImage.fromarray(synth_image(20, 30, 3)).save(tmp_path / "rgb.png")
+        with pytest.raises(InputError, match="3 distinct channels"):
+            read_depth(tmp_path / "rgb.png")
+
+    def test_nan_filled_all_nan_refused(self, tmp_path):
+        d = np.ones((10, 10), np.float32)
+        d[2:4, 2:4] = np.nan
+        np.save(tmp_path / "d.npy", d)
+        assert np.isfinite(read_depth(tmp_path / "d.npy")).all()
+        np.save(tmp_path / "n.npy", np.full((10, 10), np.nan, np.float32))
+        with pytest.raises(InputError, match="no valid values"):
+            read_depth(tmp_path / "n.npy")
+
+    def test_aspect_mismatch(self, tmp_path):
+        np.save(tmp_path / "d.npy", np.ones((20, 30), np.float32))
+        read_depth(tmp_path / "d.npy", shape=(40, 61))  # 1.6% off: fine
+        with pytest.raises(InputError, match="aspect ratios differ"):
+            read_depth(tmp_path / "d.npy", shape=(40, 40))
+
+    def test_missing_and_garbage(self, tmp_path):
+        with pytest.raises(InputError, match="not found"):
+            read_depth(tmp_path / "x.npy")
+        (tmp_path / "g.png").write_text("garbage")
+        with pytest.raises(InputError, match="not an image"):
+            read_depth(tmp_path / "g.png")
+
+    def test_sintel_dpt(self, tmp_path):
+        d = np.arange(12, dtype="<f4").reshape(3, 4)
+        raw = np.array([202021.25], "<f4").tobytes() + np.array([4, 3], "<i4").tobytes() + d.tobytes()
+        (tmp_path / "d.dpt").write_bytes(raw)
+        np.testing.assert_array_equal(read_depth(tmp_path / "d.dpt"), d)
