@@ -1,0 +1,499 @@
+"""Routing plan: patch grid on the LR image, per-patch scores, route decisions, merged tiles, FLOPs.
+
+The LR image is cut into a grid of small patches (16x16 LR px by default). Each patch gets a score
+where *higher means safer to send to a cheaper route*: for defocus routing it is a conservative
+statistic of the sigma map (the minimum over the patch and a margin around it, so a patch with any
+in-focus content stays heavy). Patches are routed by thresholds on that score:
+
+    score <  t_light                -> heavy   (route 0)
+    t_light <= score < t_bicubic    -> light   (route 1, EBM-SR)
+    score >= t_bicubic (routes=3)   -> bicubic (route 2)
+
+Small patches keep the routing fine (a coarse grid wastes the cut: a 32x32 patch is far less often
+*wholly* defocused than a 16x16 one), but every tile a model runs on needs a few pixels of context on
+each side. So neighbouring patches of one route are merged into large rectangles (greedy maximal
+rectangles per connected component), each rectangle becomes one tile, and its window is the
+rectangle grown by ``overlap + context`` pixels (clamped at the image border, where the model's own
+padding is exactly what a whole-image run sees, so no padding is needed there).
+
+FLOPs are counted from each model's ``ModelInfo.macs_per_pixel`` times the LR pixels of every window
+it runs on (context included), plus the defocus-map estimation, and reported against running the
+heavy model once on the whole image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from blurwise.errors import UsageError
+
+HEAVY, LIGHT, BICUBIC = 0, 1, 2
+ROUTE_NAMES = ("heavy", "light", "bicubic")
+
+# Default threshold in HR pixels of Gaussian sigma (divided by the scale for the LR map). See
+# docs/results/routed_sr.md: SR error of defocused content collapses above sigma_HR ~ 2 px
+# (reference.md: bicubic x4 is 32.5 dB at sigma_HR = 1, 41.3 dB at 2, 49.2 dB at 3).
+DEFAULT_THRESHOLD_HR = 2.0
+# Third route (bicubic) default: sigma_HR >= 4 px, where even bicubic is > 55 dB (reference.md).
+DEFAULT_BICUBIC_THRESHOLD_HR = 4.0
+# MACs per LR pixel of MATLAB-style bicubic upscaling (separable 4-tap per axis, 3 channels) per
+# output pixel times scale^2 output pixels per input pixel; multiplied by scale^2 in plan_routes.
+BICUBIC_MACS_PER_OUT_PX = 3 * 8
+
+
+Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open, LR pixels)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One merged rectangle of same-route patches and the window a model runs on for it.
+
+    ``core`` is the union of the tile's patches; ``out`` the region where its blend weight is > 0
+    (core grown by the overlap, clamped); ``window`` the input region computed (core grown by
+    overlap + context, clamped). All boxes are (y0, y1, x0, x1) in LR pixels.
+    """
+
+    route: int
+    core: Box
+    out: Box
+    window: Box
+
+    @property
+    def window_pixels(self) -> int:
+        """LR pixels the model processes for this tile (context included)."""
+        y0, y1, x0, x1 = self.window
+        return (y1 - y0) * (x1 - x0)
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        """(height, width) of the window: tiles of equal window shape are batched together."""
+        y0, y1, x0, x1 = self.window
+        return (y1 - y0, x1 - x0)
+
+
+@dataclass
+class RoutePlan:
+    """Everything decided before any model runs: grid, scores, routes, tiles and the compute estimate."""
+
+    shape: tuple[int, int]  # LR (H, W)
+    scale: int
+    patch: int
+    overlap: int
+    context: int
+    routes: int
+    thresholds: tuple[float, ...]  # (t_light,) or (t_light, t_bicubic), in score units
+    scores: np.ndarray  # float32 (gh, gw)
+    route_grid: np.ndarray  # int8 (gh, gw)
+    tiles: list[Tile]
+    full_image: dict[int, bool]  # route -> run that route once on the whole image instead of tiles
+    macs_per_pixel: dict[int, float]  # route -> MACs per LR input pixel
+    map_macs: float = 0.0
+    scorer: str = "defocus"
+    extra: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """Number of patch rows and columns."""
+        return self.route_grid.shape  # type: ignore[return-value]
+
+    def patch_boxes(self) -> np.ndarray:
+        """(gh*gw, 4) int array of patch boxes (y0, y1, x0, x1), row-major; edge patches may be smaller."""
+        gh, gw = self.grid_shape
+        ys = _edges(self.shape[0], self.patch)
+        xs = _edges(self.shape[1], self.patch)
+        b = np.zeros((gh, gw, 4), dtype=np.int64)
+        b[..., 0] = ys[:-1, None]
+        b[..., 1] = ys[1:, None]
+        b[..., 2] = xs[None, :-1]
+        b[..., 3] = xs[None, 1:]
+        return b.reshape(-1, 4)
+
+    def tiles_of(self, route: int) -> list[Tile]:
+        """The merged tiles of one route."""
+        return [t for t in self.tiles if t.route == route]
+
+    def route_map(self) -> np.ndarray:
+        """int8 (H, W) map of the route of every LR pixel."""
+        ys = _edges(self.shape[0], self.patch)
+        xs = _edges(self.shape[1], self.patch)
+        rows = np.repeat(np.arange(len(ys) - 1), np.diff(ys))
+        cols = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
+        return self.route_grid[rows][:, cols]
+
+    # ------------------------------------------------------------------ accounting
+    def fractions(self) -> dict[str, float]:
+        """Fraction of LR pixels assigned to each route (by patch area)."""
+        rm = self.route_map()
+        return {ROUTE_NAMES[r]: float(np.mean(rm == r)) for r in range(self.routes)}
+
+    def route_pixels(self, route: int) -> int:
+        """LR pixels the model of ``route`` processes (all its windows, or the whole image)."""
+        if not any(t.route == route for t in self.tiles):
+            return 0
+        if self.full_image.get(route, False):
+            return self.shape[0] * self.shape[1]
+        return sum(t.window_pixels for t in _unique_windows(self.tiles_of(route)))
+
+    def macs(self) -> dict[str, float]:
+        """MACs per route (context and overlap included) and of the defocus map."""
+        out = {ROUTE_NAMES[r]: self.route_pixels(r) * self.macs_per_pixel.get(r, 0.0) for r in range(self.routes)}
+        out["map"] = float(self.map_macs)
+        return out
+
+    @property
+    def full_heavy_macs(self) -> float:
+        """MACs of the heavy model on the whole image (the reference the cut is measured against)."""
+        return self.shape[0] * self.shape[1] * self.macs_per_pixel[HEAVY]
+
+    @property
+    def total_macs(self) -> float:
+        """All MACs of the routed pipeline, map estimation included."""
+        return float(sum(self.macs().values()))
+
+    @property
+    def macs_fraction(self) -> float:
+        """Total routed MACs as a fraction of the heavy model on the whole image."""
+        return self.total_macs / max(self.full_heavy_macs, 1e-12)
+
+    @property
+    def overhead(self) -> float:
+        """Window pixels / core pixels of the tiled routes (1.0 = no context overhead)."""
+        core = win = 0
+        for r in range(self.routes):
+            ts = self.tiles_of(r)
+            if not ts or r == BICUBIC:
+                continue
+            core += sum((t.core[1] - t.core[0]) * (t.core[3] - t.core[2]) for t in ts)
+            win += self.route_pixels(r)
+        return win / max(core, 1)
+
+
+# ---------------------------------------------------------------------- scores
+
+
+def _edges(n: int, patch: int) -> np.ndarray:
+    """Patch edges along one axis: 0, patch, 2*patch, ..., n (the last patch may be smaller)."""
+    e = list(range(0, n, patch)) + [n]
+    if len(e) >= 3 and e[-1] - e[-2] < max(1, patch // 4):  # fold a sliver into the previous patch
+        e.pop(-2)
+    return np.asarray(e, dtype=np.int64)
+
+
+def grid_shape(shape: tuple[int, int], patch: int) -> tuple[int, int]:
+    """(rows, cols) of the patch grid for an LR image of ``shape`` (H, W)."""
+    return len(_edges(shape[0], patch)) - 1, len(_edges(shape[1], patch)) - 1
+
+
+def _pool(values: np.ndarray, patch: int, margin: int, stat: str | float) -> np.ndarray:
+    """Statistic of ``values`` (H, W) over every patch grown by ``margin`` pixels (clamped)."""
+    h, w = values.shape
+    ys, xs = _edges(h, patch), _edges(w, patch)
+    out = np.empty((len(ys) - 1, len(xs) - 1), dtype=np.float32)
+    if stat in ("min", "max", "mean") and margin >= 0:
+        from scipy import ndimage
+
+        # Separable running statistic, then one read per patch: fast for large images.
+        if stat == "mean":
+            cs = np.pad(values.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+            for i in range(len(ys) - 1):
+                y0, y1 = max(ys[i] - margin, 0), min(ys[i + 1] + margin, h)
+                for j in range(len(xs) - 1):
+                    x0, x1 = max(xs[j] - margin, 0), min(xs[j + 1] + margin, w)
+                    s = cs[y1, x1] - cs[y0, x1] - cs[y1, x0] + cs[y0, x0]
+                    out[i, j] = s / ((y1 - y0) * (x1 - x0))
+            return out
+        f = ndimage.minimum_filter1d if stat == "min" else ndimage.maximum_filter1d
+        # Row pass then column pass over whole patch extents: pool each patch's rows/cols block.
+        v = values.astype(np.float32)
+        red = np.minimum.reduceat if stat == "min" else np.maximum.reduceat
+        if margin > 0:
+            v = f(f(v, 2 * margin + 1, axis=0, mode="nearest"), 2 * margin + 1, axis=1, mode="nearest")
+        return red(red(v, ys[:-1], axis=0), xs[:-1], axis=1).astype(np.float32)
+    q = float(stat)
+    for i in range(len(ys) - 1):
+        y0, y1 = max(ys[i] - margin, 0), min(ys[i + 1] + margin, h)
+        for j in range(len(xs) - 1):
+            x0, x1 = max(xs[j] - margin, 0), min(xs[j + 1] + margin, w)
+            out[i, j] = np.percentile(values[y0:y1, x0:x1], q)
+    return out
+
+
+def defocus_scores(sigma_lr: np.ndarray, *, patch: int = 16, margin: int = 2, stat: str | float = "min") -> np.ndarray:
+    """Per-patch defocus score (sigma, LR px): ``stat`` of the map over the patch plus ``margin``.
+
+    ``stat="min"`` (default) is conservative: one in-focus pixel anywhere in the patch or within
+    the blend margin around it keeps the patch on the heavy route. A number (e.g. 5) takes that
+    percentile instead, which tolerates isolated low values in a noisy estimated map.
+    """
+    sigma = np.asarray(sigma_lr, dtype=np.float32)
+    if sigma.ndim != 2:
+        raise UsageError(f"the sigma map must be a 2-D (H, W) array, got shape {sigma.shape}")
+    return _pool(np.nan_to_num(sigma, nan=0.0), patch, margin, stat)
+
+
+def texture_scores(lr: np.ndarray, *, patch: int = 16, margin: int = 2) -> np.ndarray:
+    """ClassSR-style texture score: minus log mean gradient energy of the luminance per patch.
+
+    Higher = smoother = safer to route light. Gradient energy (Sobel, squared) is a standard cue
+    for how much an SR network can add to a patch; it is blind to *why* a patch is smooth.
+    """
+    from scipy import ndimage
+
+    img = np.asarray(lr, dtype=np.float32)
+    y = img @ np.array([0.299, 0.587, 0.114], np.float32) if img.ndim == 3 and img.shape[2] >= 3 else img.squeeze()
+    gx = ndimage.sobel(y, axis=1, mode="reflect")
+    gy = ndimage.sobel(y, axis=0, mode="reflect")
+    energy = _pool(gx * gx + gy * gy, patch, margin, "mean")
+    return (-np.log10(energy + 1e-8)).astype(np.float32)
+
+
+def random_scores(shape: tuple[int, int], *, patch: int = 16, seed: int = 0) -> np.ndarray:
+    """Uniform random per-patch scores (the baseline every router must beat)."""
+    return np.random.default_rng(seed).random(grid_shape(shape, patch)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- merging
+
+
+def _largest_rect(mask: np.ndarray) -> tuple[int, int, int, int, int]:
+    """Largest all-True rectangle of a bool matrix: (area, r0, r1, c0, c1), histogram-stack method."""
+    rows, cols = mask.shape
+    heights = np.zeros(cols, dtype=np.int64)
+    best = (0, 0, 0, 0, 0)
+    for r in range(rows):
+        heights = np.where(mask[r], heights + 1, 0)
+        hl = heights.tolist() + [0]
+        stack: list[tuple[int, int]] = []
+        for c, h in enumerate(hl):
+            start = c
+            while stack and stack[-1][1] >= h:
+                s, sh = stack.pop()
+                area = sh * (c - s)
+                if area > best[0]:
+                    best = (area, r - sh + 1, r + 1, s, c)
+                start = s
+            stack.append((start, h))
+    return best
+
+
+def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+    """Cover the True cells of ``mask`` exactly by disjoint rectangles (r0, r1, c0, c1), few and large.
+
+    Greedy: per 4-connected component, repeatedly take the largest all-True rectangle. Rectangles
+    larger than ``max_cells`` (rows, cols) are split evenly so no tile exceeds the memory cap.
+    """
+    from scipy import ndimage
+
+    rects: list[tuple[int, int, int, int]] = []
+    labels, n = ndimage.label(mask)
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        sub = labels[sl] == k
+        oy, ox = sl[0].start, sl[1].start
+        remaining = int(sub.sum())
+        while remaining:
+            if sub.all():
+                r0, r1, c0, c1 = 0, sub.shape[0], 0, sub.shape[1]
+            else:
+                _, r0, r1, c0, c1 = _largest_rect(sub)
+            sub[r0:r1, c0:c1] = False
+            remaining -= (r1 - r0) * (c1 - c0)
+            rects.append((r0 + oy, r1 + oy, c0 + ox, c1 + ox))
+    if max_cells is None:
+        return rects
+    out = []
+    for r0, r1, c0, c1 in rects:
+        ny = -(-(r1 - r0) // max_cells[0])
+        nx = -(-(c1 - c0) // max_cells[1])
+        ry = np.linspace(r0, r1, ny + 1).round().astype(int)
+        rx = np.linspace(c0, c1, nx + 1).round().astype(int)
+        out += [(ry[i], ry[i + 1], rx[j], rx[j + 1]) for i in range(ny) for j in range(nx)]
+    return [tuple(int(v) for v in r) for r in out]  # type: ignore[misc]
+
+
+def _unique_windows(tiles: list[Tile]) -> list[Tile]:
+    seen: dict[Box, Tile] = {}
+    for t in tiles:
+        seen.setdefault(t.window, t)
+    return list(seen.values())
+
+
+def _grow(box: Box, by: int, shape: tuple[int, int]) -> Box:
+    y0, y1, x0, x1 = box
+    return (max(y0 - by, 0), min(y1 + by, shape[0]), max(x0 - by, 0), min(x1 + by, shape[1]))
+
+
+# ---------------------------------------------------------------------- planning
+
+
+def _decide(scores: np.ndarray, thresholds: tuple[float, ...], routes: int) -> np.ndarray:
+    grid = np.where(scores >= thresholds[0], LIGHT, HEAVY).astype(np.int8)
+    if routes == 3:
+        grid[scores >= thresholds[1]] = BICUBIC
+    return grid
+
+
+def _fill_small_light(grid: np.ndarray, min_cells: int) -> np.ndarray:
+    """Promote cheap-route components smaller than ``min_cells`` patches to heavy (quality and cost win:
+    their windows would be mostly context)."""
+    if min_cells <= 1:
+        return grid
+    from scipy import ndimage
+
+    g = grid.copy()
+    labels, n = ndimage.label(g != HEAVY)
+    if n:
+        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+        small = np.isin(labels, np.flatnonzero(sizes < min_cells) + 1)
+        g[small] = HEAVY
+    return g
+
+
+def _build(
+    shape: tuple[int, int],
+    scores: np.ndarray,
+    thresholds: tuple[float, ...],
+    *,
+    routes: int,
+    patch: int,
+    overlap: int,
+    context: int,
+    max_tile: int,
+    min_light_cells: int,
+) -> tuple[np.ndarray, list[Tile]]:
+    grid = _fill_small_light(_decide(scores, thresholds, routes), min_light_cells)
+    ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
+    cells = max(1, max_tile // patch)
+    tiles: list[Tile] = []
+    for r in range(routes):
+        for r0, r1, c0, c1 in merge_rectangles(grid == r, (cells, cells)):
+            core = (int(ys[r0]), int(ys[r1]), int(xs[c0]), int(xs[c1]))
+            tiles.append(Tile(r, core, _grow(core, overlap, shape), _grow(core, overlap + context, shape)))
+    return grid, tiles
+
+
+def plan_routes(
+    sigma_lr: np.ndarray | None = None,
+    *,
+    scale: int,
+    threshold: float | tuple[float, float] | None = None,
+    budget: float | None = None,
+    routes: int = 2,
+    scores: np.ndarray | None = None,
+    scorer: str = "defocus",
+    shape: tuple[int, int] | None = None,
+    patch: int = 16,
+    overlap: int = 2,
+    context: int = 6,
+    stat: str | float = "min",
+    max_tile: int = 256,
+    min_light_cells: int = 2,
+    heavy_macs: float = 1.0,
+    light_macs: float = 0.0,
+    map_macs: float = 0.0,
+) -> RoutePlan:
+    """Decide the route of every LR patch and the tiles each model runs on.
+
+    Give the LR sigma map (defocus routing) or precomputed per-patch ``scores`` (texture/random
+    routing; then ``shape`` is the LR (H, W)). ``threshold`` is in score units (sigma in LR px for
+    defocus routing; sigma_HR = scale x sigma_LR): one number, or (t_light, t_bicubic) for
+    ``routes=3``. ``budget`` instead picks the threshold whose total MACs (context and map
+    included) are the largest not above ``budget`` x the heavy model on the whole image.
+    ``heavy_macs``/``light_macs`` are MACs per LR input pixel (``ModelInfo.macs_per_pixel``);
+    ``map_macs`` the MACs of estimating the map (counted in the totals).
+    """
+    if routes not in (2, 3):
+        raise UsageError(f"routes must be 2 or 3, got {routes}")
+    if threshold is not None and budget is not None:
+        raise UsageError("give either a threshold or a budget, not both")
+    if budget is not None and not 0.0 < budget <= 1.0:
+        raise UsageError(f"budget is a fraction of the heavy model's FLOPs in (0, 1], got {budget}")
+    if patch < 4 or overlap < 0 or context < 0:
+        raise UsageError(f"bad grid: patch={patch} (>= 4), overlap={overlap} and context={context} (>= 0)")
+    if scores is None:
+        if sigma_lr is None:
+            raise UsageError("plan_routes needs a sigma map or per-patch scores")
+        shape = tuple(np.asarray(sigma_lr).shape[:2])  # type: ignore[assignment]
+        scores = defocus_scores(sigma_lr, patch=patch, margin=overlap, stat=stat)  # type: ignore[arg-type]
+    else:
+        if shape is None:
+            raise UsageError("plan_routes with precomputed scores needs the LR shape")
+        if tuple(scores.shape) != grid_shape(shape, patch):
+            raise UsageError(f"scores grid {scores.shape} does not match the patch grid {grid_shape(shape, patch)}")
+    assert shape is not None
+    mpp = {HEAVY: float(heavy_macs), LIGHT: float(light_macs), BICUBIC: float(BICUBIC_MACS_PER_OUT_PX * scale * scale)}
+    kw = dict(routes=routes, patch=patch, overlap=overlap, context=context, max_tile=max_tile)
+
+    def make(th: tuple[float, ...]) -> RoutePlan:
+        grid, tiles = _build(shape, scores, th, min_light_cells=min_light_cells, **kw)  # type: ignore[arg-type]
+        plan = RoutePlan(
+            shape=shape,  # type: ignore[arg-type]
+            scale=scale,
+            patch=patch,
+            overlap=overlap,
+            context=context,
+            routes=routes,
+            thresholds=th,
+            scores=scores,  # type: ignore[arg-type]
+            route_grid=grid,
+            tiles=tiles,
+            full_image={BICUBIC: True},
+            macs_per_pixel=mpp,
+            map_macs=map_macs,
+            scorer=scorer,
+        )
+        # A route whose windows add up to more than the image runs once on the whole image instead.
+        whole = shape[0] * shape[1]
+        for r in (HEAVY, LIGHT):
+            ts = plan.tiles_of(r)
+            if ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
+                plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or r == LIGHT
+        return plan
+
+    def thresholds_for(t: float) -> tuple[float, ...]:
+        if routes == 2:
+            return (float(t),)
+        t3 = default_threshold(scale, bicubic=True) if scorer == "defocus" else np.inf
+        return (float(t), float(max(t3, t)))
+
+    if budget is None:
+        if threshold is None:
+            if scorer != "defocus":
+                raise UsageError(f"{scorer} routing needs a threshold or a budget")
+            threshold = default_threshold(scale)
+        if isinstance(threshold, (tuple, list)):
+            if routes == 3 and len(threshold) != 2:
+                raise UsageError("routes=3 takes two thresholds (light, bicubic)")
+            th = tuple(float(v) for v in threshold[:routes - 1])
+            if routes == 3 and th[1] < th[0]:
+                raise UsageError(f"the bicubic threshold {th[1]} is below the light threshold {th[0]}")
+            return make(th)
+        return make(thresholds_for(float(threshold)))
+
+    # Budget: the largest threshold (most heavy patches, best quality) whose cost fits.
+    cands = np.unique(scores[np.isfinite(scores)])
+    cands = np.concatenate([cands, [np.inf]])  # inf = everything heavy
+    lo, hi = 0, len(cands) - 1
+    best = make(thresholds_for(cands[0]))
+    if best.macs_fraction > budget:  # even routing everything cheap is over budget: return the cheapest
+        best.extra["budget_met"] = False
+        return best
+    while lo < hi:  # cost is (almost) monotone in the threshold: binary search, then verify
+        mid = (lo + hi + 1) // 2
+        p = make(thresholds_for(cands[mid]))
+        if p.macs_fraction <= budget:
+            lo, best = mid, p
+        else:
+            hi = mid - 1
+    best.extra["budget_met"] = True
+    best.extra["budget"] = budget
+    return best
+
+
+def default_threshold(scale: int, *, bicubic: bool = False) -> float:
+    """Default defocus threshold in LR pixels: sigma_HR = 2 px (4 px for the bicubic route) / scale."""
+    return (DEFAULT_BICUBIC_THRESHOLD_HR if bicubic else DEFAULT_THRESHOLD_HR) / float(scale)
