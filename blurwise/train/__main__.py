@@ -1,0 +1,69 @@
+"""``python -m blurwise.train CONFIG [--smoke] [--device D] [--teacher PATH] [--set key=value ...]``.
+
+Also the torchrun entry point: ``torchrun --nproc_per_node 4 -m blurwise.train configs/sr_edsr-s_x4.toml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from blurwise.errors import BlurwiseError, UsageError
+
+
+def _value(text: str):
+    """A --set value: JSON/TOML-like literals (numbers, true/false, lists) or a plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run (or export) the training, print a one-line summary; returns the exit code."""
+    ap = argparse.ArgumentParser(prog="python -m blurwise.train", description=__doc__.splitlines()[0])
+    ap.add_argument("config", help="TOML config (path, or a name in configs/)")
+    ap.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    ap.add_argument("--teacher", help="distill: teacher model name or weights path")
+    ap.add_argument("--trust-pickle", action="store_true", help="allow a pickled .pth teacher")
+    ap.add_argument("--no-resume", action="store_true", help="ignore the run folder's last.pt")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-3")
+    ap.add_argument("--export-only", action="store_true", help="export the run's (or --checkpoint's) EMA weights")
+    ap.add_argument("--checkpoint", help="with --export-only: checkpoint to export")
+    ap.add_argument("--out", help="with --export-only: output .safetensors")
+    ap.add_argument("-q", "--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        overrides = {}
+        for item in args.set:
+            if "=" not in item:
+                raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+            k, v = item.split("=", 1)
+            overrides[k.strip()] = _value(v.strip())
+        if args.teacher:
+            overrides["teacher"] = args.teacher
+        if args.trust_pickle:
+            overrides["distill.trust_pickle"] = True
+        if args.export_only:
+            from blurwise.train.loop import export_checkpoint
+
+            path = export_checkpoint(args.config, checkpoint=args.checkpoint, out=args.out, device=args.device)
+            print(f"exported {path}")
+            return 0
+        from blurwise.train.loop import run
+
+        res = run(args.config, device=args.device, smoke=args.smoke, resume=not args.no_resume, overrides=overrides)
+    except BlurwiseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    val = "" if res.final_val is None else f", val {res.final_val:.3f}"
+    print(f"{res.name}: steps {res.start_step} -> {res.steps}{val}; run dir {res.run_dir}; weights {res.export}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

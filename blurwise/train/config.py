@@ -1,0 +1,367 @@
+"""Training configuration: a TOML file read into dataclasses, checked key by key.
+
+One schema serves every task (``sr``, ``distill``, ``deblur``, ``defocus``). Unknown keys, wrong
+types and bad values raise a one-line :class:`~blurwise.errors.UsageError` naming the file and key,
+so a typo never silently trains the wrong thing. ``overrides`` (from the CLI) use dotted keys
+(``{"optim.lr": 1e-3}``) or the short aliases in :data:`ALIASES` (``{"teacher": "x.pth"}``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blurwise.errors import InputError, UsageError
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli backport
+    import tomli as tomllib  # type: ignore[no-redef]
+
+TASKS = ("sr", "distill", "deblur", "defocus")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+ALIASES = {
+    "teacher": "distill.teacher",
+    "iterations": "optim.iterations",
+    "init_from": "model.init_from",
+    "output": "output.dir",
+    "out_dir": "output.dir",
+    "export": "output.export",
+    "batch": "data.batch",
+    "patch": "data.patch",
+    "num_workers": "data.num_workers",
+    "lr": "optim.lr",
+}
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train: a registered variant or architecture name plus config overrides."""
+
+    name: str = ""
+    cfg: dict[str, Any] = field(default_factory=dict)
+    init_from: str = ""  # .pt checkpoint (keys ema/model), .safetensors, registered name, or run:NAME
+    init_exclude: list[str] = field(default_factory=list)  # state-dict key prefixes not to copy
+    channels_last: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Training data: dataset roots (relative to the shared data folder), crops, batches, seed."""
+
+    dataset: str = ""  # class in blurwise.data.datasets ("" = the task's default)
+    roots: list[str] = field(default_factory=list)
+    scale: int = 1
+    patch: int = 96  # target-side (HR / sharp) crop size in pixels
+    batch: int = 16
+    augment: bool = True
+    seed: int = 0
+    num_workers: int = 0
+    max_images: int = 0  # 0 = all; the smoke mode uses a handful
+    length: int = 0  # virtual epoch length; 0 = iterations x batch x world size
+    input_key: str = ""  # item key fed to the model ("" = task default)
+    target_key: str = ""  # item key the loss compares to ("" = task default)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed through to the dataset class
+
+
+@dataclass
+class OptimConfig:
+    """Adam/AdamW with linear warm-up then cosine decay to ``min_lr`` over ``iterations`` steps."""
+
+    name: str = "adam"  # adam | adamw
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    warmup: int = 0
+    min_lr: float = 1e-6
+    iterations: int = 1000
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+
+
+@dataclass
+class LossConfig:
+    """Pixel loss plus optional SSIM / frequency terms; per-stage weights for multi-stage models."""
+
+    kind: str = "l1"  # l1 | charbonnier
+    eps: float = 1e-3  # Charbonnier epsilon
+    ssim: float = 0.0  # weight of (1 - SSIM)
+    freq: float = 0.0  # weight of the L1 distance between 2-D FFTs
+    stages: bool = False  # model(x, return_all=True) -> list of stage outputs, loss on each
+    stage_weights: list[float] = field(default_factory=list)  # [] = equal weights
+    distill: dict[str, float] = field(default_factory=dict)  # weights for ebmsr.distill_loss ({} = its defaults)
+
+
+@dataclass
+class EMAConfig:
+    """Exponential moving average of the weights (what validation and export use)."""
+
+    decay: float = 0.999
+    enabled: bool = True
+
+
+@dataclass
+class ValConfig:
+    """Periodic validation: Set5 (SR, distill) or held-out training-side pairs (deblur, defocus)."""
+
+    every: int = 250
+    kind: str = "auto"  # auto | set5 | set5-defocus | holdout | none
+    set: str = "sr/test/Set5"
+    max_images: int = 0
+    crop: int = 0  # centre-crop the HR/target to this size (0 = full image)
+    n: int = 8  # holdout: number of pairs
+    sigmas: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0])  # set5-defocus HR sigmas
+    kwargs: dict[str, Any] = field(default_factory=dict)  # holdout: extra dataset arguments (e.g. the split)
+
+
+@dataclass
+class TrainConfig:
+    """Run mechanics: precision, logging and checkpoint intervals, CPU threads."""
+
+    amp: str = "auto"  # auto | bf16 | fp16 | off (CUDA only; CPU always fp32)
+    log_every: int = 10
+    checkpoint_every: int = 250
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    deterministic: bool = False
+
+
+@dataclass
+class DistillConfig:
+    """Distillation: the frozen teacher (registered name or weights path)."""
+
+    teacher: str = ""
+    trust_pickle: bool = False
+    cache: int = 0  # > 0: pool of this many crops whose teacher outputs are computed once
+
+
+@dataclass
+class OutputConfig:
+    """Where checkpoints, logs and the exported weights go."""
+
+    dir: str = ""  # "" = $BLURWISE_RUNS/NAME, else /work/ckpt/runs/NAME if /work/ckpt exists, else ~/.cache
+    export: str = ""  # shipped .safetensors path ("" = <dir>/NAME.safetensors)
+    export_name: str = ""  # model name stored in the metadata ("" = export file stem)
+    docs: bool = True  # write docs/results/training/NAME.{csv,png}
+
+
+@dataclass
+class Config:
+    """A whole training run, as read from one TOML file."""
+
+    name: str
+    task: str
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    seed: int = 0
+    description: str = ""
+    smoke: dict[str, Any] = field(default_factory=dict)  # dotted overrides applied by --smoke
+    source: str = ""  # the file it came from
+    raw: dict[str, Any] = field(default_factory=dict)  # the TOML as read (+ overrides), for metadata
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (stored in checkpoints and in the exported weights' metadata)."""
+        d = dataclasses.asdict(self)
+        d.pop("raw", None)
+        return d
+
+    def run_dir(self) -> Path:
+        """The run folder: checkpoints, CSV log; outside the repo unless configured otherwise."""
+        if self.output.dir:
+            return Path(os.path.expanduser(self.output.dir))
+        env = os.environ.get("BLURWISE_RUNS")
+        if env:
+            return Path(env) / self.name
+        if Path("/work/ckpt").is_dir():
+            return Path("/work/ckpt/runs") / self.name
+        return Path.home() / ".cache" / "blurwise" / "runs" / self.name
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "loss": LossConfig,
+    "ema": EMAConfig,
+    "val": ValConfig,
+    "train": TrainConfig,
+    "distill": DistillConfig,
+    "output": OutputConfig,
+}
+TOP_KEYS = {"name": str, "task": str, "seed": int, "description": str, "smoke": dict}
+
+SMOKE_DEFAULTS: dict[str, Any] = {
+    "optim.iterations": 24,
+    "optim.warmup": 0,
+    "data.batch": 4,
+    "data.max_images": 4,
+    "data.num_workers": 0,
+    "val.every": 12,
+    "val.max_images": 1,
+    "val.crop": 64,
+    "val.n": 2,
+    "train.log_every": 1,
+    "train.checkpoint_every": 12,
+    "train.deterministic": True,
+    "output.docs": False,
+    "output.export": "",
+}
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` coerced to ``tp`` (int -> float allowed) or raise a one-line UsageError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(value, arg, where)
+            except UsageError:
+                continue
+        raise UsageError(f"{where}: {value!r} has the wrong type")
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UsageError(f"{where}: expected a list, got {type(value).__name__}")
+        (arg,) = typing.get_args(tp) or (Any,)
+        return [_check_type(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: expected a table, got {type(value).__name__}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UsageError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise UsageError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: expected a table, got {type(table).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in names:
+            raise UsageError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(names))})")
+        kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
+    key = ALIASES.get(key, key)
+    parts = key.split(".")
+    if len(parts) == 1:
+        if parts[0] not in TOP_KEYS and parts[0] not in SECTIONS:
+            raise UsageError(f"{where}: unknown override {key!r}")
+        raw[parts[0]] = value
+        return
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        raise UsageError(f"{where}: unknown override {key!r} (use section.key, e.g. optim.lr)")
+    section = raw.setdefault(parts[0], {})
+    if not isinstance(section, dict):
+        raise UsageError(f"{where}: [{parts[0]}] is not a table")
+    section[parts[1]] = value
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given, or a bare name looked up in the repo's ``configs/`` folder."""
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_file():
+        return p
+    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.toml"):
+        if not p.parent.parts and cand.is_file():
+            return cand
+    raise InputError(f"config file not found: {path}")
+
+
+def parse_config(
+    raw: dict[str, Any], *, source: str = "<config>", smoke: bool = False, overrides: dict[str, Any] | None = None
+) -> Config:
+    """Build a :class:`Config` from a TOML-like dict, applying ``--smoke`` and CLI overrides."""
+    raw = copy.deepcopy(raw)
+    where = Path(source).name
+    for key in raw:
+        if key not in SECTIONS and key not in TOP_KEYS:
+            raise UsageError(f"{where}: unknown key {key!r} (sections: {', '.join(SECTIONS)})")
+    if smoke:
+        smoke_table = raw.get("smoke", {})
+        if not isinstance(smoke_table, dict):
+            raise UsageError(f"{where}: [smoke] must be a table of dotted overrides")
+        for key, value in {**SMOKE_DEFAULTS, **smoke_table}.items():
+            _set_dotted(raw, key, value, f"{where} [smoke]")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, key, value, f"{where} (override)")
+    task = raw.get("task")
+    if task not in TASKS:
+        raise UsageError(f"{where}: task must be one of {', '.join(TASKS)}, got {task!r}")
+    if "model" not in raw or not isinstance(raw["model"], dict) or not raw["model"].get("name"):
+        raise UsageError(f"{where}: [model] name is required")
+    sections = {name: _build(cls, raw.get(name, {}), f"{where} [{name}]") for name, cls in SECTIONS.items()}
+    top = {k: _check_type(raw[k], t, f"{where} {k}") for k, t in TOP_KEYS.items() if k in raw}
+    top.setdefault("name", Path(source).stem)
+    cfg = Config(**top, **sections, source=str(source), raw=raw)
+    _validate(cfg, where)
+    return cfg
+
+
+def _validate(cfg: Config, where: str) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise UsageError(f"{where}: {msg}")
+
+    need(cfg.loss.kind in ("l1", "charbonnier"), f"loss.kind must be l1 or charbonnier, got {cfg.loss.kind!r}")
+    need(cfg.optim.name in ("adam", "adamw"), f"optim.name must be adam or adamw, got {cfg.optim.name!r}")
+    need(cfg.optim.iterations > 0, "optim.iterations must be > 0")
+    need(cfg.optim.lr > 0, "optim.lr must be > 0")
+    need(len(cfg.optim.betas) == 2, "optim.betas must hold two numbers")
+    need(0 <= cfg.optim.warmup < cfg.optim.iterations or cfg.optim.warmup == 0, "optim.warmup must be < iterations")
+    need(cfg.data.batch > 0 and cfg.data.patch > 0, "data.batch and data.patch must be > 0")
+    need(cfg.data.scale in (1, 2, 3, 4, 8), f"data.scale must be 1, 2, 3, 4 or 8, got {cfg.data.scale}")
+    need(0.0 <= cfg.ema.decay < 1.0, "ema.decay must be in [0, 1)")
+    need(cfg.train.amp in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off")
+    need(cfg.val.kind in ("auto", "set5", "set5-defocus", "holdout", "none"), f"val.kind {cfg.val.kind!r} unknown")
+    need(cfg.val.every > 0 and cfg.train.checkpoint_every > 0, "val.every and train.checkpoint_every must be > 0")
+    need(cfg.task != "distill" or bool(cfg.distill.teacher), "distill needs a teacher ([distill] teacher or --teacher)")
+    need(cfg.task not in ("sr", "distill") or cfg.data.scale > 1, f"task {cfg.task} needs data.scale > 1")
+    if cfg.loss.stage_weights:
+        need(all(w >= 0 for w in cfg.loss.stage_weights), "loss.stage_weights must be >= 0")
+
+
+def load_config(path: str | Path, *, smoke: bool = False, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a training config TOML (path or bare name in ``configs/``) into a checked :class:`Config`."""
+    p = resolve_config_path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{p.name}: invalid TOML: {str(exc).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read config {p}: {exc.__class__.__name__}") from None
+    return parse_config(raw, source=str(p), smoke=smoke, overrides=overrides)

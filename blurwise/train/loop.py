@@ -1,0 +1,550 @@
+"""The one training loop for every task: sr, distill (EBM-SR from a teacher), deblur (LPRN), defocus.
+
+``run(config)`` builds the model, data, optimiser (Adam/AdamW, warm-up + cosine), EMA, mixed
+precision (CUDA) and DDP (torchrun), then trains for ``optim.iterations`` steps with periodic
+validation, atomic checkpoints and a CSV/PNG training curve, resumes from the run folder's
+``last.pt`` when one exists, and finally exports the EMA weights as a blurwise ``.safetensors``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from blurwise.errors import ModelError, UsageError
+from blurwise.train import dist
+from blurwise.train.checkpoint import load_checkpoint, load_matching, save_checkpoint, state_from_source
+from blurwise.train.config import REPO_ROOT, Config, load_config
+from blurwise.train.data import TUPLE_KEYS as _TUPLE_KEYS
+from blurwise.train.data import (
+    ItemAdapter,
+    ValItem,
+    build_dataset,
+    dataset_name,
+    holdout_items,
+    make_loader,
+    set5_defocus_items,
+    set5_items,
+    task_keys,
+    val_kind,
+)
+from blurwise.train.ema import EMA
+from blurwise.train.losses import distill_fallback, pixel_loss, stage_loss
+
+log = logging.getLogger("blurwise.train")
+
+CSV_FIELDS = ["step", "loss", "lr", "val_psnr", "seconds"]
+REGISTRY_TASK = {"sr": "sr", "distill": "ebmsr", "deblur": "deblur", "defocus": "defocus"}
+
+
+@dataclass
+class RunResult:
+    """What a run did: steps, logged losses, validation history, where its files are."""
+
+    name: str
+    start_step: int
+    steps: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    val: list[tuple[int, float]] = field(default_factory=list)
+    run_dir: Path | None = None
+    checkpoint: Path | None = None
+    export: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def final_val(self) -> float | None:
+        """The last validation figure (PSNR in dB; negative MAE for sigma maps)."""
+        return self.val[-1][1] if self.val else None
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Learning rate at ``step``: linear warm-up to ``optim.lr``, then cosine down to ``optim.min_lr``."""
+    o = cfg.optim
+    if o.warmup and step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    t = (step - o.warmup) / max(1, o.iterations - o.warmup)
+    return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def model_spec(cfg: Config) -> tuple[str, dict[str, Any], str, int, str | None]:
+    """(architecture, full model config, registry task, scale, variant teacher) for the config's model."""
+    from blurwise.models.registry import get_arch, get_variant
+
+    name = cfg.model.name
+    try:
+        v = get_variant(name)
+        arch, base, task, scale = v.arch, dict(v.cfg), v.task, v.scale
+    except ModelError:
+        v, arch, base, task, scale = None, name, {}, REGISTRY_TASK[cfg.task], cfg.data.scale
+    spec = get_arch(arch)
+    full = {**spec.defaults, **base, **cfg.model.cfg}
+    scale = int(full.get("scale", scale))
+    return arch, full, task, scale, (v.teacher if v else None)
+
+
+def load_teacher(spec: str, *, trust_pickle: bool, device: torch.device, allow_untrained: bool) -> nn.Module:
+    """The frozen teacher: a registered name, a weights file (``.safetensors`` or trusted ``.pth``),
+    or ``NAME@CHECKPOINT`` (architecture/variant NAME with weights from a training checkpoint)."""
+    from blurwise.models import create_model, load_model
+
+    if "@" in spec and not Path(spec).exists():
+        name, src = spec.split("@", 1)
+        model = create_model(name)
+        state, _ = state_from_source(src)
+        load_matching(model, state)
+    else:
+        model, _ = load_model(spec, device="cpu", trust_pickle=trust_pickle, allow_untrained=allow_untrained)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _distill_loss_fn(cfg: Config):
+    """``f(student, teacher, target, sigma) -> loss``: ``ebmsr.distill_loss`` when present, else the fallback."""
+    w = dict(cfg.loss.distill)
+    try:
+        from blurwise.models.ebmsr import distill_loss
+    except ImportError:
+        return lambda s, t, y, sig: distill_fallback(
+            s, t, y, w_teacher=w.get("teacher", 1.0), w_target=w.get("target", 1.0), w_band=w.get("band", 0.0)
+        )
+    return lambda s, t, y, sig: distill_loss(s.float(), t.float(), y.float(), sigma=sig, weights=w or None)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def write_curve(csv_path: Path, png_path: Path, title: str) -> None:
+    """Plot loss (log scale) and validation PSNR against the step from a training CSV (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open()))
+    if not rows:
+        return
+    st = [int(r["step"]) for r in rows if r["loss"]]
+    ls = [float(r["loss"]) for r in rows if r["loss"]]
+    vs = [(int(r["step"]), float(r["val_psnr"])) for r in rows if r.get("val_psnr")]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(st, ls, color="tab:blue", lw=0.8, label="train loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss", color="tab:blue")
+    if vs:
+        ax2 = ax.twinx()
+        ax2.plot([v[0] for v in vs], [v[1] for v in vs], "o-", color="tab:red", ms=3, label="val PSNR")
+        ax2.set_ylabel("validation PSNR (dB)", color="tab:red")
+    ax.set_title(title)
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png_path.with_name(f".{png_path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(png_path)
+
+
+class Trainer:
+    """State of one run (kept small; :func:`run` is the public entry point)."""
+
+    def __init__(self, cfg: Config, info: dist.DistInfo, *, resume: bool, smoke: bool, init: bool = True) -> None:
+        from blurwise.models import create_model
+
+        self.cfg, self.info, self.smoke = cfg, info, smoke
+        self.dev = info.device
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            if self.dev.type == "cuda":
+                torch.backends.cudnn.benchmark = False
+        elif self.dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        _seed_all(cfg.seed + info.rank)
+        self.run_dir = cfg.run_dir()
+        self.ckpt_path = self.run_dir / "last.pt"
+        self.arch, self.model_cfg, self.reg_task, self.scale, self.variant_teacher = model_spec(cfg)
+        model = create_model(self.arch, **self.model_cfg)
+        self.inputs, self.target = task_keys(cfg)
+        self.amp = dist.amp_dtype(cfg.train.amp, self.dev)
+        self.memfmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
+        self.step, self.seconds = 0, 0.0
+        self.notes: dict[str, Any] = {}
+        ck = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.is_file() else None
+        if ck is None and cfg.model.init_from and init:
+            state, _ = state_from_source(cfg.model.init_from)
+            keys = load_matching(model, state, cfg.model.init_exclude)
+            self.notes["init_from"] = cfg.model.init_from
+            log.info("init from %s: %d tensors", cfg.model.init_from, len(keys))
+        model = model.to(self.dev, memory_format=self.memfmt)
+        self.ema = EMA(model, cfg.ema.decay) if cfg.ema.enabled else None
+        opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = opt_cls(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
+        if ck is not None:
+            model.load_state_dict(ck["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ck.get("ema", ck["model"]))
+            if "opt" in ck:
+                self.opt.load_state_dict(ck["opt"])
+            if "scaler" in ck and self.scaler.is_enabled():
+                self.scaler.load_state_dict(ck["scaler"])
+            self.step = int(ck.get("step", 0))
+            self.seconds = float(ck.get("seconds", 0.0))
+            self.notes.update(ck.get("notes", {}))
+            log.info("resumed %s at step %d", self.ckpt_path, self.step)
+        self.start_step = self.step
+        self.model = dist.wrap_ddp(model, info)
+        self.teacher = None
+        if cfg.task == "distill":
+            self.teacher = load_teacher(
+                cfg.distill.teacher, trust_pickle=cfg.distill.trust_pickle, device=self.dev, allow_untrained=smoke
+            )
+            ts = getattr(self.teacher, "scale", self.scale)
+            if ts != self.scale:
+                raise UsageError(f"teacher is x{ts} but the student is x{self.scale}")
+            self.distill_loss = _distill_loss_fn(cfg)
+        self.teacher_cache: dict[int, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ data
+
+    def _loader(self):
+        cfg, info = self.cfg, self.info
+        it = cfg.optim.iterations
+        length = cfg.distill.cache if (cfg.task == "distill" and cfg.distill.cache) else cfg.data.length
+        length = length or it * cfg.data.batch * info.world_size
+        ds = ItemAdapter(build_dataset(cfg, length=length), _TUPLE_KEYS.get(dataset_name(cfg), ()))
+        sampler = dist.StepBatchSampler(
+            len(ds), cfg.data.batch, seed=cfg.data.seed, start_step=self.step, steps=it, rank=info.rank,
+            world=info.world_size,
+        )  # fmt: skip
+        return make_loader(ds, sampler, cfg.data.num_workers, self.dev)
+
+    def _teacher_out(self, lr: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.distill.cache:
+            with torch.no_grad(), dist.autocast(self.amp, self.dev):
+                return self.teacher(lr).float()
+        idx = index.tolist()
+        missing = [k for k, i in enumerate(idx) if i not in self.teacher_cache]
+        if missing:
+            with torch.no_grad(), dist.autocast(self.amp, self.dev):
+                out = self.teacher(lr[missing]).float()
+            for k, o in zip(missing, out, strict=True):
+                self.teacher_cache[idx[k]] = o.half().cpu()
+        return torch.stack([self.teacher_cache[i] for i in idx]).to(self.dev).float()
+
+    # ------------------------------------------------------------------ one step
+
+    def _loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        cfg = self.cfg
+        x = torch.cat([batch[k] for k in self.inputs], 1).to(self.dev, non_blocking=True)
+        y = batch[self.target].to(self.dev, non_blocking=True)
+        x = x.contiguous(memory_format=self.memfmt)
+        lk = {"kind": cfg.loss.kind, "eps": cfg.loss.eps, "ssim": cfg.loss.ssim, "freq": cfg.loss.freq}
+        with dist.autocast(self.amp, self.dev):
+            if cfg.task == "distill":
+                t = self._teacher_out(batch["lr"].to(self.dev), batch["index"])
+                out = self.model(x)
+                sig = batch.get("sigma_lr")
+                return self.distill_loss(out, t, y, None if sig is None else sig.to(self.dev))
+            if cfg.loss.stages:
+                outs = self.model(x, return_all=True)
+                return stage_loss(list(outs), y, cfg.loss.stage_weights or None, **lk)
+            return pixel_loss(self.model(x), y, **lk)
+
+    def _train_step(self, batch: dict[str, Any]) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.step, self.cfg)
+        loss = self._loss(batch)
+        if not torch.isfinite(loss):
+            raise ModelError(f"loss is {loss.item()} at step {self.step}; lower optim.lr or use train.amp = 'off'")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(dist.unwrap(self.model), self.step)
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------ validation
+
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and exported (EMA when enabled)."""
+        return self.ema.module if self.ema is not None else dist.unwrap(self.model)
+
+    def val_items(self) -> list[ValItem]:
+        if not hasattr(self, "_val_items"):
+            kind = val_kind(self.cfg)
+            if kind == "set5":
+                self._val_items = set5_items(self.cfg)
+            elif kind == "set5-defocus":
+                self._val_items = set5_defocus_items(self.cfg)
+            elif kind == "holdout":
+                self._val_items = holdout_items(self.cfg, self.inputs, self.target)
+            else:
+                self._val_items = []
+        return self._val_items
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module | None = None) -> float | None:
+        """Mean PSNR (dB) of ``model`` on the validation items (Y, border = scale for SR; RGB for deblur);
+        for sigma-map targets, minus the mean absolute error."""
+        from blurwise.metrics import psnr
+
+        items = self.val_items()
+        if not items:
+            return None
+        model = model or self.eval_model()
+        was_training = model.training
+        model.eval()
+        scores = []
+        sr = self.cfg.task in ("sr", "distill")
+        for it in items:
+            with dist.autocast(self.amp, self.dev):
+                out = model(it.inputs.to(self.dev).contiguous(memory_format=self.memfmt)).float()
+            if it.reference.dtype != np.uint8:  # sigma map
+                scores.append(-float(np.abs(out[0, 0].cpu().numpy() - it.reference).mean()))
+                continue
+            img = np.clip(np.round(out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255), 0, 255).astype(np.uint8)
+            crop = self.scale if sr else 0
+            scores.append(psnr(it.reference, img, crop=crop, y=sr))
+        model.train(was_training)
+        return float(np.mean(scores))
+
+    @torch.no_grad()
+    def teacher_val(self) -> float | None:
+        """The teacher's PSNR on the distillation validation set (its reference ceiling)."""
+        from blurwise.metrics import psnr
+
+        scores = []
+        for it in self.val_items():
+            if it.teacher_input is None:
+                return None
+            out = self.teacher(it.teacher_input.to(self.dev)).float()
+            img = np.clip(np.round(out[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255), 0, 255).astype(np.uint8)
+            scores.append(psnr(it.reference, img, crop=self.scale, y=True))
+        return float(np.mean(scores)) if scores else None
+
+    # ------------------------------------------------------------------ files
+
+    def _csv_path(self) -> Path:
+        return self.run_dir / "log.csv"
+
+    def _trim_csv(self) -> list[dict[str, str]]:
+        p = self._csv_path()
+        rows = list(csv.DictReader(p.open())) if p.is_file() else []
+        rows = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= self.step]
+        self._write_csv(rows)
+        return rows
+
+    def _write_csv(self, rows: list[dict[str, Any]]) -> None:
+        p = self._csv_path()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(".log.csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        tmp.replace(p)
+
+    def _append_csv(self, row: dict[str, Any]) -> None:
+        p = self._csv_path()
+        new = not p.is_file()
+        with p.open("a", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def _publish_curve(self) -> None:
+        if not self.cfg.output.docs:
+            return
+        docs = REPO_ROOT / "docs" / "results" / "training"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._csv_path(), docs / f"{self.cfg.name}.csv")
+        try:
+            write_curve(self._csv_path(), docs / f"{self.cfg.name}.png", f"{self.cfg.name} ({self.cfg.task})")
+        except Exception as exc:  # a plotting problem must never stop training
+            log.warning("training curve not written: %s", exc)
+
+    def save(self) -> None:
+        """Atomic checkpoint of everything needed to resume exactly."""
+        state = {
+            "model": dist.unwrap(self.model).state_dict(),
+            "ema": self.eval_model().state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "seconds": self.seconds,
+            "config": self.cfg.to_dict(),
+            "notes": self.notes,
+        }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        save_checkpoint(self.ckpt_path, state)
+
+    def export(self, val_psnr: float | None) -> Path:
+        """Save the EMA weights as the shipped ``.safetensors`` (fp16 unless it costs >= 0.01 dB)."""
+        from blurwise.models import create_model, save_weights
+
+        cfg = self.cfg
+        out = Path(cfg.output.export) if cfg.output.export else self.run_dir / f"{cfg.name}.safetensors"
+        if not out.is_absolute():
+            out = REPO_ROOT / out
+        model = self.eval_model()
+        half = True
+        if val_psnr is not None:  # check the fp16 round trip costs < 0.01 dB
+            m16 = create_model(self.arch, **self.model_cfg)
+            sd = model.state_dict()
+            m16.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in sd.items()})
+            p16 = self.validate(m16.to(self.dev))
+            half = p16 is not None and val_psnr - p16 < 0.01
+            self.notes["val_psnr_fp16"] = p16
+        from blurwise.data.paths import data_root
+
+        training = {
+            "config_name": cfg.name,
+            "config": cfg.raw,
+            "task": cfg.task,
+            "data": [str(Path(r)) for r in cfg.data.roots] or [dataset_name(cfg)],
+            "data_root": str(data_root()),
+            "iterations": self.step,
+            "batch": cfg.data.batch,
+            "patch": cfg.data.patch,
+            "train_seconds": round(self.seconds, 1),
+            "validation": {"kind": val_kind(cfg), "set": cfg.val.set, "psnr": val_psnr},
+            "smoke": self.smoke,
+            **{k: v for k, v in self.notes.items() if k != "val_psnr_fp16"},
+        }
+        extra = {"training": training, "val_psnr": val_psnr, "val_psnr_fp16": self.notes.get("val_psnr_fp16")}
+        teacher = cfg.distill.teacher if cfg.task == "distill" else self.variant_teacher
+        return save_weights(
+            model, out, arch=self.arch, task=self.reg_task, scale=self.scale, config=self.model_cfg,
+            name=cfg.output.export_name or None, teacher=teacher, extra=extra, half=half,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ main loop
+
+    def fit(self) -> RunResult:
+        cfg, info = self.cfg, self.info
+        res = RunResult(cfg.name, self.start_step, self.step, run_dir=self.run_dir)
+        main = info.is_main
+        if main:
+            self._trim_csv()
+            if self.teacher is not None and "teacher_val_psnr" not in self.notes:
+                self.notes["teacher_val_psnr"] = self.teacher_val()
+        total = cfg.optim.iterations
+        last_val: float | None = None
+        acc, n_acc = 0.0, 0
+        self.model.train()
+        if self.step < total:
+            t0 = time.perf_counter()
+            for batch in self._loader():
+                loss = self._train_step(batch)
+                acc, n_acc = acc + loss, n_acc + 1
+                res.losses.append((self.step, loss))
+                do_val = self.step % cfg.val.every == 0 or self.step == total
+                do_log = do_val or self.step % cfg.train.log_every == 0
+                if do_log:
+                    now = time.perf_counter()
+                    self.seconds += now - t0
+                    t0 = now
+                    mean_loss = dist.mean_across(acc / n_acc, info)
+                    acc, n_acc = 0.0, 0
+                    v = self.validate() if (do_val and main) else None
+                    if v is not None:
+                        last_val = v
+                        res.val.append((self.step, v))
+                    if main:
+                        lr = lr_at(self.step - 1, cfg)
+                        vtxt = "" if v is None else f"{v:.4f}"
+                        row = {"step": self.step, "loss": f"{mean_loss:.6f}", "lr": f"{lr:.3g}", "val_psnr": vtxt}
+                        row["seconds"] = f"{self.seconds:.1f}"
+                        self._append_csv(row)
+                        log.info("step %d loss %.5f%s", self.step, mean_loss, "" if v is None else f" val {v:.3f}")
+                        if do_val:
+                            self._publish_curve()
+                    t0 = time.perf_counter()  # validation and logging do not count as training time
+                if main and (self.step % cfg.train.checkpoint_every == 0 or self.step == total):
+                    self.save()
+        res.steps = self.step
+        res.seconds = self.seconds
+        res.checkpoint = self.ckpt_path if self.ckpt_path.is_file() else None
+        if main:
+            if last_val is None:
+                last_val = self.validate()
+                if last_val is not None:
+                    res.val.append((self.step, last_val))
+            if self.step >= total:
+                res.export = self.export(last_val)
+        dist.barrier(info)
+        return res
+
+
+def run(
+    config_path: str | Path | Config,
+    *,
+    device: str = "auto",
+    smoke: bool = False,
+    resume: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> RunResult:
+    """Train (or resume) the run described by a TOML config and export its EMA weights.
+
+    ``smoke``: a tiny deterministic run (few steps, small crops, a handful of images) in a fresh
+    temporary run folder unless ``overrides`` names ``output.dir``; it never writes docs/ or the
+    package's weights. ``overrides``: dotted config keys or aliases (``{"teacher": "x.pth"}``).
+    """
+    import tempfile
+
+    overrides = dict(overrides or {})
+    if isinstance(config_path, Config):
+        cfg = config_path
+    else:
+        if smoke and not any(k in overrides for k in ("output.dir", "output", "out_dir")):
+            overrides["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
+        cfg = load_config(config_path, smoke=smoke, overrides=overrides)
+    info = dist.setup(device)
+    try:
+        return Trainer(cfg, info, resume=resume, smoke=smoke).fit()
+    finally:
+        dist.cleanup(info)
+
+
+def export_checkpoint(
+    config_path: str | Path, *, checkpoint: str | Path | None = None, out: str | None = None, device: str = "cpu"
+) -> Path:
+    """Validate a checkpoint (this loop's or the bootstrap trainer's) and export its EMA weights with
+    the config's metadata, without training. ``iterations`` in the metadata is the checkpoint's step."""
+    overrides: dict[str, Any] = {"output.export": out} if out else {}
+    cfg = load_config(config_path, overrides=overrides)
+    info = dist.DistInfo(device=dist.resolve_device(device))
+    tr = Trainer(cfg, info, resume=False, smoke=False, init=False)
+    ck = load_checkpoint(checkpoint or tr.ckpt_path)
+    tr.eval_model().load_state_dict(ck.get("ema", ck.get("model")))
+    tr.step = int(ck.get("step", 0))
+    tr.seconds = float(ck.get("seconds", 0.0))
+    tr.notes["checkpoint"] = str(checkpoint or tr.ckpt_path)
+    if tr.teacher is not None:
+        tr.notes["teacher_val_psnr"] = tr.teacher_val()
+    return tr.export(tr.validate())

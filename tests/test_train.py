@@ -1,0 +1,357 @@
+"""Tests of the training loop (blurwise.train): smoke runs per task, determinism, resume, EMA, config errors.
+
+The loop's own tests use tiny synthetic datasets defined here (fast, no disk reads besides one Set5
+crop for SR validation); ``test_real_data_smoke`` runs the real ``blurwise.data.datasets`` classes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blurwise.errors import BlurwiseError, UsageError
+from blurwise.train import data as tdata
+from blurwise.train.config import load_config, parse_config
+from blurwise.train.ema import EMA, ema_update
+from blurwise.train.loop import lr_at, run
+
+torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------- tiny private datasets
+
+
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    img = gaussian_filter(rng.random((size, size, 3)), sigma=(1.5, 1.5, 0))
+    img = (img - img.min()) / (np.ptp(img) + 1e-8)
+    return img.astype(np.float32)
+
+
+class _Base:
+    def __init__(self, scale: int = 1, patch: int = 16, seed: int = 0, length: int = 64, split: str = "train", **kw):
+        self.scale, self.patch, self.seed, self.length = scale, patch, seed, length
+        self.split_seed = 0 if split == "train" else 99
+
+    def __len__(self) -> int:
+        return self.length
+
+    def rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.split_seed, i))
+
+
+class TinySR(_Base):
+    def __getitem__(self, i):
+        from blurwise.metrics.imresize import imresize
+
+        hr = _texture(self.rng(i), self.patch)
+        return {"lr": imresize(hr, 1 / self.scale).astype(np.float32), "hr": hr}
+
+
+class TinyDefocusSR(_Base):
+    def __getitem__(self, i):
+        from scipy.ndimage import gaussian_filter
+
+        from blurwise.metrics.imresize import imresize
+
+        r = self.rng(i)
+        sigma = float(r.uniform(0, 2))
+        hr = gaussian_filter(_texture(r, self.patch), sigma=(sigma, sigma, 0)).astype(np.float32)
+        lr = imresize(hr, 1 / self.scale).astype(np.float32)
+        return {"lr": lr, "hr": hr, "sigma_lr": np.full(lr.shape[:2], sigma / self.scale, np.float32)}
+
+
+class TinyDeblur(_Base):
+    def __getitem__(self, i):
+        from scipy.ndimage import uniform_filter1d
+
+        sharp = _texture(self.rng(i), self.patch)
+        return {"blur": uniform_filter1d(sharp, 5, axis=1).astype(np.float32), "sharp": sharp}
+
+
+TINY = {"SRDataset": TinySR, "DefocusSRDataset": TinyDefocusSR, "DeblurDataset": TinyDeblur}
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    monkeypatch.setattr(tdata, "_dataset_class", lambda name: TINY[name])
+
+
+SR_TOML = """
+name = "t_sr"
+task = "sr"
+seed = 3
+[model]
+name = "edsr"
+cfg = {scale = 2, n_feats = 8, n_resblocks = 1}
+[data]
+scale = 2
+patch = 16
+batch = 4
+[optim]
+lr = 3e-3
+iterations = 16
+[val]
+every = 8
+crop = 32
+max_images = 1
+[train]
+log_every = 1
+checkpoint_every = 8
+deterministic = true
+[output]
+docs = false
+"""
+
+DEBLUR_TOML = """
+name = "t_deblur"
+task = "deblur"
+[model]
+name = "lprn"
+cfg = {stages = 2, channels = 8, blocks = 1, unshuffle = 1}
+[data]
+patch = 16
+batch = 4
+[optim]
+lr = 3e-3
+iterations = 16
+[loss]
+kind = "charbonnier"
+stages = true
+freq = 0.05
+[val]
+every = 8
+n = 2
+[train]
+log_every = 1
+deterministic = true
+[output]
+docs = false
+"""
+
+DISTILL_TOML = """
+name = "t_distill"
+task = "distill"
+[model]
+name = "ebmsr"
+cfg = {scale = 2, channels = 8, n_blocks = 1, cond_channels = 4}
+[data]
+scale = 2
+patch = 16
+batch = 4
+[optim]
+lr = 3e-3
+iterations = 16
+[val]
+every = 16
+crop = 32
+max_images = 1
+sigmas = [0.0, 2.0]
+[distill]
+teacher = "edsr-s-x2"
+[train]
+log_every = 1
+deterministic = true
+[output]
+docs = false
+"""
+
+
+def _cfg(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _early_late(res) -> tuple[float, float]:
+    losses = [v for _, v in res.losses]
+    return float(np.mean(losses[:4])), float(np.mean(losses[-4:]))
+
+
+# --------------------------------------------------------------------------- smoke runs
+
+
+class TestSmoke:
+    def test_sr_lowers_loss_and_exports(self, tmp_path, tiny_data):
+        from blurwise.models import load_model
+
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides={"output.dir": str(tmp_path / "run")})
+        early, late = _early_late(res)
+        assert late < early
+        assert res.steps == 16 and res.start_step == 0
+        assert [s for s, _ in res.val] == [8, 16]
+        assert res.export is not None and res.export.suffix == ".safetensors"
+        model, info = load_model(res.export)
+        assert info.scale == 2 and info.arch == "edsr"
+        assert info.metadata["training"]["iterations"] == 16
+        assert math.isclose(info.metadata["val_psnr"], res.final_val)
+        assert (tmp_path / "run" / "log.csv").read_text().startswith("step,loss,lr,val_psnr,seconds")
+
+    def test_deblur_stages_lowers_loss(self, tmp_path, tiny_data):
+        res = run(_cfg(tmp_path, DEBLUR_TOML), device="cpu", overrides={"output.dir": str(tmp_path / "run")})
+        early, late = _early_late(res)
+        assert late < early
+        assert res.final_val is not None and res.final_val > 10
+
+    def test_distill_lowers_loss(self, tmp_path, tiny_data):
+        from blurwise.models import load_model
+
+        res = run(_cfg(tmp_path, DISTILL_TOML), device="cpu", smoke=True, overrides={"output.dir": str(tmp_path / "r")})
+        early, late = _early_late(res)
+        assert late < early
+        _, info = load_model(res.export)
+        assert info.teacher == "edsr-s-x2" and info.in_channels == 4
+        assert "teacher_val_psnr" in info.metadata["training"]
+
+    def test_deterministic(self, tmp_path, tiny_data):
+        a = run(_cfg(tmp_path, SR_TOML), device="cpu", smoke=True, overrides={"output.dir": str(tmp_path / "a")})
+        b = run(_cfg(tmp_path, SR_TOML), device="cpu", smoke=True, overrides={"output.dir": str(tmp_path / "b")})
+        assert a.losses == b.losses and len(a.losses) > 0
+
+    def test_resume_continues_exactly(self, tmp_path, tiny_data, monkeypatch):
+        from blurwise.train import loop
+
+        cfg = _cfg(tmp_path, SR_TOML)
+        full = run(cfg, device="cpu", overrides={"output.dir": str(tmp_path / "full")})
+        orig = loop.Trainer._train_step
+
+        def crash_at_9(self, batch):
+            if self.step == 8:
+                raise KeyboardInterrupt
+            return orig(self, batch)
+
+        monkeypatch.setattr(loop.Trainer, "_train_step", crash_at_9)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, device="cpu", overrides={"output.dir": str(tmp_path / "cut")})
+        monkeypatch.setattr(loop.Trainer, "_train_step", orig)
+        res = run(cfg, device="cpu", overrides={"output.dir": str(tmp_path / "cut")})
+        assert res.start_step == 8 and res.steps == 16
+        assert res.losses == full.losses[8:]
+        rows = (tmp_path / "cut" / "log.csv").read_text().splitlines()[1:]
+        assert [int(r.split(",")[0]) for r in rows] == list(range(1, 17))
+
+    def test_init_from_checkpoint(self, tmp_path, tiny_data):
+        # the bootstrap trainer's layout: {"model", "ema", "opt", "step"}
+        from blurwise.models import create_model
+
+        src = create_model("edsr", scale=2, n_feats=8, n_resblocks=1)
+        torch.save({"model": src.state_dict(), "ema": src.state_dict(), "opt": {}, "step": 5}, tmp_path / "x.pt")
+        ov = {"output.dir": str(tmp_path / "r"), "init_from": str(tmp_path / "x.pt"), "iterations": 1}
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=ov)
+        assert res.steps == 1
+        from blurwise.models.registry import read_weights
+
+        _, meta = read_weights(res.export)
+        assert meta["training"]["init_from"] == str(tmp_path / "x.pt")
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["sr_edsr-s_x2", "deblur_lprn"])
+def test_real_data_smoke(config, tmp_path):
+    pytest.importorskip("blurwise.data.datasets")
+    from blurwise.data import datasets
+
+    cls = tdata.TASK_DATA[load_config(config).task][0]
+    if not hasattr(datasets, cls):
+        pytest.skip(f"blurwise.data.datasets.{cls} not written yet")
+    res = run(config, device="cpu", smoke=True, overrides={"output.dir": str(tmp_path)})
+    early, late = _early_late(res)
+    assert late < early
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+class TestEMA:
+    def test_update_formula(self):
+        a = torch.nn.BatchNorm2d(2)
+        b = torch.nn.BatchNorm2d(2)
+        with torch.no_grad():
+            a.weight.fill_(1.0)
+            b.weight.fill_(3.0)
+            b.num_batches_tracked.fill_(7)
+        ema_update(a, b, 0.9)
+        assert torch.allclose(a.weight, torch.full((2,), 1.2))
+        assert a.num_batches_tracked.item() == 7
+
+    def test_ema_class_warmup_and_frozen(self):
+        m = torch.nn.Linear(2, 2)
+        e = EMA(m, decay=0.999)
+        assert all(not p.requires_grad for p in e.module.parameters())
+        with torch.no_grad():
+            m.weight.add_(1.0)
+        before = e.module.weight.clone()
+        e.update(m, step=0)  # decay warm-up: min(0.999, 1/10) = 0.1
+        assert torch.allclose(e.module.weight, 0.1 * before + 0.9 * m.weight)
+
+    def test_lr_schedule(self, tmp_path):
+        cfg = parse_config({"task": "deblur", "model": {"name": "lprn"}, "optim": {"lr": 1.0, "min_lr": 0.0,
+                           "warmup": 10, "iterations": 110}})  # fmt: skip
+        assert lr_at(0, cfg) == pytest.approx(0.1)
+        assert lr_at(9, cfg) == pytest.approx(1.0)
+        assert lr_at(60, cfg) == pytest.approx(0.5)
+        assert lr_at(110, cfg) == pytest.approx(0.0)
+
+
+class TestConfig:
+    @pytest.mark.parametrize(
+        "text, match",
+        [
+            ('task = "sr"\n[model]\nname = "edsr"\n[optim]\nlrr = 1\n', "unknown key 'lrr'"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[optim]\nlr = "fast"\n', "expected a number"),
+            ('task = "sr"\n[model\n', "invalid TOML"),
+            ('task = "paint"\n[model]\nname = "edsr"\n', "task must be one of"),
+            ('task = "sr"\n', "name is required"),
+            ('task = "distill"\n[model]\nname = "ebmsr"\n[data]\nscale = 2\n', "needs a teacher"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[loss]\nkind = "l3"\n', "loss.kind"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[data]\nbatch = true\n', "expected an integer"),
+        ],
+    )
+    def test_errors_are_one_line(self, tmp_path, text, match):
+        with pytest.raises(BlurwiseError, match=match) as ei:
+            load_config(_cfg(tmp_path, text))
+        assert "\n" not in str(ei.value)
+
+    def test_missing_file(self):
+        with pytest.raises(BlurwiseError, match="not found"):
+            load_config("/nonexistent/x.toml")
+
+    def test_overrides_and_aliases(self, tmp_path):
+        p = _cfg(tmp_path, DISTILL_TOML)
+        cfg = load_config(p, overrides={"teacher": "my.pth", "optim.lr": 1, "batch": 2})
+        assert cfg.distill.teacher == "my.pth" and cfg.optim.lr == 1.0 and cfg.data.batch == 2
+        with pytest.raises(UsageError, match="unknown override"):
+            load_config(p, overrides={"nope.x": 1})
+
+    def test_smoke_defaults(self, tmp_path):
+        cfg = load_config(_cfg(tmp_path, SR_TOML), smoke=True)
+        assert cfg.optim.iterations <= 32 and cfg.output.docs is False and cfg.output.export == ""
+
+    def test_repo_configs_parse(self):
+        configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+        for p in configs:
+            cfg = load_config(p, overrides={"teacher": "x"} if "distill" in p.name else None)
+            from blurwise.train.loop import model_spec
+
+            model_spec(cfg)  # the model name resolves in the registry
+
+    def test_import_is_lazy(self):
+        import subprocess
+        import sys
+
+        code = "import sys, blurwise.train; blurwise.train.load_config; print('torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False"
+
+
+def test_cli_bad_config_exit_code(tmp_path, capsys):
+    from blurwise.train.__main__ import main
+
+    assert main([str(_cfg(tmp_path, 'task = "x"\n'))]) == 2
+    assert "task must be one of" in capsys.readouterr().err
