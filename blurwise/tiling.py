@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from blurwise.errors import InputError, ModelError
+from blurwise.errors import InputError, ModelError, UsageError
 
-__all__ = ["Tile", "tile_grid", "feather_weights", "run_tiled", "auto_tile", "is_oom"]
+__all__ = ["Tile", "tile_grid", "feather_weights", "run_tiled", "auto_tile", "is_oom", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,32 @@ def is_oom(exc: BaseException) -> bool:
     if oom_type is not None and isinstance(exc, oom_type):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None) -> CUDA if available, then Apple MPS, then CPU; else the named device, checked.
+
+    An unknown or unavailable device is a one-line UsageError (the CLI's ``--device``).
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = (device or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA GPU is available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps asked for, but Apple MPS is not available")
+    return dev
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -1,0 +1,220 @@
+"""Tests for blurwise.evaluate: JSON schema, known bicubic values, layouts, models through tiling, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blurwise.errors import BlurwiseError, InputError, ModelError, UsageError
+from blurwise.evaluate import evaluate, find_pairs
+from blurwise.metrics import imresize, psnr
+
+SR_KEYS = {"task", "model", "scale", "n_images", "psnr_y", "ssim_y", "per_image"}
+
+
+def write_png(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return imresize(small, size=(h, w))
+
+
+@pytest.fixture
+def sr_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "hr"
+    write_png(d / "a.png", smooth_image(50, 43, 0))  # not a multiple of the scale: cropped
+    write_png(d / "b.png", smooth_image(40, 48, 1)[:, :, 0])  # grey: replicated to RGB
+    write_png(d / "c.png", smooth_image(36, 36, 2))
+    return d
+
+
+@pytest.fixture
+def blur_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "pairs"
+    for i in range(2):
+        sharp = smooth_image(32, 40, i)
+        blur = imresize(imresize(sharp, 0.5), size=(32, 40))
+        write_png(d / "sharp" / f"{i}.png", sharp)
+        write_png(d / "blur" / f"{i}.png", blur)
+    return d
+
+
+def tiny_weights(tmp_path: Path, task: str, scale: int = 1, name: str = "tiny") -> Path:
+    import torch
+
+    from blurwise.models import create_model, save_weights
+
+    torch.manual_seed(0)
+    if task == "sr":
+        cfg = {"scale": scale, "n_feats": 8, "n_resblocks": 1}
+        model, arch = create_model("edsr", **cfg), "edsr"
+    else:
+        cfg = {"stages": 2, "channels": 8, "blocks": 1}
+        model, arch = create_model("lprn", **cfg), "lprn"
+    return save_weights(
+        model, tmp_path / f"{name}.safetensors", arch=arch, task=task, scale=scale, config=cfg, half=False
+    )
+
+
+# --------------------------------------------------------------------------- SR
+
+
+@pytest.mark.data
+class TestKnownValues:
+    def test_set5_bicubic_x4_schema_and_value(self):
+        from blurwise.data.paths import data_path
+
+        folder = data_path("sr", "test", "Set5")
+        if not folder.is_dir():
+            pytest.skip(f"shared data not found at {folder}")
+        r = evaluate("sr", folder, scale=4, model="bicubic")
+        assert SR_KEYS <= set(r) and r["task"] == "sr" and r["model"] == "bicubic" and r["scale"] == 4
+        assert r["n_images"] == 5 == len(r["per_image"])
+        assert set(r["per_image"][0]) == {"name", "psnr_y", "ssim_y"}
+        assert r["psnr_y"] == pytest.approx(28.42, abs=0.02) and r["psnr_y"] == pytest.approx(28.431, abs=2e-3)
+        assert r["ssim_y"] == pytest.approx(0.8113, abs=1e-3)
+        json.dumps(r, allow_nan=False)
+
+    def test_set5_bicubic_x2(self):
+        from blurwise.data.paths import data_path
+
+        folder = data_path("sr", "test", "Set5")
+        if not folder.is_dir():
+            pytest.skip(f"shared data not found at {folder}")
+        r = evaluate("sr", folder, scale=2, model="bicubic")
+        assert r["psnr_y"] == pytest.approx(33.66, abs=0.03) and r["psnr_y"] == pytest.approx(33.682, abs=2e-3)
+
+    def test_gopro_pairs_identity(self):
+        from blurwise.data.paths import data_path
+
+        folder = data_path("deblur", "gopro_pairs")
+        if not folder.is_dir():
+            pytest.skip(f"shared data not found at {folder}")
+        pairs = find_pairs(folder)
+        assert len(pairs) >= 10 and all(b.name == s.name for _, b, s in pairs)
+        r = evaluate("deblur", folder, model="identity", limit=1)
+        assert r["n_images"] == 1 and 15 < r["psnr"] < 45 and 0 < r["ssim"] < 1
+
+
+class TestSR:
+    def test_bicubic_schema_limit_and_protocol(self, sr_dir):
+        r = evaluate("sr", sr_dir, scale=4, model="bicubic", limit=2)
+        assert SR_KEYS <= set(r) and r["n_images"] == 2
+        assert [p["name"] for p in r["per_image"]] == ["a.png", "b.png"]
+        hr = np.asarray(Image.open(sr_dir / "a.png"))[:48, :40]
+        expected = psnr(imresize(imresize(hr, 1 / 4), 4), hr, crop=4)
+        assert r["per_image"][0]["psnr_y"] == pytest.approx(expected, abs=1e-9)
+        assert r["psnr_y"] == pytest.approx(np.mean([p["psnr_y"] for p in r["per_image"]]))
+
+    def test_hr_subfolder(self, sr_dir, tmp_path):
+        sr_dir.rename(tmp_path / "HR")
+        (tmp_path / "set").mkdir()
+        (tmp_path / "HR").rename(tmp_path / "set" / "HR")
+        assert evaluate("sr", tmp_path / "set", scale=2, model="bicubic")["n_images"] == 3
+
+    def test_model_through_tiling_matches_direct_run(self, sr_dir, tmp_path):
+        import torch
+
+        from blurwise.models import load_model
+
+        path = tiny_weights(tmp_path, "sr", scale=2)
+        r = evaluate("sr", sr_dir, scale=2, model=str(path), device="cpu", tile=8, tile_pad=16, limit=1)
+        assert r["model"] == str(path) and r["n_images"] == 1 and r["seconds"] >= 0
+        net, _ = load_model(path)
+        hr = np.asarray(Image.open(sr_dir / "a.png"))[:50, :42]
+        lr = imresize(hr, 1 / 2)
+        with torch.no_grad():
+            y = net(torch.from_numpy(lr.astype(np.float32) / 255).permute(2, 0, 1)[None])
+        sr = np.clip(np.round(y[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64) * 255), 0, 255)
+        assert r["psnr_y"] == pytest.approx(psnr(sr.astype(np.uint8), hr, crop=2), abs=1e-3)
+
+    def test_wrong_scale_model(self, sr_dir, tmp_path):
+        path = tiny_weights(tmp_path, "sr", scale=2)
+        with pytest.raises(ModelError, match="x2"):
+            evaluate("sr", sr_dir, scale=4, model=str(path), device="cpu")
+
+    def test_default_model_resolves_or_says_why(self, sr_dir):
+        from blurwise.models import default_variant
+
+        try:
+            r = evaluate("sr", sr_dir, scale=4, device="cpu", limit=1)
+        except ModelError as exc:
+            assert "not shipped" in str(exc) or "no model" in str(exc)
+        else:
+            assert r["model"] == default_variant("sr", 4).name
+
+
+# --------------------------------------------------------------------------- deblur
+
+
+class TestDeblur:
+    def test_identity_schema(self, blur_dir):
+        r = evaluate("deblur", blur_dir, model="identity")
+        assert {"psnr", "ssim", "psnr_y", "ssim_y"} <= set(r) and r["scale"] == 1 and r["n_images"] == 2
+        assert set(r["per_image"][0]) == {"name", "psnr", "ssim", "psnr_y", "ssim_y"}
+        blur = np.asarray(Image.open(blur_dir / "blur" / "0.png"))
+        sharp = np.asarray(Image.open(blur_dir / "sharp" / "0.png"))
+        assert r["per_image"][0]["psnr"] == pytest.approx(psnr(blur, sharp, y=False))
+
+    def test_sequence_layout(self, blur_dir, tmp_path):
+        root = tmp_path / "gopro_test"
+        root.mkdir()
+        blur_dir.rename(root / "SEQ1")
+        r = evaluate("deblur", root, model="identity")
+        assert r["per_image"][0]["name"] == "SEQ1/0.png"
+
+    def test_learned_model(self, blur_dir, tmp_path):
+        path = tiny_weights(tmp_path, "deblur")
+        r = evaluate("deblur", blur_dir, model=str(path), device="cpu", tile=16, tile_pad=8)
+        assert r["n_images"] == 2 and math.isfinite(r["psnr"])
+
+    def test_missing_sharp(self, blur_dir):
+        (blur_dir / "sharp" / "1.png").unlink()
+        with pytest.raises(InputError, match="no sharp image"):
+            evaluate("deblur", blur_dir, model="identity")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        "kwargs,exc,match",
+        [
+            ({"task": "denoise"}, UsageError, "unknown task"),
+            ({"model": "identity"}, UsageError, "baseline"),
+            ({"model": "bicubic", "route": "auto"}, UsageError, "route"),
+            ({"model": "bicubic", "threshold": 1.0}, UsageError, "route auto"),
+            ({"model": "bicubic", "route": "sometimes"}, UsageError, "route"),
+            ({"model": "bicubic", "limit": 0}, UsageError, "limit"),
+            ({"model": "no-such-model", "device": "cpu"}, ModelError, "unknown model"),
+        ],
+    )
+    def test_usage_errors(self, sr_dir, kwargs, exc, match):
+        args = {"task": "sr", "data_dir": sr_dir, **kwargs}
+        with pytest.raises(exc, match=match):
+            evaluate(**args)
+
+    def test_missing_and_empty_folders(self, tmp_path):
+        with pytest.raises(InputError, match="not found"):
+            evaluate("sr", tmp_path / "nope", model="bicubic")
+        with pytest.raises(InputError, match="no images"):
+            evaluate("sr", tmp_path, model="bicubic")
+        with pytest.raises(InputError, match="blur/"):
+            evaluate("deblur", tmp_path, model="identity")
+
+    def test_corrupt_image_is_one_line_error(self, sr_dir):
+        (sr_dir / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+        with pytest.raises(BlurwiseError) as info:
+            evaluate("sr", sr_dir, model="bicubic")
+        assert "\n" not in str(info.value)
