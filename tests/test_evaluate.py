@@ -138,6 +138,27 @@ class TestSR:
         sr = np.clip(np.round(y[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64) * 255), 0, 255)
         assert r["psnr_y"] == pytest.approx(psnr(sr.astype(np.uint8), hr, crop=2), abs=1e-3)
 
+    def test_route_auto_calls_upscale_routed(self, sr_dir, tmp_path, monkeypatch):
+        import blurwise.routing
+
+        calls = []
+
+        class FakeReport:
+            fractions = {"heavy": 0.25, "light": 0.75}
+            total_macs, full_heavy_macs = 30.0, 100.0
+
+        def fake(lr, *, heavy, scale, device, **kw):
+            calls.append((heavy[1].scale, scale, kw))
+            return imresize(lr.astype(np.float64), scale).clip(0, 1), FakeReport()
+
+        monkeypatch.setattr(blurwise.routing, "upscale_routed", fake)
+        path = tiny_weights(tmp_path, "sr", scale=2)
+        r = evaluate("sr", sr_dir, scale=2, model=str(path), route="auto", device="cpu", threshold=0.7)
+        assert len(calls) == 3 and calls[0] == (2, 2, {"threshold": 0.7})
+        assert r["routing"]["flops_fraction"] == pytest.approx(0.3)
+        assert r["routing"]["mean_route_fractions"] == {"heavy": 0.25, "light": 0.75}
+        assert r["psnr_y"] == pytest.approx(evaluate("sr", sr_dir, scale=2, model="bicubic")["psnr_y"], abs=0.05)
+
     def test_wrong_scale_model(self, sr_dir, tmp_path):
         path = tiny_weights(tmp_path, "sr", scale=2)
         with pytest.raises(ModelError, match="x2"):
