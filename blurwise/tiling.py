@@ -203,7 +203,7 @@ def _bytes_per_pixel(model: nn.Module, in_ch: int, device: torch.device, dtype: 
         torch.cuda.synchronize(device)
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        with torch.inference_mode(), _autocast(device, dtype):
+        with torch.no_grad(), _autocast(device, dtype):
             model(x, **extra)
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
@@ -218,7 +218,7 @@ def _bytes_per_pixel(model: nn.Module, in_ch: int, device: torch.device, dtype: 
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]
     try:
-        with torch.inference_mode(), _autocast(device, dtype):
+        with torch.no_grad(), _autocast(device, dtype):
             model(x, **extra)
     finally:
         for hd in handles:
@@ -409,7 +409,7 @@ def run_tiled(
     if tile <= 0:
         tile = auto_tile(model, h, w, in_channels=c, scale=scale, pad=tile_pad, batch=batch, dtype=dtype, extra=extra)
     outs = []
-    with torch.inference_mode():
+    with torch.no_grad():
         for i in range(n):
             cur = tile
             while True:
