@@ -1,0 +1,561 @@
+"""The Python API: ``blurwise.upscale``, ``blurwise.deblur``, ``blurwise.defocus_map``.
+
+Each takes a numpy array (HW or HWC; uint8, uint16 or float in [0, 1]) or a PIL image and returns
+the same kind (same dtype, same channel layout). Gray images are replicated to RGB for the model and
+returned gray; alpha goes around the model (resized bicubic) and is re-attached. Models are loaded
+once and cached. The classes :class:`Upscaler` and :class:`Deblurrer` do the same work on
+float32 HWC arrays and are what the folder pipeline (:mod:`blurwise.batch`) calls per image.
+
+>>> import numpy as np, blurwise
+>>> img = np.zeros((8, 8, 3), np.uint8)
+>>> blurwise.upscale(img, scale=2, model="bicubic").shape
+(16, 16, 3)
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from blurwise.errors import InputError, ModelError, NotAvailableError, UsageError
+from blurwise.io.alpha import merge_alpha, resize_plane
+from blurwise.io.image import from_float, to_float
+
+log = logging.getLogger(__name__)
+
+__all__ = ["upscale", "deblur", "defocus_map", "resolve_device", "get_model", "Upscaler", "Deblurrer", "RunReport"]
+
+BASELINES = {"bicubic": "sr", "identity": "deblur"}
+_CACHE_SIZE = 4
+_cache: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
+_cache_lock = threading.Lock()
+_Y = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- devices and models
+
+
+def resolve_device(device: str | Any = "auto") -> Any:
+    """``"auto"``: CUDA, then Apple MPS, then CPU; else the named device (checked: one-line UsageError)."""
+    from blurwise.tiling import resolve_device as _resolve
+
+    return _resolve(device)
+
+
+def _allow_untrained() -> bool:
+    # Development/test switch: build registered models without shipped weights (random init).
+    return os.environ.get("BLURWISE_ALLOW_UNTRAINED", "") not in ("", "0")
+
+
+def get_model(
+    name_or_path: str, *, device: Any = "cpu", trust_pickle: bool = False, allow_untrained: bool | None = None
+) -> tuple[Any, Any]:
+    """(model in eval mode, ModelInfo) for a registered name or weights path, from a small LRU cache."""
+    from blurwise.models import load_model
+
+    dev = resolve_device(device)
+    untrained = _allow_untrained() if allow_untrained is None else allow_untrained
+    key = (str(name_or_path), str(dev), bool(trust_pickle), bool(untrained))
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    model, info = load_model(name_or_path, device=dev, trust_pickle=trust_pickle, allow_untrained=untrained)
+    model.eval()
+    with _cache_lock:
+        _cache[key] = (model, info)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return model, info
+
+
+def clear_cache() -> None:
+    """Forget the cached models (frees their memory)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _half_mode(half: Any, dev: Any, info: Any) -> Any:
+    """None/False -> fp32; "auto" -> fp16 on CUDA when the model supports it; else passed through."""
+    if half in (None, False, "fp32", "no"):
+        return False
+    if half == "auto":
+        return "fp16" if dev.type == "cuda" and getattr(info, "supports_half", True) else False
+    if half not in (True, "fp16", "bf16"):
+        raise UsageError(f"half must be None, 'auto', 'fp16' or 'bf16', not {half!r}")
+    return half
+
+
+def _maybe_compile(model: Any, compile: bool) -> Any:
+    if not compile:
+        return model
+    import torch
+
+    return torch.compile(model)
+
+
+# --------------------------------------------------------------------------- array conversions
+
+
+@dataclass
+class _Kind:
+    """How the caller's image looked, so the result can be given back in the same form."""
+
+    pil_mode: str | None  # PIL input: its mode; None for numpy
+    dtype: Any = np.float32
+    ndim: int = 3
+    gray: bool = False
+
+
+def _from_user(img: Any) -> tuple[np.ndarray, np.ndarray | None, _Kind]:
+    """numpy (HW/HWC uint8/uint16/float) or PIL image -> (float32 HWC C=1|3, alpha HW|None, kind)."""
+    if hasattr(img, "mode") and hasattr(img, "size") and not isinstance(img, np.ndarray):
+        from blurwise.io.image import _pil_to_array
+
+        arr, _bits = _pil_to_array(img, "<PIL image>")
+        mode = img.mode
+        kind = _Kind(pil_mode=mode)
+        data = to_float(arr)
+    else:
+        arr = np.asarray(img)
+        if arr.dtype == object or arr.ndim not in (2, 3):
+            raise InputError(f"expected an HW or HWC image array, got shape {arr.shape} and type {arr.dtype}")
+        if arr.dtype not in (np.uint8, np.uint16) and not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"unsupported pixel type {arr.dtype} (use uint8, uint16 or float in [0, 1])")
+        kind = _Kind(pil_mode=None, dtype=arr.dtype, ndim=arr.ndim)
+        data = to_float(arr)
+        if data.ndim == 2:
+            data = data[:, :, None]
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise InputError(f"zero-size image ({data.shape[1]}x{data.shape[0]})")
+    c = data.shape[2]
+    if c not in (1, 2, 3, 4):
+        raise InputError(f"expected 1 to 4 channels, got {c}")
+    pixels, alpha = (data[:, :, :-1], data[:, :, -1]) if c in (2, 4) else (data, None)
+    kind.gray = pixels.shape[2] == 1
+    return np.ascontiguousarray(pixels, dtype=np.float32), alpha, kind
+
+
+def _to_user(pixels: np.ndarray, alpha: np.ndarray | None, kind: _Kind) -> Any:
+    """Inverse of :func:`_from_user` for a (possibly resized) result."""
+    data = merge_alpha(pixels, alpha)
+    if kind.pil_mode is not None:
+        from PIL import Image as PILImage
+
+        if kind.pil_mode.startswith("I;16") and data.shape[2] == 1:
+            return PILImage.fromarray(from_float(data[:, :, 0], 16))
+        if kind.pil_mode == "F" and data.shape[2] == 1:
+            return PILImage.fromarray(data[:, :, 0].astype(np.float32), mode="F")
+        arr8 = from_float(data, 8)
+        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[arr8.shape[2]]
+        return PILImage.fromarray(arr8[:, :, 0] if mode == "L" else arr8, mode)
+    if kind.dtype == np.uint8:
+        out = from_float(data, 8)
+    elif kind.dtype == np.uint16:
+        out = from_float(data, 16)
+    else:
+        out = np.clip(data, 0.0, 1.0).astype(kind.dtype)
+    if kind.ndim == 2 and out.shape[2] == 1:
+        out = out[:, :, 0]
+    return out
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
+
+
+def _back_to_gray(out: np.ndarray, gray: bool) -> np.ndarray:
+    """Model output (RGB) -> gray (BT.601 luma) when the input was gray."""
+    if not gray:
+        return out
+    return np.clip(out @ _Y, 0.0, 1.0)[:, :, None].astype(np.float32)
+
+
+def _to_tensor(x: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+def _from_tensor(t: Any) -> np.ndarray:
+    return np.ascontiguousarray(t[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass
+class RunReport:
+    """What one call did: the route actually used, the models, seconds, and the routing report if routed."""
+
+    route: str  # "routed" | "off"
+    model: str
+    light: str | None = None
+    seconds: float = 0.0
+    routing: Any = None  # blurwise.routing.RouteReport when routed
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the CLI."""
+        if self.routing is not None and hasattr(self.routing, "summary"):
+            return self.routing.summary()
+        extra = f" ({'; '.join(self.notes)})" if self.notes else ""
+        return f"{self.model}, {self.seconds:.2f} s{extra}"
+
+
+# --------------------------------------------------------------------------- upscale
+
+
+class Upscaler:
+    """Loaded SR models plus settings; call it on float32 HWC images (the batch pipeline does, per image).
+
+    ``route``: "auto" routes defocused patches to the light EBM-SR when one exists for the heavy model
+    (falling back to the heavy model everywhere, with a note, when it does not), "on" insists on
+    routing, "off" runs the heavy model on the whole image (tiled).
+    """
+
+    def __init__(
+        self,
+        scale: int = 4,
+        *,
+        model: str | None = None,
+        light: str | None = None,
+        route: str = "auto",
+        threshold: float | None = None,
+        budget: float | None = None,
+        routes: int = 2,
+        tile: int = 0,
+        tile_pad: int = 16,
+        device: Any = "auto",
+        half: Any = None,
+        compile: bool = False,
+        trust_pickle: bool = False,
+        progress: bool = False,
+    ) -> None:
+        if route not in ("auto", "on", "off"):
+            raise UsageError(f"route must be 'auto', 'on' or 'off', not {route!r}")
+        if routes not in (2, 3):
+            raise UsageError(f"routes must be 2 or 3, not {routes}")
+        if budget is not None and not 0.0 < budget <= 1.0:
+            raise UsageError(f"budget must be a fraction in (0, 1], not {budget}")
+        if tile < 0 or tile_pad < 0:
+            raise UsageError("tile and tile-pad must be >= 0")
+        self.scale = int(scale)
+        if self.scale < 1:
+            raise UsageError(f"scale must be a positive integer, not {scale}")
+        self.route_opts = dict(threshold=threshold, budget=budget, routes=routes)
+        self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
+        self.notes: list[str] = []
+        self.light = None
+        self.route = route
+        if model == "bicubic":
+            self.model_name, self.model, self.info, self.device, self.half = "bicubic", None, None, None, False
+            if route == "on":
+                raise UsageError("routing needs a neural SR model, not bicubic")
+            return
+        from blurwise.models import default_variant
+
+        self.device = resolve_device(device)
+        name = model if model is not None else default_variant("sr", self.scale).name
+        net, info = get_model(name, device=self.device, trust_pickle=trust_pickle)
+        if info.task != "sr":
+            raise ModelError(f"model {info.name!r} is a {info.task} model, not super-resolution")
+        if info.scale != self.scale:
+            raise ModelError(f"model {info.name!r} upscales x{info.scale}, but -s/--scale asks for x{self.scale}")
+        self.model_name, self.info = str(name), info
+        self.model = _maybe_compile(net, compile)
+        self.half = _half_mode(half, self.device, info)
+        if route != "off":
+            self.light = self._find_light(light, route, trust_pickle)
+
+    def _find_light(self, light: str | None, route: str, trust_pickle: bool) -> Any:
+        try:
+            from blurwise.routing import find_light_model, upscale_routed  # noqa: F401
+        except ImportError:
+            if route == "on" or light is not None:
+                raise NotAvailableError("routed SR is not available yet; use --route off") from None
+            self.notes.append("routing not available: heavy model everywhere")
+            return None
+        try:
+            name = light if light is not None else find_light_model(self.info.name, self.scale)
+            lm, li = get_model(name, device=self.device, trust_pickle=trust_pickle)
+        except ModelError as exc:
+            if route == "on" or light is not None:
+                raise
+            log.info("no light model (%s); running the heavy model everywhere", exc)
+            self.notes.append("no light model: heavy model everywhere")
+            return None
+        if li.scale != self.scale:
+            raise ModelError(f"light model {li.name!r} is x{li.scale}, but the heavy model is x{self.scale}")
+        return (lm, li)
+
+    @property
+    def routed(self) -> bool:
+        """Whether calls will route patches between heavy and light models."""
+        return self.light is not None
+
+    def __call__(
+        self, pixels: np.ndarray, alpha: np.ndarray | None = None, *, depth: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
+        """Upscale float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha resized or None, report)."""
+        t0 = time.perf_counter()
+        gray = pixels.shape[2] == 1
+        rgb = _rgb(np.asarray(pixels, dtype=np.float32))
+        report = RunReport(route="off", model=self.model_name, notes=list(self.notes))
+        if self.model is None:  # bicubic baseline
+            from blurwise.metrics.imresize import imresize
+
+            out = np.clip(imresize(rgb.astype(np.float64), self.scale), 0, 1).astype(np.float32)
+        else:
+            out = self._routed(rgb, depth, report) if self.light is not None else None
+            if out is None:
+                out = _run(self.model, rgb, self.scale, self.tile, self.tile_pad, self.half, self.progress)
+        out = _back_to_gray(out, gray)
+        a = resize_plane(alpha, out.shape[:2]) if alpha is not None else None
+        report.seconds = time.perf_counter() - t0
+        return out, a, report
+
+    def _routed(self, rgb: np.ndarray, depth: np.ndarray | None, report: RunReport) -> np.ndarray | None:
+        """Routed SR, or None (with a note) when route="auto" and the defocus map is unavailable."""
+        from blurwise.routing import upscale_routed
+
+        h, w = rgb.shape[:2]
+        if depth is not None and depth.shape != (h, w):
+            from blurwise.io.depth import resize_depth
+
+            depth = resize_depth(depth, (h, w))
+        try:
+            out, rr = upscale_routed(
+                rgb,
+                heavy=(self.model, self.info),
+                light=self.light,
+                scale=self.scale,
+                depth=depth,
+                device=self.device,
+                half=bool(self.half),
+                progress=self.progress,
+                **self.route_opts,
+            )
+        except NotAvailableError as exc:
+            if self.route != "auto":
+                raise
+            log.info("routing unavailable (%s); heavy model everywhere", exc)
+            report.notes.append("defocus map unavailable: heavy model everywhere")
+            return None
+        report.route, report.light, report.routing = "routed", self.light[1].name, rr
+        return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
+
+
+def _run(model: Any, rgb: np.ndarray, scale: int, tile: int, tile_pad: int, half: Any, progress: bool, **extra) -> Any:
+    """Whole-image inference through the tiler (one code path everywhere)."""
+    import torch
+
+    from blurwise.tiling import run_tiled
+
+    with torch.inference_mode():
+        y = run_tiled(
+            model,
+            _to_tensor(rgb),
+            scale=scale,
+            tile=tile,
+            tile_pad=tile_pad,
+            half=half,
+            progress=progress,
+            extra=extra or None,
+        )
+    return _from_tensor(y[:, :3])
+
+
+def _read_depth_arg(depth: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    if depth is None:
+        return None
+    if isinstance(depth, str | os.PathLike):
+        from blurwise.io.depth import read_depth
+
+        return read_depth(depth, shape)
+    d = np.asarray(depth, dtype=np.float32)
+    if d.ndim == 3 and d.shape[2] == 1:
+        d = d[:, :, 0]
+    if d.ndim != 2:
+        raise InputError(f"depth must be an HW array, got shape {d.shape}")
+    return d
+
+
+def upscale(
+    img: Any,
+    scale: int = 4,
+    *,
+    model: str | None = None,
+    light: str | None = None,
+    route: str = "auto",
+    threshold: float | None = None,
+    budget: float | None = None,
+    routes: int = 2,
+    depth: Any = None,
+    tile: int = 0,
+    tile_pad: int = 16,
+    device: Any = "auto",
+    half: Any = None,
+    return_report: bool = False,
+) -> Any:
+    """Super-resolve ``img`` by ``scale``, routing defocused regions to a cheap model when possible.
+
+    ``img``: numpy HW/HWC (uint8, uint16, or float in [0, 1]) or a PIL image; the result has the same
+    type and dtype. ``model``: registered name or ``.safetensors`` path (default: the shipped model
+    for the scale; ``"bicubic"`` for the baseline). ``route="auto"`` uses the EBM-SR distilled from the
+    heavy model on defocused patches (``threshold`` in LR px of blur, or ``budget`` as a FLOPs
+    fraction; ``routes=3`` adds a bicubic route), ``"off"`` runs the heavy model everywhere.
+    ``depth`` (HW array or file) helps the defocus map. ``tile`` 0 picks the tile size from memory.
+    ``half``: None (fp32), "auto", "fp16" or "bf16". With ``return_report`` returns (image, RunReport).
+
+    >>> import numpy as np, blurwise
+    >>> gray16 = np.full((6, 5), 1000, np.uint16)
+    >>> out = blurwise.upscale(gray16, scale=3, model="bicubic")
+    >>> out.shape, out.dtype, int(out[4, 4])
+    ((18, 15), dtype('uint16'), 1000)
+    """
+    pixels, alpha, kind = _from_user(img)
+    up = Upscaler(
+        scale,
+        model=model,
+        light=light,
+        route=route,
+        threshold=threshold,
+        budget=budget,
+        routes=routes,
+        tile=tile,
+        tile_pad=tile_pad,
+        device=device,
+        half=half,
+    )
+    d = _read_depth_arg(depth, pixels.shape[:2])
+    out, a, report = up(pixels, alpha, depth=d)
+    result = _to_user(out, a, kind)
+    return (result, report) if return_report else result
+
+
+# --------------------------------------------------------------------------- deblur
+
+
+class Deblurrer:
+    """A loaded deblurring model plus settings; call it on float32 HWC images."""
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        stages: int | None = None,
+        tile: int = 0,
+        tile_pad: int = 16,
+        device: Any = "auto",
+        half: Any = None,
+        compile: bool = False,
+        trust_pickle: bool = False,
+        progress: bool = False,
+    ) -> None:
+        self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
+        self.extra: dict[str, Any] = {}
+        if model == "identity":
+            self.model_name, self.model, self.info, self.half = "identity", None, None, False
+            return
+        from blurwise.models import default_variant
+
+        self.device = resolve_device(device)
+        name = model if model is not None else default_variant("deblur", 1).name
+        net, info = get_model(name, device=self.device, trust_pickle=trust_pickle)
+        if info.task != "deblur":
+            raise ModelError(f"model {info.name!r} is a {info.task} model, not deblurring")
+        if stages is not None:
+            params = inspect.signature(net.forward).parameters
+            if "stages" not in params:
+                raise UsageError(f"model {info.name!r} has no stages; --stages applies to LPRN models")
+            total = int(getattr(net, "stages", stages))
+            shared = bool(getattr(net, "shared", True))
+            if stages < 1 or (not shared and stages > total):
+                top = "" if shared else f" and {total}"
+                raise UsageError(f"--stages must be at least 1{top} for {info.name!r}, not {stages}")
+            self.extra["stages"] = int(stages)
+        self.model_name, self.info = str(name), info
+        self.model = _maybe_compile(net, compile)
+        self.half = _half_mode(half, self.device, info)
+
+    def __call__(
+        self, pixels: np.ndarray, alpha: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
+        """Deblur float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha, report)."""
+        t0 = time.perf_counter()
+        gray = pixels.shape[2] == 1
+        if self.model is None:
+            out = np.asarray(pixels, dtype=np.float32)
+        else:
+            rgb = _rgb(np.asarray(pixels, dtype=np.float32))
+            out = _run(self.model, rgb, 1, self.tile, self.tile_pad, self.half, self.progress, **self.extra)
+            out = _back_to_gray(out, gray)
+        return out, alpha, RunReport(route="off", model=self.model_name, seconds=time.perf_counter() - t0)
+
+
+def deblur(
+    img: Any,
+    *,
+    model: str | None = None,
+    stages: int | None = None,
+    tile: int = 0,
+    device: Any = "auto",
+    half: Any = None,
+) -> Any:
+    """Remove motion/camera-shake blur from ``img`` (numpy or PIL; returned in the same type and dtype).
+
+    ``model``: registered name or weights path (default: the shipped deblurring model; ``"identity"``
+    returns the input). ``stages``: for LPRN, how many of its shared-weight stages to run (fewer =
+    faster). ``tile`` 0 picks the tile size from memory.
+
+    >>> import numpy as np, blurwise
+    >>> img = np.linspace(0, 1, 12, dtype=np.float32).reshape(2, 2, 3)
+    >>> bool(np.array_equal(blurwise.deblur(img, model="identity"), img))
+    True
+    """
+    pixels, alpha, kind = _from_user(img)
+    run = Deblurrer(model=model, stages=stages, tile=tile, device=device, half=half)
+    out, a, _ = run(pixels, alpha)
+    return _to_user(out, a, kind)
+
+
+# --------------------------------------------------------------------------- defocus map
+
+
+def defocus_map(
+    img: Any, depth: Any = None, *, method: str = "auto", segmenter: str = "auto", **kwargs: Any
+) -> np.ndarray:
+    """Per-pixel defocus blur of ``img``: float32 HW Gaussian sigma in pixels of ``img``.
+
+    ``depth`` (HW array or a depth file: PNG/TIFF/NPY) sharpens the map along depth edges. ``method``
+    and ``segmenter`` choose the estimator (see :func:`blurwise.defocus.estimate_defocus`); extra keyword
+    arguments are passed to it. Always returns a numpy array (a map, not an image), also for PIL input.
+    """
+    pixels, _alpha, _kind = _from_user(img)
+    d = _read_depth_arg(depth, pixels.shape[:2])
+    try:
+        from blurwise.defocus import estimate_defocus
+    except ImportError:
+        raise NotAvailableError("defocus map estimation is not available yet (blurwise.defocus)") from None
+    sigma = estimate_defocus(_rgb(pixels), d, method=method, segmenter=segmenter, **kwargs)
+    return np.asarray(sigma, dtype=np.float32)
+
+
+def defocus_overlay(pixels: np.ndarray, sigma: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
+    """A visual check of a defocus map: the image (grayed) tinted by sigma (blue sharp -> red blurred)."""
+    rgb = _rgb(np.asarray(pixels, dtype=np.float32))
+    s = np.asarray(sigma, dtype=np.float32)
+    top = float(vmax if vmax is not None else max(np.percentile(s, 99), 1e-6))
+    t = np.clip(s / top, 0, 1)[:, :, None]
+    colour = np.concatenate([t, 0.25 * np.ones_like(t), 1 - t], axis=2)
+    luma = (rgb @ _Y)[:, :, None]
+    return np.clip(0.5 * luma + 0.5 * colour, 0, 1).astype(np.float32)

@@ -1,0 +1,388 @@
+"""Folder processing: expand inputs, name outputs, and run a per-image function with overlapped I/O.
+
+A reader thread decodes the next images and a writer thread encodes finished ones while the model
+computes on the current image (bounded queues, so memory stays flat). Each image either succeeds,
+is skipped (``skip_existing``), or fails with a one-line reason while the others go on. The first
+Ctrl-C stops after the current image (outputs are written atomically, so nothing is half-written);
+a second one aborts at once. The result is a :class:`BatchResult` with a summary table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blurwise.errors import BlurwiseError, UsageError
+from blurwise.io.image import FORMATS, Image, read_image, write_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = tuple(FORMATS)  # .png .jpg .jpeg .tif .tiff .bmp .webp
+EXT_CHOICES = ("auto", "png", "jpg", "tif", "bmp", "webp")
+Output = tuple[Path, "Image | Any"]  # (path, Image or array) for every file a job writes
+
+
+@dataclass
+class Job:
+    """One input image and where its (main) output goes; ``error`` marks a job failed at planning."""
+
+    src: Path
+    dst: Path
+    rel: Path  # path relative to its input root (for messages and mirrored folders)
+    error: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did. ``exit_code``: 130 interrupted, 1 if any image failed, else 0."""
+
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    planned: list[tuple[Path, Path, str]] = field(default_factory=list)  # dry run: (src, dst, action)
+    seconds: float = 0.0
+    interrupted: bool = False
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.done) / self.seconds if self.seconds > 0 else 0.0
+
+    def table(self) -> str:
+        """The summary table printed at the end of a run."""
+        if self.dry_run:
+            lines = [f"{src} -> {dst}: {action}" for src, dst, action in self.planned]
+            n_write = sum(a == "would write" for _, _, a in self.planned)
+            return "\n".join([*lines, f"dry run: {n_write} to write, {len(self.planned) - n_write} not; nothing done"])
+        head = f"{'done':>6} {'skipped':>8} {'failed':>7} {'time':>9} {'images/s':>9}"
+        row = (
+            f"{len(self.done):>6} {len(self.skipped):>8} {len(self.failed):>7} "
+            f"{self.seconds:>8.1f}s {self.images_per_second:>9.2f}"
+        )
+        tail = "  (interrupted: stopped after the current image)" if self.interrupted else ""
+        return f"{head}\n{row}{tail}"
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+
+
+def _inside(p: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        p.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def expand_inputs(
+    inputs: Iterable[str | os.PathLike], *, recursive: bool = False, exclude: Path | None = None
+) -> list[tuple[Path, Path | None]]:
+    """Input files as (file, root folder or None), sorted per input; folders expand to their images.
+
+    Missing paths are kept (they fail later with a clear line); files inside ``exclude`` (the output
+    folder) are left out so re-runs never process their own outputs.
+    """
+    out: list[tuple[Path, Path | None]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            files = sorted(
+                f
+                for f in it
+                if f.is_file() and _is_image(f) and not _inside(f, exclude) and not _hidden(f.relative_to(p))
+            )
+            out.extend((f, p) for f in files)
+        else:
+            out.append((p, None))
+    return out
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def output_ext(src: Path, ext: str, default: str | None = None) -> str:
+    """Output extension (with dot) for ``src``: ``ext`` unless "auto", else ``default`` or the input's."""
+    if ext != "auto":
+        e = "." + ext.lower().lstrip(".")
+    elif default:
+        e = "." + default.lstrip(".")
+    else:
+        e = src.suffix.lower() or ".png"
+    if e not in IMAGE_EXTS:
+        raise UsageError(f"unsupported output extension {e!r}; use one of {', '.join(EXT_CHOICES)}")
+    return e
+
+
+def plan_jobs(
+    inputs: Iterable[str | os.PathLike],
+    output: str | os.PathLike | None,
+    *,
+    suffix: str = "",
+    ext: str = "auto",
+    default_ext: str | None = None,
+    recursive: bool = False,
+) -> list[Job]:
+    """Pair every input image with its output path.
+
+    ``output`` is a folder (outputs keep the input names plus ``_suffix``, folder inputs mirror their
+    tree under it) or, for a single input file, a file name with an image extension. A job whose
+    output would replace its input, or collide with another job's output, gets an ``error``.
+    """
+    inputs = [Path(p) for p in inputs]
+    out = Path(output) if output is not None else Path("results")
+    is_file_target = out.suffix.lower() in IMAGE_EXTS and not out.is_dir()
+    files = expand_inputs(inputs, recursive=recursive, exclude=None if is_file_target else out)
+    if not files:
+        raise UsageError("no input images found (give files or folders with -i)")
+    if is_file_target:
+        if len(files) != 1 or files[0][1] is not None:
+            raise UsageError(f"-o {out} names a file, but there are {len(files)} input images; give a folder")
+        src = files[0][0]
+        return [Job(src, out, Path(src.name), _self_error(src, out))]
+    jobs: list[Job] = []
+    seen: dict[Path, Path] = {}
+    tag = f"_{suffix}" if suffix else ""
+    for src, root in files:
+        rel = src.relative_to(root) if root is not None else Path(src.name)
+        e = output_ext(src, ext, default_ext)
+        dst = out / rel.parent / f"{rel.stem}{tag}{e}"
+        key = dst.resolve() if dst.parent.exists() else dst.absolute()
+        error = _self_error(src, dst)
+        if error is None and key in seen:
+            error = f"output {dst} would also be written for {seen[key]}; use --suffix or separate folders"
+        seen.setdefault(key, src)
+        jobs.append(Job(src, dst, rel, error))
+    return jobs
+
+
+def _self_error(src: Path, dst: Path) -> str | None:
+    try:
+        same = src.exists() and dst.exists() and os.path.samefile(src, dst)
+    except OSError:
+        same = False
+    if same or src.absolute() == dst.absolute():
+        return f"output would replace its input {src}; use another -o folder or a --suffix"
+    return None
+
+
+# --------------------------------------------------------------------------- running
+
+
+class _StopFlag:
+    """First Ctrl-C: stop after the current image. Second: abort (KeyboardInterrupt) now."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.event = threading.Event()
+        self.say = say
+        self.old: Any = None
+        self.installed = False
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handler)
+            self.installed = True
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        self.say("interrupted: finishing the current image (Ctrl-C again to abort now)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.installed:
+            signal.signal(signal.SIGINT, self.old)
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, BlurwiseError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+_END = object()
+
+
+def run_batch(
+    jobs: list[Job],
+    process: Callable[[Image, Job], list[Output]],
+    *,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    dry_run: bool = False,
+    quiet: bool = False,
+    prefetch: int = 2,
+    say: Callable[[str], None] | None = None,
+    read_kwargs: dict[str, Any] | None = None,
+) -> BatchResult:
+    """Run ``process(image, job) -> [(path, image), ...]`` over ``jobs`` with a reader and a writer thread.
+
+    ``say`` receives one-line messages (failures, per-image notes); it defaults to logging. An
+    existing output is skipped with ``skip_existing``, replaced with ``overwrite``, else the job
+    fails (before any compute). ``dry_run`` only plans. Returns a :class:`BatchResult`.
+    """
+    say = say or (lambda m: log.warning("%s", m))
+    res = BatchResult(dry_run=dry_run)
+    todo: list[Job] = []
+    for job in jobs:
+        if job.error:
+            action = "fail"
+        elif job.dst.exists() and skip_existing:
+            action = "skip"
+        elif job.dst.exists() and not overwrite:
+            action = "fail"
+            job.error = f"output exists (use --overwrite or --skip-existing): {job.dst}"
+        else:
+            action = "write"
+        if dry_run:
+            names = {"write": "would write", "skip": "would skip (exists)"}
+            res.planned.append((job.src, job.dst, names.get(action, f"would fail: {job.error}")))
+        elif action == "skip":
+            res.skipped.append(job.src)
+        elif action == "fail":
+            res.failed.append((job.src, job.error or "failed"))
+            say(f"{job.src}: {job.error}")
+        else:
+            todo.append(job)
+    if dry_run or not todo:
+        return res
+
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    lock = threading.Lock()
+    bar = tqdm(total=len(todo), unit="img", disable=quiet, dynamic_ncols=True, leave=False, file=sys.stderr)
+
+    def report(msg: str) -> None:
+        if quiet:
+            say(msg)
+        else:
+            with tqdm.external_write_mode(file=sys.stderr):  # keep the progress bar intact
+                say(msg)
+
+    def fail(job: Job, exc: BaseException | str) -> None:
+        msg = exc if isinstance(exc, str) else _one_line(exc)
+        if not isinstance(exc, str | BlurwiseError):
+            log.debug("unexpected error on %s", job.src, exc_info=exc)
+        with lock:
+            res.failed.append((job.src, msg))
+        report(f"{job.src}: {msg}")
+
+    stop_read = threading.Event()
+    abort_write = threading.Event()
+    inq: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    outq: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+
+    def put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        for job in todo:
+            if stop_read.is_set():
+                break
+            try:
+                item = (job, read_image(job.src, **(read_kwargs or {})), None)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported per image
+                item = (job, None, exc)
+            if not put(inq, item, stop_read):
+                return
+        put(inq, _END, stop_read)
+
+    def writer() -> None:
+        while True:
+            try:
+                item = outq.get(timeout=0.1)
+            except queue.Empty:
+                if abort_write.is_set():
+                    return
+                continue
+            if item is _END:
+                return
+            job, outputs = item
+            try:
+                for path, data in outputs:
+                    write_image(path, data, overwrite=overwrite)
+                with lock:
+                    res.done.append(job.src)
+            except Exception as exc:  # noqa: BLE001
+                fail(job, exc)
+            bar.update(1)
+
+    rt = threading.Thread(target=reader, name="blurwise-reader", daemon=True)
+    wt = threading.Thread(target=writer, name="blurwise-writer", daemon=True)
+    rt.start()
+    wt.start()
+    try:
+        with _StopFlag(report) as stop:
+            while True:
+                if stop.is_set():
+                    res.interrupted = True
+                    break
+                try:
+                    item = inq.get(timeout=0.2)
+                except queue.Empty:
+                    if not rt.is_alive() and inq.empty():
+                        break
+                    continue
+                if item is _END:
+                    break
+                job, img, err = item
+                if err is not None:
+                    fail(job, err)
+                    bar.update(1)
+                else:
+                    try:
+                        outputs = process(img, job)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        fail(job, exc)
+                        bar.update(1)
+                    else:
+                        outq.put((job, outputs))
+    except KeyboardInterrupt:
+        res.interrupted = True
+        raise
+    finally:
+        stop_read.set()
+        # Images already computed are still written (atomically) before returning, even when interrupted.
+        put(outq, _END, abort_write)
+        wt.join()
+        rt.join(timeout=1.0)
+        bar.close()
+        res.seconds = time.perf_counter() - t0
+    return res

@@ -1,0 +1,688 @@
+"""The ``blurwise`` command: argument parsing and error reporting only; the work is in api/batch/io.
+
+Subcommands: upscale, deblur, defocus-map, evaluate, bench, models, train, export, data. Errors a
+user can cause print one line (``blurwise: error: ...``) and return the error's exit code (2 for
+usage, 1 for failures); Ctrl-C stops after the current image and returns 130; unexpected errors
+print one line too (the traceback only with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from blurwise import __version__
+from blurwise.errors import BlurwiseError, NotAvailableError, UsageError
+
+PROG = "blurwise"
+log = logging.getLogger("blurwise")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _need(module: str, attr: str, feature: str) -> Any:
+    """``module.attr``, or a NotAvailableError saying the feature is not available yet."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+        return getattr(mod, attr)
+    except (ImportError, AttributeError) as exc:
+        raise NotAvailableError(f"{feature} is not available yet ({module}.{attr}: {_first(exc)})") from None
+
+
+def _first(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` with only the keyword arguments it accepts (the backends are still growing)."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        dropped = [k for k in kwargs if k not in params]
+        for k in dropped:
+            if kwargs[k] not in (None, False):
+                log.debug("%s does not take %s; ignored", getattr(fn, "__name__", fn), k)
+            kwargs.pop(k)
+    return fn(*args, **kwargs)
+
+
+def _half(args: argparse.Namespace) -> Any:
+    if getattr(args, "fp32", False):
+        return None
+    return getattr(args, "half", None) or "auto"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+        if w <= 0 or h <= 0:
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1280x720, not {text!r}") from None
+    return w, h
+
+
+def _fraction(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], not {text}")
+    return v
+
+
+def _nonneg(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text}")
+    return v
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, not {text}")
+    return v
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _parents() -> dict[str, argparse.ArgumentParser]:
+    base = argparse.ArgumentParser(add_help=False)
+    base.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    base.add_argument("-v", "--verbose", action="store_true", help="one line per image (routes, time)")
+    base.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    io = argparse.ArgumentParser(add_help=False)
+    g = io.add_argument_group("input and output")
+    g.add_argument(
+        "-i", "--input", action="extend", nargs="+", required=True, metavar="PATH", help="image files and/or folders"
+    )
+    g.add_argument(
+        "-o", "--output", default="results", help="output folder, or a file name for one input (default: results)"
+    )
+    g.add_argument("--suffix", default="out", help="appended to output names as _SUFFIX (default: out; '' for none)")
+    g.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "tif", "bmp", "webp"], help="output format")
+    g.add_argument("--recursive", action="store_true", help="also process sub-folders (the tree is mirrored)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--skip-existing", action="store_true", help="skip images whose output exists")
+    g.add_argument("--dry-run", action="store_true", help="show what would be done; read and write nothing")
+
+    model = argparse.ArgumentParser(add_help=False)
+    g = model.add_argument_group("model and device")
+    g.add_argument("-m", "--model", help="registered model name or a .safetensors file (see 'blurwise models')")
+    g.add_argument("-t", "--tile", type=_nonneg, default=0, help="tile size in input pixels (0 = automatic)")
+    g.add_argument("--tile-pad", type=_nonneg, default=16, help="tile overlap in input pixels (default 16)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU)")
+    g.add_argument("--fp32", action="store_true", help="full precision on GPU (default there: half)")
+    g.add_argument("--half", choices=["fp16", "bf16"], help="half-precision type on GPU (default fp16)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster on big jobs)")
+    g.add_argument("--trust-pickle", action="store_true", help="allow pickled .pth weights (read weights_only)")
+
+    route = argparse.ArgumentParser(add_help=False)
+    g = route.add_argument_group("defocus-aware routing")
+    g.add_argument("--route", choices=["auto", "on", "off"], default="auto", help="route defocused patches (auto)")
+    g.add_argument("--threshold", type=float, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
+    g.add_argument("--budget", type=_fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model")
+    g.add_argument("--routes", type=int, choices=[2, 3], default=2, help="3 adds a bicubic route for heavy blur")
+    g.add_argument("--light", metavar="MODEL", help="light (EBM-SR) model; default: the one distilled from -m")
+    return {"base": base, "io": io, "model": model, "route": route}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for docs and tests)."""
+    p = _parents()
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Blur-aware image restoration: defocus-aware super-resolution and fast deblurring.",
+        epilog="Run 'blurwise COMMAND -h' for a command's options.",
+    )
+    ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    ap.add_argument("--debug", action="store_true", default=False, help="show tracebacks of unexpected errors")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help: str, parents: list[str], func: Callable, epilog: str = "") -> argparse.ArgumentParser:
+        sp = sub.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[p[k] for k in parents],
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add(
+        "upscale",
+        "super-resolve images, sending defocused regions to a cheap model",
+        ["base", "io", "model", "route"],
+        _cmd_upscale,
+        "example: blurwise upscale -i photos/ -o big/ -s 4 --recursive",
+    )
+    sp.add_argument("-s", "--scale", type=_positive, default=4, help="upscaling factor (default 4)")
+    sp.add_argument("--save-map", action="store_true", help="also write NAME_routes.png showing the routes")
+    sp.add_argument("--depth", metavar="PATH", help="depth map file (one input) or folder of maps named like inputs")
+
+    sp = add(
+        "deblur",
+        "remove motion / camera-shake blur",
+        ["base", "io", "model"],
+        _cmd_deblur,
+        "example: blurwise deblur -i shaky.jpg -o sharp.png",
+    )
+    sp.add_argument("--stages", type=_positive, metavar="K", help="LPRN stages to run (fewer = faster)")
+
+    sp = add(
+        "defocus-map",
+        "estimate per-pixel defocus blur (sigma in pixels; float TIFF by default)",
+        ["base", "io"],
+        _cmd_defocus_map,
+        "example: blurwise defocus-map -i photo.jpg -o maps/ --overlay",
+    )
+    sp.add_argument("--depth", metavar="PATH", help="depth map file (one input) or folder of maps named like inputs")
+    sp.add_argument("--method", default="auto", choices=["auto", "edge", "learned"], help="estimator")
+    sp.add_argument(
+        "--segmenter",
+        default="auto",
+        choices=["auto", "slic", "felzenszwalb", "depth", "color+depth", "sam", "none"],
+        help="how sparse estimates are spread over regions",
+    )
+    sp.add_argument("--sam-checkpoint", metavar="PATH", help="Segment Anything checkpoint (with --segmenter sam)")
+    sp.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (map over the image)")
+    sp.add_argument("--device", default="auto", help="device for learned parts (auto | cpu | cuda | mps)")
+
+    sp = add(
+        "evaluate",
+        "PSNR/SSIM of a model on a folder of test images",
+        ["base"],
+        _cmd_evaluate,
+        "example: blurwise evaluate --task sr --data ../shared/data/sr/test/Set5 -s 4 -m bicubic --json",
+    )
+    sp.add_argument("--task", choices=["sr", "deblur"], default="sr")
+    sp.add_argument("--data", required=True, metavar="DIR", help="HR images (sr) or blur/ + sharp/ folders (deblur)")
+    sp.add_argument("-s", "--scale", type=_positive, default=4)
+    sp.add_argument("-m", "--model", help="model name/path, or bicubic / identity (default: the shipped default)")
+    sp.add_argument("--route", choices=["auto", "on", "off"], default="off", help="routed SR (sr only; default off)")
+    sp.add_argument("--threshold", type=float, metavar="SIGMA")
+    sp.add_argument("--budget", type=_fraction, metavar="FRAC")
+    sp.add_argument("--routes", type=int, choices=[2, 3])
+    sp.add_argument("--limit", type=_positive, help="first N images only")
+    sp.add_argument("-t", "--tile", type=_nonneg, default=0)
+    sp.add_argument("--tile-pad", type=_nonneg, default=16)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--half", choices=["fp16", "bf16"], help="half precision (GPU)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sp = add(
+        "bench",
+        "time a model (median of N runs) and count its MACs/FLOPs at an image size",
+        ["base"],
+        _cmd_bench,
+        "example: blurwise bench -m edsr-s-x4 --size 1280x720 --runs 5",
+    )
+    sp.add_argument("-m", "--model", help="model name/path (default: the default model for --task/--scale)")
+    sp.add_argument("--task", choices=["sr", "deblur"], default="sr", help="picks the default model")
+    sp.add_argument("-s", "--scale", type=_positive, default=4, help="picks the default SR model")
+    sp.add_argument("--size", type=_size, default=(1280, 720), metavar="WxH", help="OUTPUT size (default 1280x720)")
+    sp.add_argument("--runs", type=_positive, default=5, help="timed runs (median reported)")
+    sp.add_argument("--warmup", type=_nonneg, default=1)
+    sp.add_argument("-t", "--tile", type=_nonneg, default=0)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--half", choices=["fp16", "bf16"])
+    sp.add_argument("--trust-pickle", action="store_true")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("models", "list registered models (and which have shipped weights)", ["base"], _cmd_models)
+    sp.add_argument(
+        "--json", action="store_true", help='JSON list of {"name","task","scale","params","shipped","default"}'
+    )
+    sp.add_argument("--task", choices=["sr", "ebmsr", "deblur", "defocus"], help="only this task")
+
+    sp = add(
+        "train",
+        "train or distill a model from a TOML config",
+        ["base"],
+        _cmd_train,
+        "examples: blurwise train configs/sr_edsr-s_x4.toml\n"
+        "          blurwise train distill --teacher my_edsr.pth --trust-pickle",
+    )
+    sp.add_argument("config", help="TOML config (path, or a name in configs/)")
+    sp.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--teacher", metavar="PATH", help="distill: the heavy model to match (name or weights file)")
+    sp.add_argument("--trust-pickle", action="store_true", help="allow a pickled .pth teacher")
+    sp.add_argument("--no-resume", action="store_true", help="start fresh even if the run folder has a checkpoint")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+
+    sp = add(
+        "export",
+        "export a model to ONNX (dynamic batch, height and width)",
+        ["base"],
+        _cmd_export,
+        "example: blurwise export -m edsr-s-x4 -o edsr.onnx",
+    )
+    sp.add_argument("-m", "--model", required=True, help="model name or weights file")
+    sp.add_argument("-o", "--output", required=True, help="output .onnx file")
+    sp.add_argument("--opset", type=int, default=17)
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--trust-pickle", action="store_true")
+
+    sp = add("data", "make evaluation sets and other data", ["base"], _cmd_data)
+    dsub = sp.add_subparsers(dest="data_command", metavar="ACTION")
+    mk = dsub.add_parser(
+        "make-eval", help="write the synthetic evaluation sets", description="write the synthetic evaluation sets"
+    )
+    mk.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    mk.add_argument("--small", action="store_true", help="a few images per set (tests, CI)")
+    mk.add_argument("-q", "--quiet", action="store_true")
+    mk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    sp.set_defaults(data_parser=sp)
+    return ap
+
+
+# --------------------------------------------------------------------------- image commands
+
+
+def _depth_finder(depth: str | None, jobs: list) -> Callable[[Any], Path | None]:
+    """Which depth file belongs to which job: one file for one input, or a folder of maps by name."""
+    if depth is None:
+        return lambda job: None
+    d = Path(depth)
+    if d.is_dir():
+        exts = (".npy", ".png", ".tif", ".tiff", ".dpt", ".pfm")
+
+        def find(job: Any) -> Path | None:
+            for base in (d / job.rel.parent, d):
+                for e in exts:
+                    cand = base / f"{job.rel.stem}{e}"
+                    if cand.is_file():
+                        return cand
+            raise UsageError(f"no depth map for {job.rel} in {d} (looked for {job.rel.stem}.npy/.png/.tif/...)")
+
+        return find
+    if len(jobs) > 1:
+        raise UsageError("--depth names one file but there are several inputs; give a folder of depth maps")
+    return lambda job: d
+
+
+def _finish(res: Any, args: argparse.Namespace) -> int:
+    if res.dry_run or not args.quiet:
+        print(res.table(), file=sys.stdout if res.dry_run else sys.stderr)
+    return res.exit_code
+
+
+def _plan(args: argparse.Namespace, default_ext: str | None = None) -> list:
+    from blurwise.batch import plan_jobs
+
+    return plan_jobs(
+        args.input, args.output, suffix=args.suffix, ext=args.ext, default_ext=default_ext, recursive=args.recursive
+    )
+
+
+def _side_path(dst: Path, tag: str, ext: str = ".png") -> Path:
+    return dst.with_name(f"{dst.stem}_{tag}{ext}")
+
+
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    from blurwise.api import Upscaler
+    from blurwise.batch import run_batch
+    from blurwise.io import Image, read_depth
+
+    jobs = _plan(args)
+    common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
+    if args.dry_run:
+        return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
+    depth_of = _depth_finder(args.depth, jobs)
+    up = Upscaler(
+        args.scale,
+        model=args.model,
+        light=args.light,
+        route=args.route,
+        threshold=args.threshold,
+        budget=args.budget,
+        routes=args.routes,
+        tile=args.tile,
+        tile_pad=args.tile_pad,
+        device=args.device,
+        half=_half(args),
+        compile=args.compile,
+        trust_pickle=args.trust_pickle,
+        progress=not args.quiet and len(jobs) == 1,
+    )
+    if up.notes and not args.quiet:
+        _say(f"note: {'; '.join(up.notes)}")
+
+    def process(img: Image, job: Any) -> list:
+        dpath = depth_of(job)
+        depth = read_depth(dpath, (img.height, img.width)) if dpath is not None else None
+        out, alpha, rep = up(img.pixels, img.alpha, depth=depth)
+        outputs = [(job.dst, img.with_pixels(out, alpha))]
+        if args.save_map and rep.routing is not None and getattr(rep.routing, "plan", None) is not None:
+            from blurwise.routing import routing_overlay
+
+            rgb = img.pixels if img.channels == 3 else img.pixels.repeat(3, axis=2)
+            zoom = max(1, min(args.scale, 4))
+            outputs.append((_side_path(job.dst, "routes"), Image(routing_overlay(rgb, rep.routing.plan, zoom=zoom))))
+        if args.verbose:
+            _say(f"{job.rel}: {rep.summary()}")
+        return outputs
+
+    return _finish(run_batch(jobs, process, **common), args)
+
+
+def _cmd_deblur(args: argparse.Namespace) -> int:
+    from blurwise.api import Deblurrer
+    from blurwise.batch import run_batch
+
+    jobs = _plan(args)
+    common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
+    if args.dry_run:
+        return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
+    run = Deblurrer(
+        model=args.model,
+        stages=args.stages,
+        tile=args.tile,
+        tile_pad=args.tile_pad,
+        device=args.device,
+        half=_half(args),
+        compile=args.compile,
+        trust_pickle=args.trust_pickle,
+        progress=not args.quiet and len(jobs) == 1,
+    )
+
+    def process(img: Any, job: Any) -> list:
+        out, alpha, rep = run(img.pixels, img.alpha)
+        if args.verbose:
+            _say(f"{job.rel}: {rep.summary()}")
+        return [(job.dst, img.with_pixels(out, alpha))]
+
+    return _finish(run_batch(jobs, process, **common), args)
+
+
+def _cmd_defocus_map(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from blurwise.api import defocus_map, defocus_overlay
+    from blurwise.batch import run_batch
+    from blurwise.io import Image, read_depth
+
+    if args.segmenter == "sam" and not args.sam_checkpoint:
+        raise UsageError("--segmenter sam needs --sam-checkpoint PATH")
+    jobs = _plan(args, default_ext="tif")
+    common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
+    if args.dry_run:
+        return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
+    _need("blurwise.defocus", "estimate_defocus", "defocus map estimation")
+    depth_of = _depth_finder(args.depth, jobs)
+    extra: dict[str, Any] = {}
+    if args.sam_checkpoint:
+        extra["sam_checkpoint"] = args.sam_checkpoint
+    if args.device != "auto":
+        extra["device"] = args.device
+
+    def process(img: Image, job: Any) -> list:
+        dpath = depth_of(job)
+        depth = read_depth(dpath, (img.height, img.width)) if dpath is not None else None
+        sigma = defocus_map(img.pixels, depth, method=args.method, segmenter=args.segmenter, **extra)
+        if job.dst.suffix.lower() in (".tif", ".tiff"):
+            out = Image(sigma[:, :, None].astype(np.float32), bit_depth=32)  # sigma in px, exact
+        else:  # a viewable map: 0 .. max sigma stretched to the full range
+            out = Image((sigma / max(float(sigma.max()), 1e-6))[:, :, None].astype(np.float32), bit_depth=16)
+        outputs = [(job.dst, out)]
+        if args.overlay:
+            outputs.append((_side_path(job.dst, "overlay"), Image(defocus_overlay(img.pixels, sigma))))
+        if args.verbose:
+            _say(f"{job.rel}: sigma median {np.median(sigma):.2f} px, max {sigma.max():.2f} px")
+        return outputs
+
+    return _finish(run_batch(jobs, process, **common), args)
+
+
+# --------------------------------------------------------------------------- other commands
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from blurwise.models.registry import count_params, create_model, default_variant, is_shipped, list_variants
+
+    rows = []
+    for v in list_variants():
+        if args.task and v.task != args.task:
+            continue
+        try:
+            params = count_params(create_model(v.name))
+        except Exception as exc:  # noqa: BLE001 - one broken entry must not hide the others
+            log.debug("cannot build %s: %s", v.name, exc)
+            params = None
+        try:
+            is_default = default_variant(v.task, v.scale).name == v.name
+        except BlurwiseError:
+            is_default = False
+        rows.append(
+            {
+                "name": v.name,
+                "task": v.task,
+                "scale": v.scale,
+                "params": params,
+                "shipped": is_shipped(v),
+                "default": is_default,
+                "description": v.description,
+            }
+        )
+    if args.json:
+        keys = ("name", "task", "scale", "params", "shipped", "default")
+        print(json.dumps([{k: r[k] for k in keys} for r in rows], indent=1))
+        return 0
+    print(f"{'name':<22} {'task':<8} {'scale':>5} {'params':>9}  {'shipped':<7} {'default':<7} description")
+    for r in rows:
+        params = "?" if r["params"] is None else f"{r['params'] / 1e3:.1f}K"
+        print(
+            f"{r['name']:<22} {r['task']:<8} {'x' + str(r['scale']):>5} {params:>9}  "
+            f"{'yes' if r['shipped'] else '-':<7} {'*' if r['default'] else '':<7} {r['description']}"
+        )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    evaluate = _need("blurwise.evaluate", "evaluate", "evaluation")
+    if not Path(args.data).is_dir():
+        raise UsageError(f"--data must be a folder: {args.data}")
+    route_kw = {k: getattr(args, k) for k in ("threshold", "budget", "routes") if getattr(args, k) is not None}
+    if route_kw and args.route == "off":
+        raise UsageError("--threshold/--budget/--routes need --route auto or on")
+    res = _call(
+        evaluate,
+        args.task,
+        args.data,
+        scale=args.scale,
+        model=args.model,
+        route=args.route,
+        device=args.device,
+        limit=args.limit,
+        tile=args.tile,
+        tile_pad=args.tile_pad,
+        half=args.half or False,
+        progress=not (args.quiet or args.json),
+        **route_kw,
+    )
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    per = res.get("per_image", [])
+    cols = [k for k in ("psnr", "ssim", "psnr_y", "ssim_y") if k in res]
+    print(f"{'image':<28} " + " ".join(f"{c:>8}" for c in cols))
+    for row in per:
+        print(f"{str(row.get('name', '?')):<28} " + " ".join(f"{row.get(c, float('nan')):>8.4f}" for c in cols))
+    print(
+        f"{'mean (' + str(res.get('n_images', len(per))) + ' images)':<28} " + " ".join(f"{res[c]:>8.4f}" for c in cols)
+    )
+    print(f"task {res.get('task')}, model {res.get('model')}, x{res.get('scale')}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import statistics
+    import time
+
+    import torch
+
+    from blurwise.api import get_model, resolve_device
+    from blurwise.metrics.flops import compute
+    from blurwise.models import default_variant
+    from blurwise.tiling import run_tiled
+
+    dev = resolve_device(args.device)
+    name = args.model or default_variant(args.task, args.scale if args.task == "sr" else 1).name
+    model, info = get_model(name, device=dev, trust_pickle=args.trust_pickle, allow_untrained=True)
+    w, h = args.size
+    s = max(1, int(info.scale))
+    if w % s or h % s:
+        raise UsageError(f"--size {w}x{h} is not a multiple of the model's scale x{s}")
+    lw, lh = w // s, h // s
+    shape = (1, int(info.in_channels), lh, lw)
+    counted = compute(model, shape)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            run_tiled(model, x, scale=s, tile=args.tile, half=args.half or False)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for _ in range(args.warmup):
+        once()
+    times = [once() for _ in range(args.runs)]
+    med = statistics.median(times)
+    res = {
+        "model": info.name,
+        "task": info.task,
+        "scale": s,
+        "params": counted.params,
+        "input": f"{lw}x{lh}",
+        "output": f"{w}x{h}",
+        "macs": counted.macs,
+        "flops": counted.flops,
+        "device": str(dev),
+        "half": args.half or None,
+        "runs": args.runs,
+        "median_s": med,
+        "min_s": min(times),
+        "mpix_per_s": (w * h / 1e6) / med if med > 0 else None,
+    }
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(
+            f"{info.name}: {w}x{h} output from {lw}x{lh} on {dev}: median {med * 1000:.1f} ms over {args.runs} runs "
+            f"(min {min(times) * 1000:.1f}), {counted.macs / 1e9:.2f} GMACs = {counted.flops / 1e9:.2f} GFLOPs, "
+            f"{counted.params / 1e3:.1f}K params"
+        )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    run = _need("blurwise.train", "run", "training")
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        if "=" not in item:
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            overrides[k.strip()] = json.loads(v.strip())
+        except json.JSONDecodeError:
+            overrides[k.strip()] = v.strip()
+    if args.teacher:
+        overrides["teacher"] = args.teacher
+    if args.trust_pickle:
+        overrides["distill.trust_pickle"] = True
+    res = _call(run, args.config, device=args.device, smoke=args.smoke, resume=not args.no_resume, overrides=overrides)
+    final = getattr(res, "final_val", None)
+    val = "" if final is None else f", val {final:.3f}"
+    print(
+        f"{getattr(res, 'name', args.config)}: steps {getattr(res, 'start_step', '?')} -> {getattr(res, 'steps', '?')}"
+        f"{val}; run dir {getattr(res, 'run_dir', '?')}; weights {getattr(res, 'export', '?')}"
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    export_onnx = _need("blurwise.export", "export_onnx", "ONNX export")
+    out = Path(args.output)
+    if out.suffix.lower() != ".onnx":
+        raise UsageError(f"-o must end in .onnx: {out}")
+    if out.exists() and not args.overwrite:
+        from blurwise.errors import OutputError
+
+        raise OutputError(f"output exists (use --overwrite to replace it): {out}")
+    path = _call(export_onnx, args.model, out, opset=args.opset, trust_pickle=args.trust_pickle)
+    if not args.quiet:
+        _say(f"exported {path or out}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command != "make-eval":
+        args.data_parser.print_help(sys.stderr)
+        return 2
+    make_eval = _need("blurwise.data", "make_eval", "evaluation-set generation")
+    res = _call(make_eval, args.out, small=args.small)
+    if not args.quiet:
+        _say(f"evaluation sets written to {args.out}" + (f": {res}" if res else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``blurwise`` command line; returns the exit code (0 ok, 1 failure, 2 usage, 130 Ctrl-C)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, argparse usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="blurwise: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except BlurwiseError as exc:
+        _say(f"{PROG}: error: {exc}")
+        return exc.exit_code
+    except NotImplementedError as exc:
+        _say(f"{PROG}: error: not available yet: {_first(exc) if str(exc) else args.command}")
+        return 1
+    except KeyboardInterrupt:
+        _say(f"{PROG}: interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _say(f"{PROG}: error: unexpected {type(exc).__name__}: {_first(exc)}{hint}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
