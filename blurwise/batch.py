@@ -140,7 +140,7 @@ def plan_jobs(
     inputs: Iterable[str | os.PathLike],
     output: str | os.PathLike | None,
     *,
-    suffix: str = "",
+    suffix: str = "out",
     ext: str = "auto",
     default_ext: str | None = None,
     recursive: bool = False,

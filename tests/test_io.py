@@ -138,6 +138,11 @@ class TestPng16:
         out, _ = png16.decode(buf.getvalue())
         np.testing.assert_array_equal(out, arr)
 
+    def test_non_contiguous_input(self):
+        arr = np.ascontiguousarray(synth_image(12, 10, 3, np.uint16).transpose(1, 0, 2)).transpose(1, 0, 2)
+        out, _ = png16.decode(png16.encode(arr))
+        np.testing.assert_array_equal(out, arr)
+
     def test_pillow_reads_our_16bit_gray(self):
         arr = synth_image(9, 11, 1, np.uint16)
         im = PILImage.open(io.BytesIO(png16.encode(arr)))

@@ -160,7 +160,8 @@ def encode(arr: np.ndarray, *, icc: bytes | None = None, exif: bytes | None = No
     h, w, ch = arr.shape
     ctype = {1: 0, 3: 2, 2: 4, 4: 6}[ch]
     depth = 16 if arr.dtype == np.uint16 else 8
-    data = arr.astype(">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(h, w * ch * depth // 8)
+    data = np.ascontiguousarray(arr, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8)
+    data = data.reshape(h, w * ch * depth // 8)
     up = data.copy()
     up[1:] -= data[:-1]  # uint8 wrap-around is the PNG modulo
     rows = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)

@@ -1,0 +1,404 @@
+"""The ``blurwise`` command: help, version, models --json, folder runs, and every bad-input case.
+
+Runs ``blurwise.cli.main`` in-process. Image commands use the ``bicubic``/``identity`` baselines
+(no weights needed) except a few that build small untrained registered models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import synth_image
+
+import blurwise
+from blurwise.cli import build_parser, main
+from blurwise.io import read_image, write_image
+
+SUBCOMMANDS = ["upscale", "deblur", "defocus-map", "evaluate", "bench", "models", "train", "export", "data"]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def files(folder) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def no_temp(folder) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+
+
+@pytest.fixture
+def untrained(monkeypatch):
+    monkeypatch.setenv("BLURWISE_ALLOW_UNTRAINED", "1")
+
+
+# --------------------------------------------------------------------------- help and version
+
+
+class TestHelp:
+    def test_version(self, capsys):
+        code, out, _ = run(capsys, "--version")
+        assert code == 0 and out.strip() == f"blurwise {blurwise.__version__}"
+
+    def test_top_help_lists_commands(self, capsys):
+        code, out, _ = run(capsys, "--help")
+        assert code == 0
+        for cmd in SUBCOMMANDS:
+            assert cmd in out
+
+    @pytest.mark.parametrize("cmd", SUBCOMMANDS)
+    def test_subcommand_help(self, capsys, cmd):
+        code, out, _ = run(capsys, cmd, "-h")
+        assert code == 0 and f"usage: blurwise {cmd}" in out
+
+    def test_data_make_eval_help(self, capsys):
+        code, out, _ = run(capsys, "data", "make-eval", "-h")
+        assert code == 0 and "--small" in out
+
+    def test_no_command(self, capsys):
+        code, _, err = run(capsys)
+        assert code == 2 and "usage" in err
+
+    def test_common_flags_present(self):
+        sub = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        opts = {a for act in sub["upscale"]._actions for a in act.option_strings}
+        for flag in [
+            "-i", "--input", "-o", "--output", "-s", "--scale", "-m", "--model", "-t", "--tile", "--tile-pad",
+            "--device", "--fp32", "--half", "--compile", "--suffix", "--ext", "--overwrite", "--skip-existing",
+            "--dry-run", "--recursive", "-q", "--quiet", "--trust-pickle", "--route", "--threshold", "--budget",
+            "--routes", "--save-map", "--depth", "--light",
+        ]:  # fmt: skip
+            assert flag in opts, flag
+
+    def test_bad_flag_value_is_usage_error(self, capsys, tmp_path):
+        code, _, err = run(capsys, "upscale", "-i", tmp_path, "--budget", "3")
+        assert code == 2 and "fraction" in err
+
+
+# --------------------------------------------------------------------------- models
+
+
+class TestModels:
+    def test_json_schema(self, capsys):
+        code, out, _ = run(capsys, "models", "--json")
+        assert code == 0
+        rows = json.loads(out)
+        assert rows and isinstance(rows, list)
+        for r in rows:
+            assert set(r) == {"name", "task", "scale", "params", "shipped", "default"}
+            assert isinstance(r["name"], str) and isinstance(r["task"], str)
+            assert isinstance(r["scale"], int) and isinstance(r["shipped"], bool) and isinstance(r["default"], bool)
+            assert r["params"] is None or (isinstance(r["params"], int) and r["params"] > 0)
+        pairs = {(r["task"], r["scale"]) for r in rows}
+        for task, scale in pairs:
+            assert sum(r["default"] for r in rows if (r["task"], r["scale"]) == (task, scale)) == 1
+
+    def test_table(self, capsys):
+        code, out, _ = run(capsys, "models", "--task", "deblur")
+        assert code == 0 and out.splitlines()[0].split()[:3] == ["name", "task", "scale"]
+
+
+# --------------------------------------------------------------------------- upscale / deblur folder runs
+
+
+class TestFolderRun:
+    def test_folder_with_one_corrupt(self, capsys, image_folder, tmp_path):
+        (image_folder / "sub" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+        out = tmp_path / "out"
+        code, _, err = run(capsys, "upscale", "-i", image_folder, "-o", out, "-s", "2", "-m", "bicubic", "--recursive")
+        assert code == 1
+        assert files(out) == [
+            "a_out.png", "b16_out.png", "c_out.jpg", "sub/d_out.tif", "sub/e_rgba_out.png", "sub/f_gray_out.png",
+        ]  # fmt: skip
+        assert "corrupt.png" in err and "Traceback" not in err
+        summary = err.strip().splitlines()[-2:]
+        assert summary[0].split() == ["done", "skipped", "failed", "time", "images/s"]
+        assert summary[1].split()[:3] == ["6", "0", "1"]
+        assert no_temp(out)
+        # outputs keep the kind of their input
+        assert read_image(out / "b16_out.png").bit_depth == 16
+        rgba = read_image(out / "sub" / "e_rgba_out.png")
+        assert rgba.alpha is not None and rgba.pixels.shape == (48, 64, 3)
+        assert read_image(out / "sub" / "f_gray_out.png").channels == 1
+        assert read_image(out / "sub" / "d_out.tif").pixels.shape == (40, 56, 3)
+        # rerun with --skip-existing: nothing written, the corrupt one is reported again
+        stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+        code, _, err = run(capsys, "upscale", "-i", image_folder, "-o", out, "-s", "2", "-m", "bicubic", "--recursive",
+                           "--skip-existing")  # fmt: skip
+        assert code == 1 and err.strip().splitlines()[-1].split()[:3] == ["0", "6", "1"]
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+
+    def test_skip_existing_all_good_exit_0(self, capsys, image_folder, tmp_path):
+        args = ["upscale", "-i", image_folder, "-o", tmp_path / "o", "-s", "2", "-m", "bicubic", "-q"]
+        assert run(capsys, *args)[0] == 0
+        code, out, err = run(capsys, *args, "--skip-existing")
+        assert code == 0 and out == "" and err == ""
+
+    def test_single_file_to_file(self, capsys, image_folder, tmp_path):
+        code, _, _ = run(capsys, "upscale", "-i", image_folder / "a.png", "-o", tmp_path / "big.jpg", "-m", "bicubic")
+        assert code == 0 and read_image(tmp_path / "big.jpg").pixels.shape == (96, 128, 3)
+
+    def test_ext_and_suffix(self, capsys, image_folder, tmp_path):
+        code, _, _ = run(capsys, "upscale", "-i", image_folder, "-o", tmp_path / "o", "-m", "bicubic", "-s", "2",
+                         "--ext", "tif", "--suffix", "")  # fmt: skip
+        assert code == 0 and files(tmp_path / "o") == ["a.tif", "b16.tif", "c.tif"]
+
+    def test_dry_run(self, capsys, image_folder, tmp_path):
+        code, out, _ = run(capsys, "upscale", "-i", image_folder, "-o", tmp_path / "o", "--dry-run", "-m", "nope")
+        assert code == 0 and "would write" in out and not (tmp_path / "o").exists()
+
+    def test_model_path(self, capsys, untrained, tmp_path):
+        write_image(tmp_path / "x.png", synth_image(12, 16, 3))
+        code, _, err = run(capsys, "upscale", "-i", tmp_path / "x.png", "-o", tmp_path / "o", "-s", "2",
+                           "-m", "edsr-s-x2", "--route", "off", "-t", "64", "--device", "cpu", "-v")  # fmt: skip
+        assert code == 0, err
+        assert read_image(tmp_path / "o" / "x_out.png").pixels.shape == (24, 32, 3)
+        assert "edsr-s-x2" in err
+
+    def test_deblur_identity(self, capsys, image_folder, tmp_path):
+        code, _, _ = run(capsys, "deblur", "-i", image_folder / "a.png", "-o", tmp_path / "o", "-m", "identity")
+        assert code == 0
+        np.testing.assert_array_equal(read_image(tmp_path / "o" / "a_out.png").pixels,
+                                      read_image(image_folder / "a.png").pixels)  # fmt: skip
+
+    def test_deblur_model_stages(self, capsys, untrained, tmp_path):
+        write_image(tmp_path / "x.png", synth_image(16, 16, 0))
+        code, _, err = run(capsys, "deblur", "-i", tmp_path / "x.png", "-o", tmp_path / "o", "--stages", "2",
+                           "-t", "64", "--device", "cpu")  # fmt: skip
+        assert code == 0, err
+        assert read_image(tmp_path / "o" / "x_out.png").channels == 1
+
+    def test_defocus_map_with_stub_estimator(self, capsys, monkeypatch, image_folder, tmp_path):
+        import blurwise.defocus
+
+        def fake(image, depth=None, **kw):
+            return np.full(image.shape[:2], 1.5, np.float32)
+
+        monkeypatch.setattr(blurwise.defocus, "estimate_defocus", fake, raising=False)
+        code, _, err = run(capsys, "defocus-map", "-i", image_folder / "a.png", "-o", tmp_path / "m", "--overlay")
+        assert code == 0, err
+        assert files(tmp_path / "m") == ["a_out.tif", "a_out_overlay.png"]
+        m = read_image(tmp_path / "m" / "a_out.tif")
+        assert m.bit_depth == 32
+        np.testing.assert_allclose(m.pixels, 1.0)  # read_image clips float TIFFs to [0, 1]
+        import tifffile
+
+        np.testing.assert_allclose(tifffile.imread(tmp_path / "m" / "a_out.tif"), 1.5)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+class TestBadInput:
+    def _up(self, capsys, *args):
+        return run(capsys, "upscale", "-m", "bicubic", "-s", "2", *args)
+
+    def test_missing_file(self, capsys, tmp_path):
+        code, _, err = self._up(capsys, "-i", tmp_path / "nope.png", "-o", tmp_path / "o")
+        assert code == 1 and "file not found" in err and "Traceback" not in err
+        assert files(tmp_path / "o") == []
+
+    @pytest.mark.parametrize(
+        "name,data,msg",
+        [
+            ("corrupt.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "corrupt|not an image"),
+            ("text.jpg", b"this is not a jpeg", "not an image"),
+            ("empty.png", b"", "empty file"),
+        ],
+    )
+    def test_unreadable(self, capsys, tmp_path, name, data, msg):
+        import re
+
+        (tmp_path / name).write_bytes(data)
+        code, _, err = self._up(capsys, "-i", tmp_path / name, "-o", tmp_path / "o")
+        assert code == 1 and re.search(msg, err) and "Traceback" not in err
+        assert files(tmp_path / "o") == []
+
+    def test_truncated(self, capsys, tmp_path):
+        data = write_image(tmp_path / "ok.png", synth_image(64, 64, 3)).read_bytes()
+        (tmp_path / "in").mkdir()
+        (tmp_path / "in" / "t.png").write_bytes(data[: len(data) // 2])
+        code, _, err = self._up(capsys, "-i", tmp_path / "in", "-o", tmp_path / "o")
+        assert code == 1 and "truncated" in err
+        assert files(tmp_path / "o") == []
+
+    def test_zero_size(self, capsys, tmp_path):
+        import struct
+        import zlib
+
+        def chunk(t: bytes, b: bytes) -> bytes:
+            return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+
+        hdr = struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0)
+        (tmp_path / "z.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", hdr) + chunk(b"IEND", b""))
+        code, _, err = self._up(capsys, "-i", tmp_path / "z.png", "-o", tmp_path / "o")
+        assert code == 1 and "zero-size" in err
+
+    def test_unwritable_output(self, capsys, image_folder, tmp_path):
+        (tmp_path / "afile").write_text("x")  # a file where the output folder should be (works as root too)
+        code, _, err = self._up(capsys, "-i", image_folder / "a.png", "-o", tmp_path / "afile" / "o")
+        assert code == 1 and "cannot create output folder" in err
+
+    def test_unwritable_output_permission(self, capsys, image_folder, tmp_path, monkeypatch):
+        import blurwise.io.image as mod
+
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(mod.tempfile, "mkstemp", refuse)
+        (tmp_path / "o").mkdir()
+        code, _, err = self._up(capsys, "-i", image_folder / "a.png", "-o", tmp_path / "o")
+        assert code == 1 and "not writable" in err and "Permission denied" in err
+        assert files(tmp_path / "o") == []
+
+    def test_existing_output_not_overwritten(self, capsys, image_folder, tmp_path):
+        dst = tmp_path / "o" / "a_out.png"
+        write_image(dst, synth_image(4, 4, 3))
+        before = dst.read_bytes()
+        code, _, err = self._up(capsys, "-i", image_folder / "a.png", "-o", tmp_path / "o")
+        assert code == 1 and "exists" in err and "--overwrite" in err
+        assert dst.read_bytes() == before and no_temp(tmp_path / "o")
+        code, _, _ = self._up(capsys, "-i", image_folder / "a.png", "-o", tmp_path / "o", "--overwrite")
+        assert code == 0 and read_image(dst).pixels.shape == (48, 64, 3)
+
+    def test_unknown_model(self, capsys, image_folder, tmp_path):
+        code, _, err = run(capsys, "upscale", "-i", image_folder, "-o", tmp_path / "o", "-m", "no-such-model")
+        assert code == 1 and "unknown model 'no-such-model'" in err
+        assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+    def test_wrong_scale(self, capsys, untrained, image_folder, tmp_path):
+        code, _, err = run(capsys, "upscale", "-i", image_folder, "-o", tmp_path / "o", "-m", "edsr-s-x2", "-s", "4")
+        assert code == 1 and "x2" in err and "x4" in err and err.count("\n") == 1
+
+    def test_wrong_task(self, capsys, untrained, image_folder, tmp_path):
+        code, _, err = run(capsys, "deblur", "-i", image_folder, "-o", tmp_path / "o", "-m", "edsr-s-x2")
+        assert code == 1 and "not deblurring" in err
+
+    def test_pickle_refused(self, capsys, image_folder, tmp_path):
+        (tmp_path / "w.pth").write_bytes(b"not really")
+        code, _, err = run(capsys, "upscale", "-i", image_folder, "-o", tmp_path / "o", "-m", tmp_path / "w.pth")
+        assert code == 1 and "Traceback" not in err and err.count("\n") == 1
+
+    def test_file_output_with_many_inputs(self, capsys, image_folder, tmp_path):
+        code, _, err = self._up(capsys, "-i", image_folder, "-o", tmp_path / "x.png")
+        assert code == 2 and "names a file" in err
+
+    def test_empty_folder(self, capsys, tmp_path):
+        (tmp_path / "empty").mkdir()
+        code, _, err = self._up(capsys, "-i", tmp_path / "empty", "-o", tmp_path / "o")
+        assert code == 2 and "no input images" in err
+
+    def test_bad_device(self, capsys, image_folder, tmp_path):
+        code, _, err = run(capsys, "deblur", "-i", image_folder, "-o", tmp_path / "o", "--device", "tpu")
+        assert code == 2 and "device" in err
+
+    def test_unexpected_error_one_line(self, capsys, monkeypatch):
+        import blurwise.cli as cli
+
+        def boom(args):
+            raise RuntimeError("kaboom\nmore")
+
+        monkeypatch.setattr(cli, "_cmd_models", boom)
+        code, _, err = run(capsys, "models")
+        assert code == 1 and err.strip() == (
+            "blurwise: error: unexpected RuntimeError: kaboom (run with --debug for the traceback)"
+        )
+        code, _, err = run(capsys, "--debug", "models")
+        assert code == 1 and "Traceback" in err
+
+    def test_keyboard_interrupt_130(self, capsys, monkeypatch):
+        import blurwise.cli as cli
+
+        def interrupted(args):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(cli, "_cmd_models", interrupted)
+        assert run(capsys, "models")[0] == 130
+
+
+# --------------------------------------------------------------------------- forwarding commands
+
+
+class TestForwarding:
+    def test_evaluate_bicubic_json(self, capsys, tmp_path):
+        for k in range(2):
+            write_image(tmp_path / f"hr{k}.png", synth_image(32, 32, 3, seed=k))
+        args = ["evaluate", "--task", "sr", "--data", tmp_path, "-s", "4", "-m", "bicubic", "--json"]
+        code, out, err = run(capsys, *args)
+        assert code == 0, err
+        res = json.loads(out)
+        assert res["n_images"] == 2 and res["model"] == "bicubic" and len(res["per_image"]) == 2
+        assert {"task", "model", "scale", "n_images", "psnr_y", "ssim_y", "per_image"} <= set(res)
+
+    def test_evaluate_missing_folder(self, capsys, tmp_path):
+        code, _, err = run(capsys, "evaluate", "--data", tmp_path / "nope")
+        assert code == 2 and "folder" in err
+
+    def test_bench_json(self, capsys, untrained):
+        code, out, err = run(capsys, "bench", "-m", "edsr-s-x2", "--size", "32x32", "--runs", "1", "--warmup", "0",
+                             "--device", "cpu", "--json")  # fmt: skip
+        assert code == 0, err
+        res = json.loads(out)
+        assert res["input"] == "16x16" and res["output"] == "32x32" and res["flops"] == 2 * res["macs"] > 0
+        assert res["median_s"] > 0 and res["params"] > 0
+
+    def test_bench_size_not_multiple(self, capsys, untrained):
+        code, _, err = run(capsys, "bench", "-m", "edsr-s-x2", "--size", "33x32", "--device", "cpu")
+        assert code == 2 and "multiple" in err
+
+    def test_train_forwards(self, capsys, monkeypatch):
+        import blurwise.train
+
+        seen = {}
+
+        class Res:
+            name, start_step, steps, final_val, run_dir, export = "r", 0, 3, 30.5, "d", "w.safetensors"
+
+        def fake_run(config, *, device="auto", smoke=False, resume=True, overrides=None):
+            seen.update(config=config, device=device, smoke=smoke, resume=resume, overrides=overrides)
+            return Res()
+
+        monkeypatch.setattr(blurwise.train, "run", fake_run, raising=False)
+        code, out, _ = run(capsys, "train", "distill", "--teacher", "t.pth", "--smoke", "--set", "optim.lr=0.001")
+        assert code == 0 and "steps 0 -> 3" in out
+        assert seen["config"] == "distill" and seen["smoke"] is True
+        assert seen["overrides"] == {"teacher": "t.pth", "optim.lr": 0.001}
+
+    def test_not_available_yet(self, capsys, monkeypatch, tmp_path):
+        monkeypatch.setitem(sys.modules, "blurwise.export", None)  # import fails like a missing module
+        code, _, err = run(capsys, "export", "-m", "edsr-s-x4", "-o", tmp_path / "m.onnx")
+        assert code == 1 and "not available yet" in err and err.count("\n") == 1
+
+    def test_not_implemented(self, capsys, monkeypatch, tmp_path):
+        import blurwise.data
+
+        def make_eval(out_dir, small=False):
+            raise NotImplementedError("make_eval")
+
+        monkeypatch.setattr(blurwise.data, "make_eval", make_eval, raising=False)
+        code, _, err = run(capsys, "data", "make-eval", "--out", tmp_path / "e", "--small")
+        assert code == 1 and "not available yet" in err
+
+    def test_data_forwards(self, capsys, monkeypatch, tmp_path):
+        import blurwise.data
+
+        seen = {}
+
+        def make_eval(out, small=False):
+            seen.update(out=out, small=small)
+
+        monkeypatch.setattr(blurwise.data, "make_eval", make_eval, raising=False)
+        code, _, _ = run(capsys, "data", "make-eval", "--out", tmp_path / "e", "--small")
+        assert code == 0 and seen == {"out": str(tmp_path / "e"), "small": True}
+
+    def test_export_existing_output(self, capsys, tmp_path):
+        (tmp_path / "m.onnx").write_bytes(b"x")
+        code, _, err = run(capsys, "export", "-m", "edsr-s-x4", "-o", tmp_path / "m.onnx")
+        assert code == 1 and ("exists" in err or "not available yet" in err)
