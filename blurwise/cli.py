@@ -413,10 +413,26 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     return _finish(run_batch(jobs, process, **common), args)
 
 
+def _preview(kind: str, sigma: Any, pixels: Any = None) -> Any:
+    """uint8 preview of a sigma map from blurwise.defocus (colour bar / overlay), or a plain fallback."""
+    import numpy as np
+
+    from blurwise import defocus
+
+    fn = getattr(defocus, kind, None)
+    if callable(fn):
+        return fn(sigma) if pixels is None else fn(pixels, sigma)
+    from blurwise.api import defocus_overlay
+
+    if pixels is None:
+        return np.clip(sigma / max(float(np.percentile(sigma, 99)), 1e-6), 0, 1).astype(np.float32)
+    return defocus_overlay(pixels, sigma)
+
+
 def _cmd_defocus_map(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from blurwise.api import defocus_map, defocus_overlay
+    from blurwise.api import defocus_map
     from blurwise.batch import run_batch
     from blurwise.io import Image, read_depth
 
@@ -439,12 +455,12 @@ def _cmd_defocus_map(args: argparse.Namespace) -> int:
         depth = read_depth(dpath, (img.height, img.width)) if dpath is not None else None
         sigma = defocus_map(img.pixels, depth, method=args.method, segmenter=args.segmenter, **extra)
         if job.dst.suffix.lower() in (".tif", ".tiff"):
-            out = Image(sigma[:, :, None].astype(np.float32), bit_depth=32)  # sigma in px, exact
-        else:  # a viewable map: 0 .. max sigma stretched to the full range
-            out = Image((sigma / max(float(sigma.max()), 1e-6))[:, :, None].astype(np.float32), bit_depth=16)
+            out: Any = Image(sigma[:, :, None].astype(np.float32), bit_depth=32)  # sigma in px, exact
+        else:  # a viewable map with a colour bar (the exact values need TIFF)
+            out = _preview("colorize", sigma)
         outputs = [(job.dst, out)]
         if args.overlay:
-            outputs.append((_side_path(job.dst, "overlay"), Image(defocus_overlay(img.pixels, sigma))))
+            outputs.append((_side_path(job.dst, "overlay"), _preview("overlay", sigma, img.pixels)))
         if args.verbose:
             _say(f"{job.rel}: sigma median {np.median(sigma):.2f} px, max {sigma.max():.2f} px")
         return outputs

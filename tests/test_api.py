@@ -1,0 +1,239 @@
+"""Python API: type/dtype round trips, gray and alpha handling, routing fallbacks, errors, doctests."""
+
+from __future__ import annotations
+
+import doctest
+
+import numpy as np
+import pytest
+from conftest import synth_image
+from PIL import Image as PILImage
+
+import blurwise
+from blurwise import api
+from blurwise.errors import InputError, ModelError, UsageError
+
+
+@pytest.fixture
+def untrained(monkeypatch):
+    monkeypatch.setenv("BLURWISE_ALLOW_UNTRAINED", "1")
+
+
+def test_doctests():
+    res = doctest.testmod(api, optionflags=doctest.ELLIPSIS)
+    assert res.attempted >= 3 and res.failed == 0
+
+
+def test_import_is_lazy():
+    import subprocess
+    import sys
+
+    code = "import sys, blurwise; assert 'torch' not in sys.modules; blurwise.upscale; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+# --------------------------------------------------------------------------- kinds in = kinds out
+
+
+class TestKinds:
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+    @pytest.mark.parametrize("c", [0, 1, 3, 4])
+    def test_numpy_same_dtype_and_layout(self, dtype, c):
+        img = synth_image(6, 5, c, dtype)
+        out = blurwise.upscale(img, scale=2, model="bicubic")
+        assert out.dtype == img.dtype
+        assert out.shape == (12, 10) + img.shape[2:]
+
+    @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "I;16", "P"])
+    def test_pil_same_kind(self, mode):
+        base = PILImage.fromarray(synth_image(6, 5, 4), "RGBA")
+        if mode == "I;16":
+            im = PILImage.fromarray(synth_image(6, 5, 0, np.uint16))
+        elif mode == "P":
+            im = base.convert("RGB").convert("P")
+        else:
+            im = base.convert(mode)
+        out = blurwise.upscale(im, scale=2, model="bicubic")
+        assert isinstance(out, PILImage.Image) and out.size == (10, 12)
+        assert out.mode == {"P": "RGB"}.get(mode, mode)
+
+    def test_values_bicubic_exact(self):
+        from blurwise.metrics.imresize import imresize
+
+        img = synth_image(8, 8, 3, np.float32)
+        np.testing.assert_allclose(
+            blurwise.upscale(img, 2, model="bicubic"), np.clip(imresize(img.astype(np.float64), 2), 0, 1), atol=1e-6
+        )
+
+    def test_alpha_resized_bicubic(self):
+        from blurwise.metrics.imresize import imresize
+
+        img = synth_image(8, 10, 4, np.float32)
+        out = blurwise.upscale(img, 3, model="bicubic")
+        np.testing.assert_allclose(out[..., 3], np.clip(imresize(img[..., 3].astype(np.float64), 3), 0, 1), atol=1e-6)
+
+    def test_bad_inputs(self):
+        with pytest.raises(InputError, match="HW or HWC"):
+            blurwise.upscale(np.zeros((2, 2, 2, 2), np.uint8), model="bicubic")
+        with pytest.raises(InputError, match="pixel type"):
+            blurwise.upscale(np.zeros((4, 4), np.int32), model="bicubic")
+        with pytest.raises(InputError, match="zero-size"):
+            blurwise.upscale(np.zeros((0, 4, 3), np.uint8), model="bicubic")
+        with pytest.raises(InputError, match="channels"):
+            blurwise.upscale(np.zeros((4, 4, 5), np.uint8), model="bicubic")
+
+
+# --------------------------------------------------------------------------- models
+
+
+class TestModels:
+    def test_upscale_model_gray_and_alpha(self, untrained):
+        img = synth_image(8, 8, 2, np.uint8)  # gray + alpha
+        out, rep = blurwise.upscale(img, 2, model="edsr-s-x2", route="off", device="cpu", tile=32, return_report=True)
+        assert out.shape == (16, 16, 2) and out.dtype == np.uint8
+        assert rep.route == "off" and rep.model == "edsr-s-x2" and rep.seconds > 0
+
+    def test_wrong_scale_and_task(self, untrained):
+        with pytest.raises(ModelError, match="x2.*x4"):
+            blurwise.upscale(synth_image(8, 8), 4, model="edsr-s-x2", device="cpu")
+        with pytest.raises(ModelError, match="not super-resolution"):
+            blurwise.upscale(synth_image(8, 8), 1, model="lprn", device="cpu")
+        with pytest.raises(ModelError, match="not deblurring"):
+            blurwise.deblur(synth_image(8, 8), model="edsr-s-x2", device="cpu")
+
+    def test_unknown_model(self):
+        with pytest.raises(ModelError, match="unknown model"):
+            blurwise.upscale(synth_image(8, 8), 2, model="no-such", device="cpu")
+
+    def test_untrained_refused_without_switch(self, monkeypatch):
+        monkeypatch.delenv("BLURWISE_ALLOW_UNTRAINED", raising=False)
+        api.clear_cache()
+        from blurwise.models.registry import get_variant, is_shipped
+
+        if is_shipped(get_variant("edsr-s-x2")):
+            pytest.skip("edsr-s-x2 weights are shipped")
+        with pytest.raises(ModelError, match="not shipped"):
+            blurwise.upscale(synth_image(8, 8), 2, model="edsr-s-x2", device="cpu")
+
+    def test_cache_reuses_model(self, untrained):
+        a = api.get_model("edsr-s-x2", device="cpu")
+        b = api.get_model("edsr-s-x2", device="cpu")
+        assert a[0] is b[0]
+
+    def test_option_checks(self, untrained):
+        img = synth_image(8, 8)
+        with pytest.raises(UsageError, match="route"):
+            blurwise.upscale(img, 2, model="edsr-s-x2", route="maybe", device="cpu")
+        with pytest.raises(UsageError, match="budget"):
+            blurwise.upscale(img, 2, model="edsr-s-x2", budget=2.0, device="cpu")
+        with pytest.raises(UsageError, match="routes"):
+            blurwise.upscale(img, 2, model="edsr-s-x2", routes=4, device="cpu")
+        with pytest.raises(UsageError, match="half"):
+            blurwise.upscale(img, 2, model="edsr-s-x2", half="fp8", device="cpu")
+
+    def test_devices(self):
+        import torch
+
+        assert api.resolve_device("cpu").type == "cpu"
+        assert api.resolve_device("auto").type in ("cpu", "cuda", "mps")
+        if not torch.cuda.is_available():
+            with pytest.raises(UsageError, match="CUDA"):
+                api.resolve_device("cuda")
+
+    def test_deblur(self, untrained):
+        img = synth_image(12, 12, 3, np.uint16)
+        out = blurwise.deblur(img, stages=2, device="cpu", tile=32)
+        assert out.shape == img.shape and out.dtype == np.uint16
+        np.testing.assert_array_equal(blurwise.deblur(img, model="identity"), img)
+        with pytest.raises(UsageError, match="stages"):
+            blurwise.deblur(img, stages=0, device="cpu")
+
+
+# --------------------------------------------------------------------------- routing
+
+
+class TestRouting:
+    def test_routed_with_stub_map(self, untrained, monkeypatch):
+        """A constant, very blurred map sends everything to the light model (route 'routed')."""
+        import blurwise.defocus
+
+        monkeypatch.setattr(
+            blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: np.full(im.shape[:2], 3.0, np.float32)
+        )
+        img = synth_image(32, 32, 3)
+        out, rep = blurwise.upscale(img, 2, model="edsr-s-x2", device="cpu", return_report=True)
+        assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+        assert rep.route == "routed" and rep.light == "ebmsr-x2"
+        assert rep.routing.fractions.get("light", 0) > 0.5
+        assert "FLOPs" in rep.summary()
+
+    def test_auto_falls_back_without_map(self, untrained, monkeypatch):
+        from blurwise.errors import NotAvailableError
+
+        def unavailable(*a, **k):
+            raise NotAvailableError("no estimator")
+
+        import blurwise.defocus
+
+        monkeypatch.setattr(blurwise.defocus, "estimate_defocus", unavailable)
+        img = synth_image(16, 16, 3, np.float32)
+        out, rep = blurwise.upscale(img, 2, model="edsr-s-x2", device="cpu", tile=32, return_report=True)
+        assert out.shape == (32, 32, 3) and rep.route == "off" and rep.notes
+        with pytest.raises(NotAvailableError):
+            up = api.Upscaler(2, model="edsr-s-x2", route="on", device="cpu")
+            up(img)
+
+    def test_auto_without_light_model(self, untrained):
+        up = api.Upscaler(3, model="edsr-s-x3", route="auto", device="cpu", tile=32)  # no EBM-SR at x3
+        assert not up.routed and up.notes
+        with pytest.raises(ModelError):
+            api.Upscaler(3, model="edsr-s-x3", route="on", device="cpu")
+
+    def test_depth_resized_to_image(self, untrained, monkeypatch):
+        import blurwise.defocus
+
+        seen = {}
+
+        def fake(im, depth=None, **k):
+            seen["depth"] = None if depth is None else depth.shape
+            return np.zeros(im.shape[:2], np.float32)
+
+        monkeypatch.setattr(blurwise.defocus, "estimate_defocus", fake)
+        img = synth_image(16, 20, 3)
+        blurwise.upscale(img, 2, model="edsr-s-x2", device="cpu", depth=np.ones((32, 40), np.float32))
+        assert seen["depth"] == (16, 20)
+
+
+# --------------------------------------------------------------------------- defocus map
+
+
+class TestDefocusMap:
+    def test_stub_estimator_gets_rgb_float(self, monkeypatch, tmp_path):
+        import blurwise.defocus
+
+        seen = {}
+
+        def fake(im, depth=None, **k):
+            seen.update(shape=im.shape, dtype=im.dtype, depth=None if depth is None else depth.shape, kw=k)
+            return np.ones(im.shape[:2])
+
+        monkeypatch.setattr(blurwise.defocus, "estimate_defocus", fake)
+        np.save(tmp_path / "d.npy", np.ones((20, 30), np.float32))
+        out = blurwise.defocus_map(synth_image(10, 15, 0), tmp_path / "d.npy", method="edge", segmenter="slic")
+        assert out.shape == (10, 15) and out.dtype == np.float32
+        assert seen["shape"] == (10, 15, 3) and seen["dtype"] == np.float32 and seen["depth"] == (10, 15)
+        assert seen["kw"] == {"method": "edge", "segmenter": "slic"}
+
+    def test_real_estimator_smoke(self):
+        pytest.importorskip("blurwise.defocus")
+        from blurwise import defocus
+
+        if not hasattr(defocus, "estimate_defocus"):
+            pytest.skip("estimator not there yet")
+        out = blurwise.defocus_map(synth_image(32, 32, 3), method="edge", segmenter="none")
+        assert out.shape == (32, 32) and out.dtype == np.float32 and np.isfinite(out).all()
+
+    def test_overlay(self):
+        ov = api.defocus_overlay(synth_image(8, 8, 3, np.float32), np.linspace(0, 2, 64).reshape(8, 8))
+        assert ov.shape == (8, 8, 3) and ov.min() >= 0 and ov.max() <= 1
