@@ -1,0 +1,351 @@
+"""Learned defocus estimator: training data, training function, calibration and inference.
+
+The network (``blurwise/models/defocus_cnn.py``, registered as ``defocus-cnn``) is trained on defocus
+renders of the SR *training* images only (``sr/train/*``, synthetic depth, random focus and blur
+strength), at full resolution **and** on LR images made the way routed SR receives them: the
+defocused HR downscaled x2/x4 with the project's MATLAB bicubic, target sigma = HR sigma / scale.
+After training, a monotone per-scale calibration (predicted -> true sigma, fitted on held-out
+training-side renders) is stored in the weights' metadata and applied at inference.
+
+``train_defocus_cnn`` is a plain function so the project training loop (or a script) can call it;
+``python -m blurwise.defocus.learned --minutes 20`` runs the whole recipe on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TRAIN_ROOTS = ("sr/train/T91", "sr/train/BSD200", "sr/train/DIV2K6")
+SCALES = (1, 2, 4)
+SCALE_PROBS = (0.3, 0.3, 0.4)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _list_train_images(roots: tuple[str, ...] = TRAIN_ROOTS) -> list[Path]:
+    from blurwise.data.paths import data_path
+
+    files: list[Path] = []
+    for r in roots:
+        d = data_path(*r.split("/"))
+        files += sorted(p for p in d.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    return files
+
+
+def _load_rgb(path: Path, max_side: int = 1024) -> np.ndarray:
+    from PIL import Image
+
+    from blurwise.metrics.imresize import imresize
+
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    if max(img.shape[:2]) > max_side:
+        img = np.clip(imresize(img, scale=max_side / max(img.shape[:2])), 0, 1).astype(np.float32)
+    return img
+
+
+def make_bank(
+    path: str | Path,
+    *,
+    renders_per_image: int = 2,
+    seed: int = 0,
+    max_images: int = 0,
+    max_side: int = 768,
+) -> Path:
+    """Render every training image ``renders_per_image`` times into one ``.npz`` bank.
+
+    Each render is stored at full resolution and at LR x2/x4 (MATLAB bicubic of the defocused HR,
+    sigma / scale), as uint8 images and float16 sigma maps, so training crops are plain slices.
+    """
+    from blurwise.defocus.synth import render_pair
+    from blurwise.metrics.imresize import imresize
+
+    rng = np.random.default_rng(seed)
+    files = _list_train_images()
+    if max_images:
+        files = files[:max_images]
+    store: dict[str, list[np.ndarray]] = {f"{k}_{s}": [] for k in ("images", "sigmas") for s in SCALES}
+    names = []
+    for i, f in enumerate(files):
+        hr = _load_rgb(f, max_side)
+        hr = hr[: hr.shape[0] - hr.shape[0] % 4, : hr.shape[1] - hr.shape[1] % 4]
+        for _ in range(renders_per_image):
+            img, sig, _ = render_pair(hr, rng, scale=1)
+            for s in SCALES:
+                if s == 1:
+                    im, sg = img, sig
+                else:
+                    im = np.clip(imresize(img, scale=1.0 / s), 0, 1)
+                    sg = np.clip(imresize(sig, scale=1.0 / s), 0, None) / s
+                store[f"images_{s}"].append(np.round(im * 255).astype(np.uint8))
+                store[f"sigmas_{s}"].append(sg.astype(np.float16))
+            names.append(f"{f.parent.name}/{f.name}")
+        if i % 20 == 0:
+            log.info("bank: %d/%d images", i + 1, len(files))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for k, v in store.items():
+        arrays[k] = np.empty(len(v), dtype=object)
+        arrays[k][:] = v
+    np.savez(path, names=np.array(names), **arrays)
+    return path
+
+
+def load_bank(path: str | Path) -> dict[str, Any]:
+    """The bank written by :func:`make_bank`: ``{"images_S": [...], "sigmas_S": [...], "names": [...]}``."""
+    z = np.load(path, allow_pickle=True)  # our own file, written by make_bank
+    return {k: list(z[k]) for k in z.files}
+
+
+def sample_crop(
+    bank: dict[str, Any], i: int, rng: np.random.Generator, scale: int, patch: int, augment: bool = True
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A random ``patch``-px crop of render ``i`` at LR ``scale`` (image float32 HWC, sigma in LR px).
+
+    None when that render is smaller than the patch at this scale.
+    """
+    img = bank[f"images_{scale}"][i]
+    sig = bank[f"sigmas_{scale}"][i]
+    h, w = img.shape[:2]
+    if h < patch or w < patch:
+        return None
+    y = int(rng.integers(0, h - patch + 1))
+    x = int(rng.integers(0, w - patch + 1))
+    im = img[y : y + patch, x : x + patch].astype(np.float32) / 255.0
+    sg = sig[y : y + patch, x : x + patch].astype(np.float32)
+    if augment:
+        k = int(rng.integers(0, 4))
+        im, sg = np.rot90(im, k), np.rot90(sg, k)
+        if rng.random() < 0.5:
+            im, sg = im[:, ::-1], sg[:, ::-1]
+    return np.ascontiguousarray(im), np.ascontiguousarray(sg)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def defocus_loss(pred, target):  # type: ignore[no-untyped-def]
+    """L1 on sigma plus L1 on log(1 + 4 sigma): the sub-pixel range routing decides on counts too."""
+    import torch
+
+    l1 = torch.mean(torch.abs(pred - target))
+    llog = torch.mean(torch.abs(torch.log1p(4.0 * pred) - torch.log1p(4.0 * target)))
+    return l1 + 0.5 * llog
+
+
+def train_defocus_cnn(
+    bank: str | Path,
+    out_dir: str | Path,
+    *,
+    minutes: float = 20.0,
+    iterations: int = 4000,
+    batch: int = 12,
+    patch: int = 48,
+    lr: float = 2e-3,
+    threads: int = 1,
+    seed: int = 0,
+    holdout: float = 0.1,
+    checkpoint_every: int = 100,
+    resume: bool = True,
+) -> Any:
+    """Train DefocusCNN on a render bank for at most ``minutes`` / ``iterations``; returns the model.
+
+    Adam with cosine decay over ``iterations``; checkpoints (model, optimiser, step, RNG) every
+    ``checkpoint_every`` steps in ``out_dir/last.pt`` and resumes from it. The last ``holdout``
+    fraction of the bank is never trained on (it calibrates the model afterwards).
+    """
+    import torch
+
+    from blurwise.models import create_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bk = load_bank(bank)
+    n_train = int(len(bk["names"]) * (1.0 - holdout))
+    model = create_model("defocus-cnn")
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, iterations) / iterations))
+    )
+    step = 0
+    rng = np.random.default_rng(seed)
+    ckpt = out_dir / "last.pt"
+    if resume and ckpt.is_file():
+        st = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own checkpoint
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        step = int(st["step"])
+        rng = np.random.default_rng(seed + step)
+        log.info("resumed at step %d", step)
+    t_end = time.time() + minutes * 60.0
+    model.train()
+    logf = open(out_dir / "train.log", "a")  # noqa: SIM115 - kept open for the loop
+    ema = None
+    while step < iterations and time.time() < t_end:
+        xs, ys = [], []
+        while len(xs) < batch:
+            s = int(rng.choice(SCALES, p=SCALE_PROBS))
+            crop = sample_crop(bk, int(rng.integers(0, n_train)), rng, s, patch)
+            if crop is not None:
+                xs.append(crop[0].transpose(2, 0, 1))
+                ys.append(crop[1][None])
+        x = torch.from_numpy(np.stack(xs))
+        y = torch.from_numpy(np.stack(ys))
+        loss = defocus_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % 10 == 0:
+            logf.write(f"{step} {ema:.4f} {sched.get_last_lr()[0]:.2e} {time.strftime('%H:%M:%S')}\n")
+            logf.flush()
+        if step % checkpoint_every == 0 or step >= iterations or time.time() >= t_end:
+            tmp = out_dir / "last.pt.tmp"
+            torch.save(
+                {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, tmp
+            )
+            tmp.replace(ckpt)
+    logf.close()
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- calibration + inference
+
+
+def predict_sigma(model: Any, image: np.ndarray) -> np.ndarray:
+    """Raw network output (sigma px, float32 HW) for an HWC float image in [0, 1]."""
+    import torch
+
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    x = torch.from_numpy(np.ascontiguousarray(img[..., :3].transpose(2, 0, 1)))[None]
+    with torch.inference_mode():
+        y = model(x)
+    return y[0, 0].numpy().astype(np.float32)
+
+
+def fit_calibration(model: Any, bank: str | Path, *, holdout: float = 0.1) -> dict[str, Any]:
+    """Per-scale monotone map predicted -> true sigma on the bank's held-out renders.
+
+    Returns ``{"1": {"pred": [...], "true": [...]}, ...}``: the median prediction in each bin of
+    true sigma, made non-decreasing, to be inverted by linear interpolation at inference.
+    """
+    from blurwise.defocus.calibrate import fit_monotone
+
+    bk = load_bank(bank)
+    n_train = int(len(bk["names"]) * (1.0 - holdout))
+    out: dict[str, Any] = {}
+    for s in SCALES:
+        pairs = []
+        for i in range(n_train, len(bk["names"])):
+            im = bk[f"images_{s}"][i].astype(np.float32) / 255.0
+            sg = bk[f"sigmas_{s}"][i].astype(np.float32)
+            pairs.append(np.stack([sg.ravel(), predict_sigma(model, im).ravel()], 1))
+        p = np.concatenate(pairs)
+        out[str(s)] = fit_monotone(p[:, 0], p[:, 1])
+    return out
+
+
+@lru_cache(maxsize=2)
+def _cached_model(name: str) -> tuple[Any, dict[str, Any]]:
+    from blurwise.models import load_model
+
+    model, info = load_model(name)
+    return model, info.metadata
+
+
+def learned_defocus(image: np.ndarray, *, lr_scale: int = 1, model: str = "defocus-cnn") -> np.ndarray:
+    """Dense sigma map (float32 HW, px) from the learned estimator, calibrated for ``lr_scale``.
+
+    ``lr_scale`` says the image is an LR input made by an x``lr_scale`` bicubic downscale (routed SR);
+    1 means a full-resolution photo. Scales without a stored calibration use the nearest one.
+    """
+    from blurwise.defocus.calibrate import apply_monotone
+
+    net, meta = _cached_model(model)
+    raw = predict_sigma(net, image)
+    cal = meta.get("calibration") or {}
+    if isinstance(cal, str):
+        cal = json.loads(cal)
+    if cal:
+        key = min(cal, key=lambda k: abs(int(k) - lr_scale))
+        raw = apply_monotone(raw, cal[key])
+    return np.maximum(raw, 0.0).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CPU recipe: make the render bank (once), train, calibrate, save the shipped weights."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", default="/work/ckpt/defocus")
+    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--iterations", type=int, default=4000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="blurwise/models/weights/defocus-cnn.safetensors")
+    ap.add_argument("--bank-only", action="store_true")
+    ap.add_argument("--no-train", action="store_true", help="calibrate and export the last checkpoint")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work = Path(a.work)
+    bank = work / "bank.npz"
+    if not bank.is_file():
+        make_bank(bank)
+    if a.bank_only:
+        return
+    if a.no_train:
+        import torch
+
+        from blurwise.models import create_model
+
+        model = create_model("defocus-cnn")
+        model.load_state_dict(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
+        model.eval()
+    else:
+        model = train_defocus_cnn(bank, work, minutes=a.minutes, iterations=a.iterations, threads=a.threads)
+    cal = fit_calibration(model, bank)
+    from blurwise.models import save_weights
+
+    cfg = {"in_channels": 3, "channels": [16, 32, 48]}
+    save_weights(
+        model,
+        a.out,
+        arch="defocus-cnn",
+        task="defocus",
+        scale=1,
+        config=cfg,
+        name="defocus-cnn",
+        extra={
+            "calibration": cal,
+            "training": {
+                "data": list(TRAIN_ROOTS),
+                "scales": list(SCALES),
+                "scale_probs": list(SCALE_PROBS),
+                "minutes": a.minutes,
+                "iterations": a.iterations,
+                "renderer": "blurwise.defocus.synth.render_pair",
+            },
+        },
+    )
+    log.info("saved %s", a.out)
+
+
+if __name__ == "__main__":
+    main()
