@@ -271,6 +271,17 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return state, meta
 
 
+def _has_blurwise_meta(path: Path) -> bool:
+    """Whether a ``.safetensors`` file carries blurwise metadata (False also for unreadable files)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return META_KEY in (f.metadata() or {})
+    except Exception:
+        return True  # let read_weights report the error
+
+
 def load_model(
     name_or_path: str | Path,
     *,
@@ -306,6 +317,10 @@ def load_model(
         if not path.exists():
             raise ModelError(f"unknown model {key!r}; run 'blurwise models' to list them")
         raise ModelError(f"unsupported weights format {path.suffix!r} (use .safetensors)")
+    if path.is_file() and not _has_blurwise_meta(path):  # a published model saved as safetensors
+        from blurwise.models.foreign import load_foreign
+
+        return load_foreign(path, device=device)
     state, meta = read_weights(path)
     arch = meta.get("arch")
     if arch not in _ARCHS:
