@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from blurwise.errors import BlurwiseError, UsageError
-from blurwise.io.image import FORMATS, Image, read_image, write_image
+from blurwise.io.image import FORMATS, READ_EXTS, Image, read_image, write_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = tuple(FORMATS)  # .png .jpg .jpeg .tif .tiff .bmp .webp
+IMAGE_EXTS = tuple(FORMATS)  # writable: .png .jpg .jpeg .tif .tiff .bmp .webp
 EXT_CHOICES = ("auto", "png", "jpg", "tif", "bmp", "webp")
 Output = tuple[Path, "Image | Any"]  # (path, Image or array) for every file a job writes
 
@@ -82,7 +82,7 @@ class BatchResult:
 
 
 def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    return p.suffix.lower() in READ_EXTS and not p.name.startswith(".")
 
 
 def _inside(p: Path, folder: Path | None) -> bool:
@@ -130,7 +130,7 @@ def output_ext(src: Path, ext: str, default: str | None = None) -> str:
     elif default:
         e = "." + default.lstrip(".")
     else:
-        e = src.suffix.lower() or ".png"
+        e = src.suffix.lower() if src.suffix.lower() in IMAGE_EXTS else ".png"  # e.g. HEIC/AVIF in -> PNG out
     if e not in IMAGE_EXTS:
         raise UsageError(f"unsupported output extension {e!r}; use one of {', '.join(EXT_CHOICES)}")
     return e

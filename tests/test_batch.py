@@ -46,6 +46,7 @@ class TestPlan:
         jobs = plan_jobs([image_folder / "a.png"], tmp_path, default_ext="tif")
         assert jobs[0].dst.suffix == ".tif"
         assert output_ext(image_folder / "c.jpg", "png") == ".png"
+        assert output_ext(image_folder / "x.heic", "auto") == ".png"  # read-only formats -> PNG
         with pytest.raises(UsageError):
             output_ext(image_folder / "c.jpg", "gif")
 

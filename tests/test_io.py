@@ -86,6 +86,24 @@ class TestRoundTrip:
         assert img.bit_depth == 16 and img.channels == 1
         np.testing.assert_array_equal(np.rint(img.pixels[:, :, 0] * 65535).astype(np.uint16), arr)
 
+    def test_avif_read(self, tmp_path):
+        from PIL import features
+
+        if not features.check("avif"):
+            pytest.skip("Pillow built without AVIF")
+        PILImage.fromarray(synth_image(16, 16, 3)).save(tmp_path / "x.avif")
+        assert read_image(tmp_path / "x.avif").pixels.shape == (16, 16, 3)
+
+    def test_heic_needs_pillow_heif(self, tmp_path, monkeypatch):
+        import sys
+
+        from blurwise.errors import NotAvailableError
+
+        monkeypatch.setitem(sys.modules, "pillow_heif", None)
+        (tmp_path / "x.heic").write_bytes(b"....ftypheic")
+        with pytest.raises(NotAvailableError, match="pillow-heif"):
+            read_image(tmp_path / "x.heic")
+
     def test_palette_converted(self, tmp_path):
         pal = PILImage.fromarray(synth_image(16, 16, 3)).convert("P", palette=PILImage.Palette.ADAPTIVE)
         pal.save(tmp_path / "p.png")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blurwise.errors import InputError, OutputError
+from blurwise.errors import InputError, NotAvailableError, OutputError
 from blurwise.io import png16
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ FORMATS = {
     ".webp": "WEBP",
 }
 _MAX_BITS = {"PNG": 16, "TIFF": 32, "JPEG": 8, "BMP": 8, "WEBP": 8}
+HEIF_EXTS = (".heic", ".heif", ".hif")
+READ_EXTS = (*FORMATS, ".avif", *HEIF_EXTS)  # what folder inputs pick up (HEIC needs pillow-heif)
 _ORIENTATION = 0x0112
 _pil_lock = threading.Lock()
 
@@ -265,6 +267,16 @@ def _open_pil(path: Path, max_pixels: int | None):
     return im
 
 
+def _register_heif(path: Path) -> None:
+    try:
+        import pillow_heif
+    except ImportError:
+        raise NotAvailableError(
+            f"reading HEIC/HEIF needs the optional pillow-heif package (pip install 'blurwise[heif]'): {path}"
+        ) from None
+    pillow_heif.register_heif_opener()
+
+
 def _first_line(exc: BaseException) -> str:
     s = str(exc).strip().splitlines()
     return s[0] if s else type(exc).__name__
@@ -325,6 +337,8 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
             return img
     from PIL import ImageOps
 
+    if path.suffix.lower() in HEIF_EXTS:
+        _register_heif(path)
     im = _open_pil(path, limit)
     try:
         with im:
