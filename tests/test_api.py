@@ -237,3 +237,12 @@ class TestDefocusMap:
     def test_overlay(self):
         ov = api.defocus_overlay(synth_image(8, 8, 3, np.float32), np.linspace(0, 2, 64).reshape(8, 8))
         assert ov.shape == (8, 8, 3) and ov.min() >= 0 and ov.max() <= 1
+
+
+def test_docs_api_examples():
+    """The examples in docs/api.md run as written."""
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+    res = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert res.attempted >= 10 and res.failed == 0

@@ -241,6 +241,18 @@ class TestBadInput:
         code, _, err = self._up(capsys, "-i", tmp_path / "z.png", "-o", tmp_path / "o")
         assert code == 1 and "zero-size" in err
 
+    def test_absurd_size(self, capsys, tmp_path):
+        import struct
+        import zlib
+
+        def chunk(t: bytes, b: bytes) -> bytes:
+            return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+
+        hdr = struct.pack(">IIBBBBB", 40000, 30000, 8, 2, 0, 0, 0)
+        (tmp_path / "h.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", hdr) + chunk(b"IEND", b""))
+        code, _, err = self._up(capsys, "-i", tmp_path / "h.png", "-o", tmp_path / "o")
+        assert code == 1 and "too large" in err and "1200 MP" in err
+
     def test_unwritable_output(self, capsys, image_folder, tmp_path):
         (tmp_path / "afile").write_text("x")  # a file where the output folder should be (works as root too)
         code, _, err = self._up(capsys, "-i", image_folder / "a.png", "-o", tmp_path / "afile" / "o")
