@@ -161,6 +161,21 @@ def _grow_object(labels: np.ndarray, rng: np.random.Generator, target: float, ta
     return np.isin(labels, np.fromiter(chosen, int))
 
 
+def _regularize(m: np.ndarray) -> np.ndarray:
+    """Make a grown segment mask object-like: close gaps, cut thin spikes, fill holes, keep the largest part."""
+    r = max(1, round(0.015 * max(m.shape)))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = yy * yy + xx * xx <= r * r
+    padded = np.pad(m, r + 1)
+    padded = ndimage.binary_opening(ndimage.binary_closing(padded, disk), disk)
+    out = ndimage.binary_fill_holes(padded)[r + 1 : -r - 1, r + 1 : -r - 1]
+    lab, n = ndimage.label(out)
+    if n > 1:
+        sizes = np.bincount(lab.ravel())[1:]
+        out = lab == (int(np.argmax(sizes)) + 1)
+    return out
+
+
 def synthetic_depth(img: np.ndarray, rng: np.random.Generator, *, n_objects: int | None = None) -> np.ndarray:
     """Plausible scene depth (float32 HW, metres) for any sharp photo: background ramp + foreground objects.
 
@@ -199,6 +214,9 @@ def synthetic_depth(img: np.ndarray, rng: np.random.Generator, *, n_objects: int
         m = _grow_object(labels, rng, rng.uniform(0.03, 0.3), taken)
         if not m.any():
             break
+        m = _regularize(m) & ~taken
+        if not m.any():
+            continue
         taken |= m
         if f < 1.0:  # upsample the mask smoothly, then threshold: no blocky depth edges
             zoom = (h / m.shape[0], w / m.shape[1])
