@@ -23,7 +23,9 @@ heavy model once on the whole image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +43,13 @@ DEFAULT_BICUBIC_THRESHOLD_HR = 4.0
 # MACs per LR pixel of MATLAB-style bicubic upscaling (separable 4-tap per axis, 3 channels) per
 # output pixel times scale^2 output pixels per input pixel; multiplied by scale^2 in plan_routes.
 BICUBIC_MACS_PER_OUT_PX = 3 * 8
+# Grid defaults (LR px), measured in docs/results/routed_sr.md: 4 px patches route finely (coarse
+# patches lose the cut: a patch is only light when *all* of it is defocused); 1 px blend half-width
+# (a 2*scale HR px cross-fade); 2 px context beyond it, which kept the trained heavy model within
+# 0.005 dB of its whole-image output; tiles up to 256 px bound the memory.
+DEFAULT_PATCH = 4
+DEFAULT_OVERLAP = 1
+DEFAULT_CONTEXT = 2
 
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open, LR pixels)
@@ -221,7 +230,9 @@ def _pool(values: np.ndarray, patch: int, margin: int, stat: str | float) -> np.
     return out
 
 
-def defocus_scores(sigma_lr: np.ndarray, *, patch: int = 16, margin: int = 2, stat: str | float = "min") -> np.ndarray:
+def defocus_scores(
+    sigma_lr: np.ndarray, *, patch: int = DEFAULT_PATCH, margin: int = 1, stat: str | float = "min"
+) -> np.ndarray:
     """Per-patch defocus score (sigma, LR px): ``stat`` of the map over the patch plus ``margin``.
 
     ``stat="min"`` (default) is conservative: one in-focus pixel anywhere in the patch or within
@@ -234,7 +245,7 @@ def defocus_scores(sigma_lr: np.ndarray, *, patch: int = 16, margin: int = 2, st
     return _pool(np.nan_to_num(sigma, nan=0.0), patch, margin, stat)
 
 
-def texture_scores(lr: np.ndarray, *, patch: int = 16, margin: int = 2) -> np.ndarray:
+def texture_scores(lr: np.ndarray, *, patch: int = DEFAULT_PATCH, margin: int = 1) -> np.ndarray:
     """ClassSR-style texture score: minus log mean gradient energy of the luminance per patch.
 
     Higher = smoother = safer to route light. Gradient energy (Sobel, squared) is a standard cue
@@ -250,7 +261,7 @@ def texture_scores(lr: np.ndarray, *, patch: int = 16, margin: int = 2) -> np.nd
     return (-np.log10(energy + 1e-8)).astype(np.float32)
 
 
-def random_scores(shape: tuple[int, int], *, patch: int = 16, seed: int = 0) -> np.ndarray:
+def random_scores(shape: tuple[int, int], *, patch: int = DEFAULT_PATCH, seed: int = 0) -> np.ndarray:
     """Uniform random per-patch scores (the baseline every router must beat)."""
     return np.random.default_rng(seed).random(grid_shape(shape, patch)).astype(np.float32)
 
@@ -258,61 +269,119 @@ def random_scores(shape: tuple[int, int], *, patch: int = 16, seed: int = 0) -> 
 # ---------------------------------------------------------------------- merging
 
 
-def _largest_rect(mask: np.ndarray) -> tuple[int, int, int, int, int]:
-    """Largest all-True rectangle of a bool matrix: (area, r0, r1, c0, c1), histogram-stack method."""
-    rows, cols = mask.shape
-    heights = np.zeros(cols, dtype=np.int64)
-    best = (0, 0, 0, 0, 0)
-    for r in range(rows):
-        heights = np.where(mask[r], heights + 1, 0)
-        hl = heights.tolist() + [0]
-        stack: list[tuple[int, int]] = []
-        for c, h in enumerate(hl):
-            start = c
-            while stack and stack[-1][1] >= h:
-                s, sh = stack.pop()
-                area = sh * (c - s)
-                if area > best[0]:
-                    best = (area, r - sh + 1, r + 1, s, c)
-                start = s
-            stack.append((start, h))
-    return best
-
-
 def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
     """Cover the True cells of ``mask`` exactly by disjoint rectangles (r0, r1, c0, c1), few and large.
 
-    Greedy: per 4-connected component, repeatedly take the largest all-True rectangle. Rectangles
-    larger than ``max_cells`` (rows, cols) are split evenly so no tile exceeds the memory cap.
+    Row runs: each row's maximal runs of True cells, then runs with the same column span in
+    consecutive rows are stacked into one rectangle. Linear time, so it stays fast on big grids.
+    ``max_cells`` (rows, cols) caps the rectangle size (memory).
     """
-    from scipy import ndimage
-
+    rows, cols = mask.shape
+    mr, mc = max_cells if max_cells is not None else (rows, cols)
+    d = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    open_runs: dict[tuple[int, int], int] = {}  # (c0, c1) -> start row
     rects: list[tuple[int, int, int, int]] = []
-    labels, n = ndimage.label(mask)
-    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
+    for r in range(rows + 1):
+        runs: list[tuple[int, int]] = []
+        if r < rows:
+            starts = np.flatnonzero(d[r] == 1).tolist()
+            ends = np.flatnonzero(d[r] == -1).tolist()
+            for c0, c1 in zip(starts, ends, strict=True):
+                runs += [(c, min(c + mc, c1)) for c in range(c0, c1, mc)]
+        cur = set(runs)
+        for span, r0 in list(open_runs.items()):
+            if span not in cur or r - r0 >= mr:
+                rects.append((r0, r, span[0], span[1]))
+                del open_runs[span]
+        for span in runs:
+            open_runs.setdefault(span, r)
+    return rects
+
+
+def _spans(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For rows of a bool matrix: (any, first True index, last True index) per row."""
+    anyv = acc.any(axis=1)
+    first = np.argmax(acc, axis=1)
+    last = acc.shape[1] - 1 - np.argmax(acc[:, ::-1], axis=1)
+    return anyv, first, last
+
+
+def guillotine_cover(
+    mask: np.ndarray, cost: Callable[..., Any], max_cells: tuple[int, int] | None = None
+) -> list[tuple[int, int, int, int]]:
+    """Disjoint rectangles (r0, r1, c0, c1) covering every True cell of ``mask``, cheap under ``cost``.
+
+    Rectangles may include False cells (the caller promotes them): a blob is often cheaper as its
+    bounding box with one ring of context than as several exact rectangles that each need their own.
+    Top-down: take the tight bounding box of the True cells; try every horizontal and vertical cut,
+    each side again reduced to its tight bounding box; cut where that lowers the cost (or where the
+    box exceeds ``max_cells``), recurse on both sides.
+    """
+    out: list[tuple[int, int, int, int]] = []
+    if not mask.any():
+        return out
+
+    def tight(r0: int, r1: int, c0: int, c1: int) -> tuple[int, int, int, int] | None:
+        sub = mask[r0:r1, c0:c1]
+        rows = np.flatnonzero(sub.any(axis=1))
+        if rows.size == 0:
+            return None
+        cols = np.flatnonzero(sub.any(axis=0))
+        return (r0 + int(rows[0]), r0 + int(rows[-1]) + 1, c0 + int(cols[0]), c0 + int(cols[-1]) + 1)
+
+    def best_cut(box: tuple[int, int, int, int], forced: tuple[bool, bool]) -> tuple[float, tuple | None]:
+        r0, r1, c0, c1 = box
+        sub = mask[r0:r1, c0:c1]
+        best: tuple[float, tuple | None] = (np.inf, None)
+        for axis in (0, 1):
+            m = sub if axis == 0 else sub.T
+            n = m.shape[0]
+            if n < 2 or (any(forced) and not forced[axis]):
+                continue
+            top = np.logical_or.accumulate(m, axis=0)[:-1]  # cells of rows [0, k] for cut after row k
+            bot = np.logical_or.accumulate(m[::-1], axis=0)[::-1][1:]  # rows [k+1, n)
+            rany = m.any(axis=1)
+            idx = np.arange(n)
+            first_row = int(np.argmax(rany))
+            last_upto = np.maximum.accumulate(np.where(rany, idx, -1))[:-1]
+            first_from = np.minimum.accumulate(np.where(rany, idx, n)[::-1])[::-1][1:]
+            last_row = n - 1 - int(np.argmax(rany[::-1]))
+            ta, tf, tl = _spans(top)
+            ba, bf, bl = _spans(bot)
+            ks = np.flatnonzero(ta & ba)
+            if forced[axis]:  # too big: only near-halving cuts, so the pieces shrink geometrically
+                ks = ks[np.abs(ks + 1 - n / 2) <= max(1, n // 8)]
+            if ks.size == 0:
+                continue
+            a = np.stack([np.full(ks.size, first_row), last_upto[ks] + 1, tf[ks], tl[ks] + 1])
+            b = np.stack([first_from[ks], np.full(ks.size, last_row + 1), bf[ks], bl[ks] + 1])
+            if axis == 1:
+                a, b = a[[2, 3, 0, 1]], b[[2, 3, 0, 1]]
+            off = np.array([r0, r0, c0, c0])[:, None]
+            a, b = a + off, b + off
+            c = np.asarray(cost(*a)) + np.asarray(cost(*b))  # vectorised over all cuts
+            i = int(np.argmin(c))
+            if c[i] < best[0]:
+                best = (float(c[i]), (tuple(int(v) for v in a[:, i]), tuple(int(v) for v in b[:, i])))
+        return best
+
+    def too_big(box: tuple[int, int, int, int]) -> tuple[bool, bool]:
+        if max_cells is None:
+            return (False, False)
+        return (box[1] - box[0] > max_cells[0], box[3] - box[2] > max_cells[1])
+
+    stack = [tight(0, mask.shape[0], 0, mask.shape[1])]
+    while stack:
+        box = stack.pop()
+        if box is None:
             continue
-        sub = labels[sl] == k
-        oy, ox = sl[0].start, sl[1].start
-        remaining = int(sub.sum())
-        while remaining:
-            if sub.all():
-                r0, r1, c0, c1 = 0, sub.shape[0], 0, sub.shape[1]
-            else:
-                _, r0, r1, c0, c1 = _largest_rect(sub)
-            sub[r0:r1, c0:c1] = False
-            remaining -= (r1 - r0) * (c1 - c0)
-            rects.append((r0 + oy, r1 + oy, c0 + ox, c1 + ox))
-    if max_cells is None:
-        return rects
-    out = []
-    for r0, r1, c0, c1 in rects:
-        ny = -(-(r1 - r0) // max_cells[0])
-        nx = -(-(c1 - c0) // max_cells[1])
-        ry = np.linspace(r0, r1, ny + 1).round().astype(int)
-        rx = np.linspace(c0, c1, nx + 1).round().astype(int)
-        out += [(ry[i], ry[i + 1], rx[j], rx[j + 1]) for i in range(ny) for j in range(nx)]
-    return [tuple(int(v) for v in r) for r in out]  # type: ignore[misc]
+        forced = too_big(box)
+        c, parts = best_cut(box, forced)
+        if parts is not None and (c < cost(*box) or any(forced)):
+            stack += [tight(*parts[0]), tight(*parts[1])]
+        else:
+            out.append(box)
+    return out
 
 
 def _unique_windows(tiles: list[Tile]) -> list[Tile]:
@@ -364,15 +433,33 @@ def _build(
     context: int,
     max_tile: int,
     min_light_cells: int,
+    tile_cost: int,
 ) -> tuple[np.ndarray, list[Tile]]:
     grid = _fill_small_light(_decide(scores, thresholds, routes), min_light_cells)
     ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
     cells = max(1, max_tile // patch)
+    pad = overlap + context
+
+    def core_of(r0: int, r1: int, c0: int, c1: int) -> Box:
+        return (int(ys[r0]), int(ys[r1]), int(xs[c0]), int(xs[c1]))
+
+    def window_cost(r0: Any, r1: Any, c0: Any, c1: Any) -> Any:
+        # Window pixels (core grown by overlap + context, clamped) plus a per-tile charge; vectorised.
+        h = np.minimum(ys[r1] + pad, shape[0]) - np.maximum(ys[r0] - pad, 0)
+        w = np.minimum(xs[c1] + pad, shape[1]) - np.maximum(xs[c0] - pad, 0)
+        return h * w + tile_cost
+
     tiles: list[Tile] = []
-    for r in range(routes):
+    # Heavy: cost-aware cover; cheap-route cells inside a heavy rectangle are promoted to heavy
+    # (computed anyway, so the best model is free there).
+    for r0, r1, c0, c1 in guillotine_cover(grid == HEAVY, window_cost, (cells, cells)):
+        grid[r0:r1, c0:c1] = HEAVY
+        core = core_of(r0, r1, c0, c1)
+        tiles.append(Tile(HEAVY, core, _grow(core, overlap, shape), _grow(core, pad, shape)))
+    for r in range(1, routes):
         for r0, r1, c0, c1 in merge_rectangles(grid == r, (cells, cells)):
-            core = (int(ys[r0]), int(ys[r1]), int(xs[c0]), int(xs[c1]))
-            tiles.append(Tile(r, core, _grow(core, overlap, shape), _grow(core, overlap + context, shape)))
+            core = core_of(r0, r1, c0, c1)
+            tiles.append(Tile(r, core, _grow(core, overlap, shape), _grow(core, pad, shape)))
     return grid, tiles
 
 
@@ -386,14 +473,18 @@ def plan_routes(
     scores: np.ndarray | None = None,
     scorer: str = "defocus",
     shape: tuple[int, int] | None = None,
-    patch: int = 16,
-    overlap: int = 2,
-    context: int = 6,
+    patch: int = DEFAULT_PATCH,
+    overlap: int = DEFAULT_OVERLAP,
+    context: int = DEFAULT_CONTEXT,
     stat: str | float = "min",
+    margin: int | None = None,
     max_tile: int = 256,
     min_light_cells: int = 2,
-    heavy_macs: float = 1.0,
-    light_macs: float = 0.0,
+    tile_cost: int = 64,
+    allow_full: bool = True,
+    fallback: bool = True,
+    heavy_macs: float = 1e6,
+    light_macs: float = 3e4,
     map_macs: float = 0.0,
 ) -> RoutePlan:
     """Decide the route of every LR patch and the tiles each model runs on.
@@ -404,7 +495,9 @@ def plan_routes(
     ``routes=3``. ``budget`` instead picks the threshold whose total MACs (context and map
     included) are the largest not above ``budget`` x the heavy model on the whole image.
     ``heavy_macs``/``light_macs`` are MACs per LR input pixel (``ModelInfo.macs_per_pixel``);
-    ``map_macs`` the MACs of estimating the map (counted in the totals).
+    ``map_macs`` the MACs of estimating the map (counted in the totals); the defaults are typical of
+    a ~1M-MAC/px heavy model and its EBM-SR. ``fallback`` routes everything heavy when the cheap
+    routes plus their context would cost more than that.
     """
     if routes not in (2, 3):
         raise UsageError(f"routes must be 2 or 3, got {routes}")
@@ -418,7 +511,7 @@ def plan_routes(
         if sigma_lr is None:
             raise UsageError("plan_routes needs a sigma map or per-patch scores")
         shape = tuple(np.asarray(sigma_lr).shape[:2])  # type: ignore[assignment]
-        scores = defocus_scores(sigma_lr, patch=patch, margin=overlap, stat=stat)  # type: ignore[arg-type]
+        scores = defocus_scores(sigma_lr, patch=patch, margin=overlap if margin is None else margin, stat=stat)  # type: ignore[arg-type]
     else:
         if shape is None:
             raise UsageError("plan_routes with precomputed scores needs the LR shape")
@@ -428,8 +521,8 @@ def plan_routes(
     mpp = {HEAVY: float(heavy_macs), LIGHT: float(light_macs), BICUBIC: float(BICUBIC_MACS_PER_OUT_PX * scale * scale)}
     kw = dict(routes=routes, patch=patch, overlap=overlap, context=context, max_tile=max_tile)
 
-    def make(th: tuple[float, ...]) -> RoutePlan:
-        grid, tiles = _build(shape, scores, th, min_light_cells=min_light_cells, **kw)  # type: ignore[arg-type]
+    def make(th: tuple[float, ...], do_fallback: bool = True) -> RoutePlan:
+        grid, tiles = _build(shape, scores, th, min_light_cells=min_light_cells, tile_cost=tile_cost, **kw)  # type: ignore[arg-type]
         plan = RoutePlan(
             shape=shape,  # type: ignore[arg-type]
             scale=scale,
@@ -450,8 +543,16 @@ def plan_routes(
         whole = shape[0] * shape[1]
         for r in (HEAVY, LIGHT):
             ts = plan.tiles_of(r)
-            if ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
+            if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
                 plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or r == LIGHT
+        if fallback and do_fallback and (grid != HEAVY).any():
+            # Routing must pay for itself: if the cheap routes plus their context cost more than
+            # the heavy model everywhere, run the heavy model everywhere (best quality, less compute).
+            every = make((np.inf,) * len(th), do_fallback=False)
+            if every.macs_fraction <= plan.macs_fraction:
+                every.thresholds = th
+                every.extra["fallback"] = "all heavy: routing would not save compute"
+                return every
         return plan
 
     def thresholds_for(t: float) -> tuple[float, ...]:
@@ -468,7 +569,7 @@ def plan_routes(
         if isinstance(threshold, (tuple, list)):
             if routes == 3 and len(threshold) != 2:
                 raise UsageError("routes=3 takes two thresholds (light, bicubic)")
-            th = tuple(float(v) for v in threshold[:routes - 1])
+            th = tuple(float(v) for v in threshold[: routes - 1])
             if routes == 3 and th[1] < th[0]:
                 raise UsageError(f"the bicubic threshold {th[1]} is below the light threshold {th[0]}")
             return make(th)

@@ -1,0 +1,438 @@
+"""Tests for blurwise.routing: plan (scores, decisions, merging, budget, FLOPs), execute (blending,
+batching, seamlessness) and upscale_routed (report, errors, scorers, overlay)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from blurwise.errors import ModelError, UsageError
+from blurwise.routing import (
+    BICUBIC,
+    HEAVY,
+    LIGHT,
+    default_threshold,
+    defocus_scores,
+    grid_shape,
+    merge_rectangles,
+    plan_routes,
+    random_scores,
+    routing_overlay,
+    texture_scores,
+    upscale_routed,
+)
+from blurwise.routing.execute import execute_plan, weight_sum
+from blurwise.routing.plan import guillotine_cover
+
+
+# ---------------------------------------------------------------------- helpers
+class TinySR(nn.Module):
+    """Fully convolutional x``scale`` SR stand-in: 3x3 conv stack + pixel shuffle (receptive field 3 px).
+
+    ``feats`` sets the cost: the heavy stand-in uses 32 (~12K MACs/px), the light one 2 (~0.3K).
+    """
+
+    def __init__(self, scale: int = 2, in_channels: int = 3, seed: int = 0, feats: int = 8) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.scale, self.in_channels, self.out_channels = scale, in_channels, 3
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, feats, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(feats, feats, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(feats, 3 * scale * scale, 3, padding=1),
+            nn.PixelShuffle(scale),
+        )
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g) * 0.2
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(x[:, :3], scale_factor=self.scale, mode="nearest")
+        return up + 0.1 * self.body(x)
+
+
+class SigmaEcho(nn.Module):
+    """4-channel stand-in whose output is the sigma channel (nearest-upscaled) in all three channels."""
+
+    def __init__(self, scale: int = 2) -> None:
+        super().__init__()
+        self.scale, self.in_channels, self.out_channels = scale, 4, 3
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == 4
+        s = nn.functional.interpolate(x[:, 3:4], scale_factor=self.scale, mode="nearest")
+        return s.repeat(1, 3, 1, 1) + self.dummy
+
+
+def info(model: nn.Module, name: str, task: str = "sr", scale: int = 2, teacher: str | None = None):
+    """A ModelInfo for a stand-in; MACs per pixel counted from its convolutions (no FLOP counter needed)."""
+    from blurwise.models.registry import ModelInfo
+
+    macs = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d))
+    return ModelInfo(
+        name=name,
+        arch="edsr" if task == "sr" else "ebmsr",
+        task=task,
+        scale=scale,
+        in_channels=model.in_channels,
+        out_channels=3,
+        params=sum(p.numel() for p in model.parameters()),
+        macs_per_pixel=float(macs),
+        supports_half=True,
+        teacher=teacher,
+    )
+
+
+@pytest.fixture
+def pair():
+    """(heavy, light) (model, ModelInfo) pairs at x2 whose names match (light taught by heavy)."""
+    h = TinySR(2, 3, seed=1, feats=32)
+    lm = TinySR(2, 4, seed=2, feats=2)
+    return (h, info(h, "tiny-heavy")), (lm, info(lm, "tiny-light", task="ebmsr", teacher="tiny-heavy"))
+
+
+def two_region_map(h: int = 48, w: int = 64, blurred: float = 2.0) -> np.ndarray:
+    """In focus (0) on the left half, defocused (``blurred``) on the right half, with a sharp 6x6 square inside."""
+    sig = np.zeros((h, w), np.float32)
+    sig[:, w // 2 :] = blurred
+    sig[20:26, 44:50] = 0.0
+    return sig
+
+
+def rgb(h: int = 48, w: int = 64, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((h, w, 3)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- scores
+class TestScores:
+    def test_min_is_conservative(self):
+        sig = np.full((16, 16), 3.0, np.float32)
+        sig[5, 9] = 0.0  # one in-focus pixel
+        s = defocus_scores(sig, patch=8, margin=0)
+        assert s.shape == (2, 2)
+        assert s[0, 1] == 0.0 and s[0, 0] == 3.0 and s[1, 1] == 3.0
+
+    def test_margin_reaches_neighbours(self):
+        sig = np.full((16, 16), 3.0, np.float32)
+        sig[:, 7] = 0.0  # in focus just left of the patch boundary at x = 8
+        assert defocus_scores(sig, patch=8, margin=0)[0, 1] == 3.0
+        assert defocus_scores(sig, patch=8, margin=1)[0, 1] == 0.0
+
+    def test_percentile_tolerates_outliers(self):
+        sig = np.full((16, 16), 3.0, np.float32)
+        sig[0, 0] = 0.0
+        assert defocus_scores(sig, patch=16, margin=0, stat=5)[0, 0] == pytest.approx(3.0)
+
+    def test_grid_edges(self):
+        assert grid_shape((50, 33), 16) == (3, 2)  # slivers < patch/4 fold into the previous patch
+        assert defocus_scores(np.zeros((50, 33)), patch=16).shape == (3, 2)
+
+    def test_texture_and_random(self):
+        img = rgb(32, 32)
+        img[:, :16] = 0.5  # flat left half: smoother -> higher score
+        t = texture_scores(img, patch=16, margin=0)
+        assert t[0, 0] > t[0, 1]
+        r = random_scores((32, 32), patch=16, seed=3)
+        assert r.shape == (2, 2) and np.array_equal(r, random_scores((32, 32), patch=16, seed=3))
+
+    def test_bad_map(self):
+        with pytest.raises(UsageError, match="2-D"):
+            defocus_scores(np.zeros((4, 4, 3)))
+
+
+# ---------------------------------------------------------------------- plan
+class TestPlan:
+    def test_known_regions(self):
+        sig = two_region_map()
+        # decisions: score >= threshold -> light; margin 1 px makes column 4 (x 32-40, next to the
+        # in-focus x < 32) and the patches within 1 px of the sharp square (rows 20-26, cols 44-50) heavy
+        expected = np.full((6, 8), LIGHT)
+        expected[:, :5] = HEAVY
+        expected[2:4, 5:7] = HEAVY
+        scores = defocus_scores(sig, patch=8, margin=1)
+        np.testing.assert_array_equal(np.where(scores >= 1.0, LIGHT, HEAVY), expected)
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=8, overlap=1, context=2, min_light_cells=1)
+        assert p.route_grid.shape == (6, 8)
+        assert (p.route_grid[expected == HEAVY] == HEAVY).all()  # never demoted
+        promoted = (p.route_grid != expected).sum()  # light cells inside a heavy tile may be promoted
+        assert promoted <= 2
+        assert p.fractions()["light"] == pytest.approx((expected == LIGHT).sum() / 48 - promoted / 48)
+
+    def test_three_routes(self):
+        sig = np.zeros((32, 96), np.float32)
+        sig[:, 32:64] = 1.0
+        sig[:, 64:] = 5.0
+        p = plan_routes(sig, scale=2, threshold=(0.5, 2.0), routes=3, patch=8, overlap=0, context=0, fallback=False)
+        assert (p.route_grid[:, :4] == HEAVY).all()
+        assert (p.route_grid[:, 4:8] == LIGHT).all()
+        assert (p.route_grid[:, 8:] == BICUBIC).all()
+        assert p.full_image[BICUBIC]
+
+    def test_tiles_partition_the_image(self, rng):
+        sig = rng.random((70, 90)).astype(np.float32) * 2
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=8, overlap=2, context=3, max_tile=32)
+        cover = np.zeros(p.shape, int)
+        for t in p.tiles:
+            y0, y1, x0, x1 = t.core
+            cover[y0:y1, x0:x1] += 1
+            assert (p.route_map()[y0:y1, x0:x1] == t.route).all()
+            oy0, oy1, ox0, ox1 = t.out
+            wy0, wy1, wx0, wx1 = t.window
+            assert wy0 <= oy0 <= y0 and y1 <= oy1 <= wy1 and wx0 <= ox0 <= x0 and x1 <= ox1 <= wx1
+            assert max(y1 - y0, x1 - x0) <= 32
+        assert (cover == 1).all()
+
+    @pytest.mark.parametrize("overlap", [0, 1, 3])
+    @pytest.mark.parametrize("blend", ["linear", "cosine"])
+    @pytest.mark.parametrize("scale", [2, 4])
+    def test_blend_weights_sum_to_one(self, rng, overlap, blend, scale):
+        sig = rng.random((40, 52)).astype(np.float32) * 2
+        p = plan_routes(sig, scale=scale, threshold=1.0, patch=4, overlap=overlap, context=1, max_tile=16)
+        assert len(p.tiles) > 4
+        ws = weight_sum(p, blend=blend)
+        assert ws.shape == (40 * scale, 52 * scale)
+        np.testing.assert_allclose(ws, 1.0, atol=1e-6)
+
+    def test_merge_rectangles_exact_cover(self, rng):
+        m = rng.random((30, 40)) > 0.4
+        rects = merge_rectangles(m, (5, 7))
+        cover = np.zeros(m.shape, int)
+        for r0, r1, c0, c1 in rects:
+            assert r1 - r0 <= 5 and c1 - c0 <= 7
+            cover[r0:r1, c0:c1] += 1
+        assert np.array_equal(cover, m.astype(int))
+
+    def test_guillotine_cover_merges_blobs(self):
+        m = np.zeros((20, 20), bool)
+        m[5:15, 5:15] = True
+        m[9, 9] = False  # a hole: cheaper to compute it than to cut around it
+        rects = guillotine_cover(m, lambda r0, r1, c0, c1: (r1 - r0 + 2) * (c1 - c0 + 2) + 4)
+        assert rects == [(5, 15, 5, 15)]
+        m2 = np.zeros((20, 40), bool)
+        m2[2:6, 2:6] = m2[14:18, 34:38] = True  # far apart: two tiles
+        assert len(guillotine_cover(m2, lambda r0, r1, c0, c1: (r1 - r0 + 2) * (c1 - c0 + 2) + 4)) == 2
+
+    def test_flops_accounting(self):
+        sig = two_region_map()
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=8, heavy_macs=100.0, light_macs=5.0, map_macs=77.0)
+        m = p.macs()
+        heavy_px = sum(t.window_pixels for t in {t.window: t for t in p.tiles_of(HEAVY)}.values())
+        assert m["heavy"] == pytest.approx(100.0 * heavy_px)
+        assert m["map"] == 77.0
+        assert p.full_heavy_macs == 48 * 64 * 100.0
+        assert p.macs_fraction == pytest.approx(sum(m.values()) / p.full_heavy_macs)
+        assert 0.4 < p.macs_fraction < 1.0
+
+    @pytest.mark.parametrize("budget", [0.3, 0.6, 0.9])
+    def test_budget_is_met(self, rng, budget):
+        sig = (rng.random((64, 80)) * 3).astype(np.float32)
+        from scipy import ndimage
+
+        sig = ndimage.gaussian_filter(sig, 6) * 3 - 3.0
+        p = plan_routes(sig, scale=4, budget=budget, patch=8, heavy_macs=100.0, light_macs=3.0)
+        assert p.extra["budget_met"]
+        assert p.macs_fraction <= budget + 1e-9
+        looser = plan_routes(sig, scale=4, budget=min(1.0, budget + 0.3), patch=8, heavy_macs=100.0, light_macs=3.0)
+        assert looser.fractions()["heavy"] >= p.fractions()["heavy"]
+
+    def test_default_threshold(self):
+        assert default_threshold(4) == pytest.approx(default_threshold(2) / 2)
+        p = plan_routes(np.zeros((16, 16)), scale=4)
+        assert p.thresholds == (default_threshold(4),)
+
+    def test_usage_errors(self):
+        sig = np.zeros((16, 16))
+        with pytest.raises(UsageError, match="either a threshold or a budget"):
+            plan_routes(sig, scale=2, threshold=1.0, budget=0.5)
+        with pytest.raises(UsageError, match="routes must be 2 or 3"):
+            plan_routes(sig, scale=2, routes=4)
+        with pytest.raises(UsageError, match="budget"):
+            plan_routes(sig, scale=2, budget=1.5)
+        with pytest.raises(UsageError, match="needs a threshold or a budget"):
+            plan_routes(scores=np.zeros((2, 2)), shape=(16, 16), patch=8, scale=2, scorer="texture")
+
+
+# ---------------------------------------------------------------------- execute
+class TestExecute:
+    def test_both_routes_heavy_equals_whole_image(self):
+        heavy = TinySR(2, 3, seed=1)
+        lr = rgb(50, 70, seed=1)
+        sig = two_region_map(50, 70)
+        # context 3 >= the stand-in's receptive field (3 convs): exact up to float rounding
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=8, overlap=1, context=3, max_tile=24, allow_full=False)
+        assert len(p.tiles) >= 6
+        sr, _ = execute_plan(lr, p, {HEAVY: heavy, LIGHT: heavy}, sig, clamp=False)
+        with torch.no_grad():
+            ref = heavy(torch.from_numpy(lr.transpose(2, 0, 1))[None])[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(sr, ref, atol=1e-5)
+
+    def test_batch_size_does_not_change_output(self, pair):
+        (h, _), (lm, _) = pair
+        lr, sig = rgb(48, 64), two_region_map()
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=8, max_tile=16, allow_full=False)
+        a, _ = execute_plan(lr, p, {HEAVY: h, LIGHT: lm}, sig, batch=1)
+        b, _ = execute_plan(lr, p, {HEAVY: h, LIGHT: lm}, sig, batch=7)
+        c, _ = execute_plan(lr, p, {HEAVY: h, LIGHT: lm}, sig, batch=None)
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        np.testing.assert_allclose(a, c, atol=1e-6)
+
+    def test_light_route_gets_the_sigma_channel(self):
+        heavy = TinySR(2, 3)
+        sig = np.zeros((32, 64), np.float32)
+        sig[:, 32:] = 0.75
+        lr = rgb(32, 64)
+        p = plan_routes(sig, scale=2, threshold=0.5, patch=8, overlap=1, context=1)
+        sr, _ = execute_plan(lr, p, {HEAVY: heavy, LIGHT: SigmaEcho(2)}, sig)
+        np.testing.assert_allclose(sr[:, 2 * 44 :], 0.75, atol=1e-6)  # well inside the light region
+
+    def test_bicubic_route_matches_imresize(self):
+        from blurwise.metrics.imresize import imresize
+
+        sig = np.full((24, 40), 9.0, np.float32)
+        lr = rgb(24, 40)
+        p = plan_routes(sig, scale=2, threshold=(1.0, 4.0), routes=3, patch=8)
+        assert (p.route_grid == BICUBIC).all()
+        sr, t = execute_plan(lr, p, {HEAVY: TinySR(2), LIGHT: TinySR(2, 4)}, sig)
+        np.testing.assert_allclose(sr, np.clip(imresize(lr, scale=2), 0, 1), atol=1e-5)
+        assert "bicubic" in t and "blend" in t
+
+    def test_four_channel_model_without_map(self):
+        p = plan_routes(np.full((16, 16), 5.0), scale=2, threshold=1.0, patch=8)
+        with pytest.raises(UsageError, match="sigma map"):
+            execute_plan(rgb(16, 16), p, {HEAVY: TinySR(2), LIGHT: TinySR(2, 4)}, None)
+
+
+# ---------------------------------------------------------------------- upscale_routed
+class TestUpscaleRouted:
+    def test_report(self, pair):
+        sr, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=1.0)
+        assert sr.shape == (96, 128, 3) and sr.dtype == np.float32
+        assert 0.0 <= sr.min() and sr.max() <= 1.0
+        assert sum(rep.fractions.values()) == pytest.approx(1.0)
+        assert 0 < rep.fractions["light"] < 1
+        assert rep.flops_fraction == pytest.approx(rep.total_macs / rep.full_heavy_macs)
+        assert {"plan", "heavy", "light", "blend", "total"} <= set(rep.timings)
+        line = rep.summary()
+        assert "FLOPs" in line and "heavy" in line and "\n" not in line
+        assert rep.to_dict()["scale"] == 2
+
+    @pytest.mark.parametrize("scorer", ["texture", "random"])
+    def test_other_scorers_with_budget(self, pair, scorer):
+        _, rep = upscale_routed(
+            rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), budget=0.8, scorer=scorer
+        )
+        assert rep.scorer == scorer and rep.flops_fraction <= 0.8 + 1e-9
+
+    def test_missing_ebmsr_for_heavy(self, pair):
+        with pytest.raises(ModelError, match="no EBM-SR is registered for heavy model 'tiny-heavy'"):
+            upscale_routed(rgb(), heavy=pair[0], sigma_lr=two_region_map())
+
+    def test_teacher_mismatch(self, pair):
+        lm = TinySR(2, 4, feats=2)
+        other = (lm, info(lm, "other-light", task="ebmsr", teacher="someone-else"))
+        with pytest.raises(ModelError, match="distilled from 'someone-else'"):
+            upscale_routed(rgb(), heavy=pair[0], light=other, sigma_lr=two_region_map())
+
+    def test_scale_mismatch(self, pair):
+        lm = TinySR(4, 4, feats=2)
+        x4 = (lm, info(lm, "tiny-light", task="ebmsr", scale=4, teacher="tiny-heavy"))
+        with pytest.raises(ModelError, match="scale mismatch: heavy model 'tiny-heavy' is x2, light model"):
+            upscale_routed(rgb(), heavy=pair[0], light=x4, sigma_lr=two_region_map())
+        with pytest.raises(ModelError, match="scale mismatch: heavy model 'tiny-heavy' is x2, asked for x4"):
+            upscale_routed(rgb(), heavy=pair[0], light=pair[1], scale=4, sigma_lr=two_region_map())
+
+    def test_map_of_wrong_size(self, pair):
+        with pytest.raises(UsageError, match="sigma map is 96x128 but the LR image is 48x64"):
+            upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=np.zeros((96, 128), np.float32))
+
+    def test_bad_scorer_and_image(self, pair):
+        with pytest.raises(UsageError, match="scorer"):
+            upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), scorer="magic")
+        with pytest.raises(UsageError, match="RGB"):
+            upscale_routed(rgb()[..., 0], heavy=pair[0], light=pair[1], sigma_lr=two_region_map())
+
+    def test_registered_pair_untrained(self):
+        from blurwise.models import list_variants
+
+        if not any(v.name == "ebmsr-x2" for v in list_variants()):
+            pytest.skip("ebmsr-x2 is not registered yet")
+        sr, rep = upscale_routed(
+            rgb(24, 32), heavy="edsr-s-x2", sigma_lr=two_region_map(24, 32), allow_untrained=True, threshold=1.0
+        )
+        assert sr.shape == (48, 64, 3) and rep.light == "ebmsr-x2"
+
+    def test_overlay(self, pair):
+        _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=1.0)
+        ov = routing_overlay(np.zeros((48, 64, 3), np.float32), rep.plan, zoom=2)
+        assert ov.shape == (96, 128, 3) and ov.dtype == np.float32
+        assert ov[40, 10, 0] > ov[40, 10, 1]  # heavy region tinted red
+        assert ov[10, 110, 1] > ov[10, 110, 0]  # light region tinted green
+
+
+# ---------------------------------------------------------------------- seamless on real images
+def _set_images(name: str, limit: int | None = None) -> list[np.ndarray]:
+    from PIL import Image
+
+    from blurwise.data.paths import data_path
+
+    files = sorted(data_path("sr", "test", name).glob("*.png"))[:limit]
+    if not files:
+        pytest.skip(f"shared data {name} not available")
+    return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+
+
+def _psnr_y(a: np.ndarray, b: np.ndarray, crop: int) -> float:
+    from blurwise.metrics import psnr
+
+    return psnr(a, b, crop=crop)
+
+
+@pytest.mark.data
+def test_seamless_both_heavy_set5_tiny_model():
+    """Both routes = the heavy model: routed output equals the whole-image output (context >= receptive field)."""
+    from blurwise.metrics.imresize import imresize
+
+    heavy = TinySR(2, 3, seed=5)
+    for hr in _set_images("Set5", limit=2):
+        hr = hr[: hr.shape[0] // 2 * 2, : hr.shape[1] // 2 * 2]
+        lr = np.clip(imresize(hr, scale=0.5), 0, 255).round().astype(np.float32)[:96, :96] / 255
+        sig = np.zeros(lr.shape[:2], np.float32)
+        sig[::17, :] = 3.0  # stripes of "defocus": many route boundaries
+        sig[:, 40:] = 3.0
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=4, overlap=1, context=3, max_tile=32, allow_full=False)
+        sr, _ = execute_plan(lr, p, {HEAVY: heavy, LIGHT: heavy}, sig)
+        with torch.no_grad():
+            ref = heavy(torch.from_numpy(lr.transpose(2, 0, 1))[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+        assert np.abs(sr - ref).max() < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["Set5", "Set14"])
+def test_seamless_shipped_heavy_default_settings(name):
+    """Acceptance: both routes = the shipped heavy x4 model, default grid: within 0.01 dB of the whole image."""
+    from blurwise.metrics.imresize import imresize
+    from blurwise.models import get_variant, load_model
+    from blurwise.models.registry import is_shipped
+
+    if not is_shipped(get_variant("edsr-s-x4")):
+        pytest.skip("edsr-s-x4 weights not shipped yet")
+    model, inf = load_model("edsr-s-x4")
+    for hr in _set_images(name, limit=3 if name == "Set14" else None):
+        hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
+        lr = np.clip(imresize(hr, scale=0.25), 0, 255).round().astype(np.float32) / 255
+        rng = np.random.default_rng(0)
+        from scipy import ndimage
+
+        sig = ndimage.gaussian_filter(rng.random(lr.shape[:2]), 4).astype(np.float32)
+        sig = (sig > np.median(sig)).astype(np.float32)  # half "defocused", blobby
+        sr, rep = upscale_routed(lr, heavy=(model, inf), light=(model, inf), sigma_lr=sig, check_teacher=False)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(lr.transpose(2, 0, 1))[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+        to8 = lambda x: np.round(x * 255).astype(np.uint8)  # noqa: E731
+        assert abs(_psnr_y(to8(sr), hr, 4) - _psnr_y(to8(ref), hr, 4)) <= 0.01
