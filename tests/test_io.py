@@ -178,6 +178,11 @@ class TestMetadata:
         out = read_image(write_image(tmp_path / f"x.{ext}", img))
         assert out.icc == srgb_icc
 
+    def test_cmyk_becomes_rgb_without_cmyk_profile(self, tmp_path):
+        PILImage.fromarray(synth_image(16, 16, 3)).convert("CMYK").save(tmp_path / "c.jpg")
+        img = read_image(tmp_path / "c.jpg")
+        assert img.channels == 3 and img.icc is None
+
     def test_icc_carried_16bit_png(self, tmp_path, srgb_icc):
         img = Image(synth_image(8, 8, 3, np.float32), bit_depth=16, icc=srgb_icc)
         assert read_image(write_image(tmp_path / "x.png", img)).icc == srgb_icc

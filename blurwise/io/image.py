@@ -9,6 +9,7 @@ existing file unless asked, so a crash or Ctrl-C cannot leave a half-written or 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
@@ -267,6 +268,25 @@ def _open_pil(path: Path, max_pixels: int | None):
     return im
 
 
+def _to_srgb(im, icc: bytes | None):
+    """Non-RGB colour spaces (CMYK, Lab...) -> sRGB, through the embedded profile when there is one.
+
+    The returned profile describes the returned pixels (sRGB after a managed conversion, none after a
+    plain one), so a CMYK profile is never attached to RGB output.
+    """
+    from PIL import ImageCms
+
+    if icc:
+        try:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+            return out, ImageCms.ImageCmsProfile(dst).tobytes()
+        except Exception:  # a broken profile: fall back to the plain conversion
+            log.debug("colour-managed conversion failed; plain conversion to RGB")
+    return im.convert("RGB"), None
+
+
 def _register_heif(path: Path) -> None:
     try:
         import pillow_heif
@@ -350,6 +370,8 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
             except Exception:
                 exif_raw = None
             im = ImageOps.exif_transpose(im) or im
+            if im.mode in ("CMYK", "LAB", "YCbCr", "HSV"):
+                im, icc = _to_srgb(im, icc)
             arr, bits = _pil_to_array(im, path)
     except InputError:
         raise
