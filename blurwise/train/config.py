@@ -58,7 +58,10 @@ class DataConfig:
     """Training data: dataset roots (relative to the shared data folder), crops, batches, seed."""
 
     dataset: str = ""  # class in blurwise.data.datasets ("" = the task's default)
-    roots: list[str] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)  # image folders/files (relative to the shared data folder)
+    frames: str = ""  # deblur: folder of consecutive-frame sequences (GoPro-style), relative to the data folder
+    holdout: list[str] = field(default_factory=list)  # images (globs) under roots kept out of training, for val
+    holdout_frames: int = 0  # deblur: last N frames of every sequence kept out of training, for val
     scale: int = 1
     patch: int = 96  # target-side (HR / sharp) crop size in pixels
     batch: int = 16
@@ -69,6 +72,7 @@ class DataConfig:
     length: int = 0  # virtual epoch length; 0 = iterations x batch x world size
     input_key: str = ""  # item key fed to the model ("" = task default)
     target_key: str = ""  # item key the loss compares to ("" = task default)
+    cache_dir: str = "auto"  # render cache for datasets that take one ("auto" = <runs>/render_cache, "" = memory)
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed through to the dataset class
 
 
@@ -208,6 +212,7 @@ SMOKE_DEFAULTS: dict[str, Any] = {
     "optim.warmup": 0,
     "data.batch": 4,
     "data.max_images": 4,
+    "data.length": 8,  # a tiny subset seen repeatedly, so the loss drops reliably within the few steps
     "data.num_workers": 0,
     "val.every": 12,
     "val.max_images": 1,
@@ -216,6 +221,7 @@ SMOKE_DEFAULTS: dict[str, Any] = {
     "train.log_every": 1,
     "train.checkpoint_every": 12,
     "train.deterministic": True,
+    "data.cache_dir": "",
     "output.docs": False,
     "output.export": "",
 }

@@ -9,6 +9,7 @@ distillation, and held-out *training-side* pairs for deblurring / defocus estima
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,14 +89,80 @@ def _accepts(cls: Any) -> tuple[set[str], bool]:
     return set(sig.parameters), var_kw
 
 
-def _resolve_roots(roots: Sequence[str]) -> list[Path]:
+def _data_path(r: str | Path) -> Path:
     from blurwise.data.paths import data_path
 
-    out = []
-    for r in roots:
-        p = Path(r).expanduser()
-        out.append(p if p.is_absolute() else data_path(*Path(r).parts))
-    return out
+    p = Path(os.path.expanduser(str(r)))
+    return p if p.is_absolute() else data_path(*p.parts)
+
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def _images(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _min_side(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return min(im.size)
+
+
+def split_images(cfg: Config, split: str, patch: int) -> list[Path] | None:
+    """Image files for ``split``: the roots minus ``data.holdout`` (train) or the holdout files (val).
+
+    ``None`` means "pass the roots unchanged" (no holdout, no ``max_images`` limit).
+    """
+    d = cfg.data
+    if not d.roots or (not d.holdout and not d.max_images and split == "train"):
+        return None
+    files = [f for r in d.roots for f in _images(_data_path(r))]
+    held = set()
+    for pattern in d.holdout:
+        base = _data_path(".")
+        held.update(base.glob(pattern) if any(c in pattern for c in "*?[") else [_data_path(pattern)])
+    held = {h.resolve() for h in held}
+    if split == "train":
+        files = [f for f in files if f.resolve() not in held]
+    else:
+        files = [f for f in files if f.resolve() in held]
+    limit = d.max_images if split == "train" else cfg.val.max_images
+    if limit:
+        files = [f for f in files if _min_side(f) >= patch][:limit]
+    if not files:
+        raise UsageError(f"no {split} images left under {', '.join(d.roots)} (check data.holdout)")
+    return files
+
+
+def frames_view(cfg: Config, split: str) -> Path | None:
+    """The frame-sequence folder for ``split``: ``data.frames`` itself, or (with ``data.holdout_frames``)
+    a folder of links to the first frames (train) or the last ``holdout_frames`` frames (val) of
+    every sequence, so the validation windows never overlap a training window."""
+    d = cfg.data
+    if not d.frames:
+        return None
+    root = _data_path(d.frames)
+    if not d.holdout_frames:
+        return root
+    view = cfg.run_dir() / "frames" / split
+    for seq in sorted(p for p in root.glob("*") if p.is_dir()):
+        frames = sorted(seq.glob("*.png"))
+        keep = frames[: -d.holdout_frames] if split == "train" else frames[-d.holdout_frames :]
+        out = view / seq.name
+        out.mkdir(parents=True, exist_ok=True)
+        names = {f.name for f in keep}
+        for old in out.iterdir():
+            if old.name not in names:
+                old.unlink()
+        for f in keep:
+            link = out / f.name
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    return view
 
 
 def _dataset_class(name: str) -> Any:
@@ -109,28 +176,44 @@ def _dataset_class(name: str) -> Any:
 
 
 def build_dataset(cfg: Config, *, length: int, split: str = "train", seed_offset: int = 0, patch: int = 0) -> Any:
-    """Instantiate the task's dataset class with the config's arguments (those its constructor takes)."""
+    """Instantiate the task's dataset class with the config's arguments (those its constructor takes).
+
+    ``data.roots`` go to the class's ``roots`` (or ``sharp_roots``) argument, ``data.frames`` to its
+    ``gopro_root``; ``split="val"`` swaps in the held-out images/frames and ``val.kwargs``.
+    """
     name = dataset_name(cfg)
     cls = _dataset_class(name)
+    names, var_kw = _accepts(cls)
     d = cfg.data
+    patch = patch or d.patch
     cand: dict[str, Any] = {
         "scale": d.scale,
-        "patch": patch or d.patch,
+        "patch": patch,
         "augment": d.augment if split == "train" else False,
         "seed": d.seed + seed_offset,
         "length": length,
-        "max_images": d.max_images or None,
         "split": split,
     }
-    if d.roots:
-        roots = _resolve_roots(d.roots)
-        cand["roots"] = roots
-        cand["root"] = roots[0]
+    files = split_images(cfg, split, patch)
+    roots = files if files is not None else [_data_path(r) for r in d.roots]
+    if roots:
+        cand["roots" if ("roots" in names or var_kw) else "sharp_roots"] = roots
+    frames = frames_view(cfg, split)
+    if frames is not None:
+        cand["gopro_root"] = frames
+    if d.cache_dir:
+        from blurwise.train.checkpoint import runs_root
+
+        cand["cache_dir"] = runs_root() / "render_cache" if d.cache_dir == "auto" else Path(d.cache_dir).expanduser()
+    kwargs = {k: v for k, v in cand.items() if var_kw or k in names}
     extra = dict(d.kwargs)
     if split != "train":
         extra.update(cfg.val.kwargs)
-    names, var_kw = _accepts(cls)
-    kwargs = {k: v for k, v in cand.items() if var_kw or k in names}
+    for k, v in extra.items():
+        if isinstance(v, str) and (k.endswith("root") or k.endswith("_dir")):
+            extra[k] = str(_data_path(v)) if k.endswith("root") else os.path.expanduser(v)
+        elif isinstance(v, list) and k.endswith("roots"):
+            extra[k] = [_data_path(x) for x in v]
     kwargs.update(extra)
     try:
         return cls(**kwargs)

@@ -176,7 +176,7 @@ class Trainer:
                 torch.backends.cudnn.benchmark = False
         elif self.dev.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        _seed_all(cfg.seed + info.rank)
+        _seed_all(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
         self.run_dir = cfg.run_dir()
         self.ckpt_path = self.run_dir / "last.pt"
         self.arch, self.model_cfg, self.reg_task, self.scale, self.variant_teacher = model_spec(cfg)
@@ -211,6 +211,7 @@ class Trainer:
             self.notes.update(ck.get("notes", {}))
             log.info("resumed %s at step %d", self.ckpt_path, self.step)
         self.start_step = self.step
+        _seed_all(cfg.seed + 1000 * info.rank + self.step)  # per-rank, per-resume stream for anything random
         self.model = dist.wrap_ddp(model, info)
         self.teacher = None
         if cfg.task == "distill":
@@ -315,7 +316,7 @@ class Trainer:
         items = self.val_items()
         if not items:
             return None
-        model = model or self.eval_model()
+        model = self.eval_model() if model is None else model
         was_training = model.training
         model.eval()
         scores = []
@@ -453,6 +454,9 @@ class Trainer:
             self._trim_csv()
             if self.teacher is not None and "teacher_val_psnr" not in self.notes:
                 self.notes["teacher_val_psnr"] = self.teacher_val()
+            if cfg.task == "deblur" and "input_val_psnr" not in self.notes:
+                self.notes["input_val_psnr"] = self.validate(nn.Identity())  # the blurred input's own PSNR
+                log.info("validation PSNR of the blurred input: %.3f", self.notes["input_val_psnr"])
         total = cfg.optim.iterations
         last_val: float | None = None
         acc, n_acc = 0.0, 0
@@ -545,6 +549,35 @@ def export_checkpoint(
     tr.step = int(ck.get("step", 0))
     tr.seconds = float(ck.get("seconds", 0.0))
     tr.notes["checkpoint"] = str(checkpoint or tr.ckpt_path)
+    log_csv = Path(checkpoint or tr.ckpt_path).with_name("log.csv")
+    if cfg.output.docs and log_csv.is_file():
+        import_log(log_csv, tr._csv_path() if checkpoint is None else log_csv.with_name("log.blurwise.csv"), tr)
     if tr.teacher is not None:
         tr.notes["teacher_val_psnr"] = tr.teacher_val()
     return tr.export(tr.validate())
+
+
+def import_log(src: Path, dst: Path, trainer: Trainer) -> None:
+    """Convert a training log (this loop's CSV, or the bootstrap trainer's headerless
+    ``step,loss,val_psnr,seconds`` rows) into this loop's CSV and publish it under docs/results/training/."""
+    rows = []
+    for line in src.read_text().splitlines():
+        parts = line.strip().split(",")
+        if not parts or not parts[0].isdigit():
+            continue
+        if len(parts) == 4:
+            step, loss, val, sec = parts
+            lr = ""
+        elif len(parts) >= 5:
+            step, loss, lr, val, sec = parts[:5]
+        else:
+            continue
+        rows.append({"step": step, "loss": loss, "lr": lr, "val_psnr": val, "seconds": sec})
+    if src.resolve() != dst.resolve():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with dst.open("w", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+    trainer._csv_path = lambda: dst  # type: ignore[method-assign]
+    trainer._publish_curve()
