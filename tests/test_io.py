@@ -204,6 +204,16 @@ class TestMetadata:
         assert back.get(0x0112) == 1 and back.get(0x010F) == "blurwise-test"
         assert out.pixels.shape[:2] == expect.shape[:2]
 
+    def test_exif_pixel_dimensions_follow_output(self, tmp_path):
+        ex = PILImage.Exif()
+        ex.get_ifd(0x8769).update({0xA002: 30, 0xA003: 20})
+        PILImage.fromarray(synth_image(20, 30, 3)).save(tmp_path / "s.jpg", exif=ex.tobytes())
+        img = read_image(tmp_path / "s.jpg")
+        big = img.with_pixels(np.repeat(np.repeat(img.pixels, 2, 0), 2, 1))
+        write_image(tmp_path / "b.jpg", big)
+        sub = PILImage.open(tmp_path / "b.jpg").getexif().get_ifd(0x8769)
+        assert (sub[0xA002], sub[0xA003]) == (60, 40)
+
     def test_exif_orientation_jpeg(self, tmp_path):
         arr = synth_image(20, 30, 3)
         ex = PILImage.Exif()

@@ -150,6 +150,22 @@ def _reset_orientation(exif: bytes | None) -> tuple[bytes | None, int]:
         return None, 1
 
 
+def _exif_for_size(exif: bytes, w: int, h: int) -> bytes | None:
+    """EXIF with the pixel dimensions (0xA002/0xA003) set to the written size, when it records them."""
+    from PIL import Image as PILImage
+
+    try:
+        ex = PILImage.Exif()
+        ex.load(exif)
+        sub = ex.get_ifd(0x8769)
+        if 0xA002 not in sub and 0xA003 not in sub:
+            return exif
+        sub[0xA002], sub[0xA003] = int(w), int(h)
+        return ex.tobytes()
+    except Exception:  # unreadable EXIF: write it unchanged rather than fail the image
+        return exif
+
+
 def _split(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """HWC with C in 1..4 -> (pixels HWC C=1|3, alpha HW | None), both float32."""
     if arr.ndim == 2:
@@ -475,6 +491,8 @@ def write_image(
     image = _as_image(img)
     if icc is not None or exif is not None:
         image = replace(image, icc=icc if icc is not None else image.icc, exif=exif if exif is not None else image.exif)
+    if image.exif:
+        image = replace(image, exif=_exif_for_size(image.exif, image.width, image.height))
     bits = int(bit_depth or image.bit_depth or 8)
     if bits not in (8, 16, 32):
         raise OutputError(f"unsupported bit depth {bits} (use 8, 16 or 32)")
