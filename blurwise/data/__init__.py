@@ -37,9 +37,9 @@ _EXPORTS = {
     "SRDataset": "datasets",
     "DefocusSRDataset": "datasets",
     "DeblurDataset": "datasets",
-    "make_eval": "make_eval",
-    "read_manifest": "make_eval",
-    "load_defocus_item": "make_eval",
+    "make_eval": "evalsets",
+    "read_manifest": "evalsets",
+    "load_defocus_item": "evalsets",
     "example_scene": "scene",
 }
 

@@ -423,7 +423,7 @@ def make_eval(
             {
                 "format_version": FORMAT_VERSION,
                 "small": small,
-                "generator": "blurwise.data.make_eval",
+                "generator": "blurwise.data.evalsets.make_eval",
                 "data_root": str(data_root()),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "wall_s": round(time.perf_counter() - t0, 1),
@@ -474,10 +474,10 @@ def load_defocus_item(root: str | Path, item: dict, scale: int | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m blurwise.data.make_eval --out DIR [--small] [--sets a,b] [--overwrite]``."""
+    """``python -m blurwise.data.evalsets --out DIR [--small] [--sets a,b] [--overwrite]``."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m blurwise.data.make_eval", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m blurwise.data.evalsets", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--small", action="store_true", help="a few items per set (tests, CI)")
     ap.add_argument("--sets", default=None, help=f"comma-separated subset of {','.join(SETS)}")
