@@ -25,7 +25,16 @@ import numpy as np
 
 from blurwise.errors import InputError, UsageError
 
-__all__ = ["estimate_defocus", "defocus_details", "DefocusResult", "colorize", "overlay", "METHODS", "SEGMENTERS"]
+__all__ = [
+    "DefocusResult",
+    "METHODS",
+    "SEGMENTERS",
+    "colorize",
+    "defocus_details",
+    "estimate_defocus",
+    "estimate_macs",
+    "overlay",
+]
 
 METHODS = ("auto", "edge", "learned")
 SEGMENTERS = ("auto", "slic", "felzenszwalb", "depth", "color+depth", "sam", "none")
@@ -205,6 +214,25 @@ def estimate_defocus(
         depth_kind=depth_kind,
         **kwargs,
     ).sigma
+
+
+# Rough multiply-accumulates per pixel, for routed SR's FLOPs accounting (counted from the filters:
+# Gaussian-derivative gradients at 3 scales ~160, SLIC 5 iterations x 9 centres x 5 dims ~250,
+# guided filter ~40, region statistics ~50). The CNN's figure is measured (FlopCounterMode).
+EDGE_DGS_MACS_PER_PIXEL = 500.0
+ZHUO_SIM_GUIDED_MACS_PER_PIXEL = 250.0
+CNN_MACS_PER_PIXEL = 21168.0
+
+
+def estimate_macs(h: int, w: int, method: str = "auto", segmenter: str = "auto") -> float:
+    """Approximate MACs of :func:`estimate_defocus` on an ``h`` x ``w`` image (for FLOPs budgets)."""
+    if method == "auto":
+        method = DEFAULT_METHOD if (DEFAULT_METHOD != "learned" or _learned_available()) else "edge"
+    if method == "learned":
+        per = CNN_MACS_PER_PIXEL + (0.0 if segmenter == "none" else EDGE_DGS_MACS_PER_PIXEL - 160.0)
+    else:
+        per = ZHUO_SIM_GUIDED_MACS_PER_PIXEL if segmenter == "none" else EDGE_DGS_MACS_PER_PIXEL
+    return float(h * w * per)
 
 
 def _learned_available() -> bool:

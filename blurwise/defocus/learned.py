@@ -65,11 +65,11 @@ def make_bank(
 ) -> Path:
     """Render every training image ``renders_per_image`` times into one ``.npz`` bank.
 
-    Each render is stored at full resolution and at LR x2/x4 (MATLAB bicubic of the defocused HR,
-    sigma / scale), as uint8 images and float16 sigma maps, so training crops are plain slices.
+    Each render is stored at full resolution and at LR x2/x4 (the defocused-SR recipe: MATLAB
+    bicubic of the uint8 defocused HR, sigma block mean / scale), as uint8 images and float16 sigma
+    maps, so training crops are plain slices.
     """
-    from blurwise.defocus.synth import render_pair
-    from blurwise.metrics.imresize import imresize
+    from blurwise.defocus.synth import downscale_pair, render_pair
 
     rng = np.random.default_rng(seed)
     files = _list_train_images()
@@ -83,11 +83,7 @@ def make_bank(
         for _ in range(renders_per_image):
             img, sig, _ = render_pair(hr, rng, scale=1)
             for s in SCALES:
-                if s == 1:
-                    im, sg = img, sig
-                else:
-                    im = np.clip(imresize(img, scale=1.0 / s), 0, 1)
-                    sg = np.clip(imresize(sig, scale=1.0 / s), 0, None) / s
+                im, sg = downscale_pair(img, sig, s)
                 store[f"images_{s}"].append(np.round(im * 255).astype(np.uint8))
                 store[f"sigmas_{s}"].append(sg.astype(np.float16))
             names.append(f"{f.parent.name}/{f.name}")

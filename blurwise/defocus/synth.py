@@ -92,35 +92,73 @@ def render_pair(
     max_sigma: float | None = None,
     depth: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, sigma_gt, depth) for a sharp HR crop: defocus-rendered, then downscaled by ``scale``.
+    """(image, sigma_gt, depth) for a sharp HR image: defocus-rendered, then downscaled by ``scale``.
 
-    Uses ``blurwise.data.render_defocus``/``synthetic_depth`` when present, else the private renderer.
-    The returned sigma is in pixels of the returned image (HR sigma / scale).
+    With the project's renderer (``blurwise.data``: synthetic depth, random depth of field aimed at
+    55-85% blurred pixels, 128-layer compositing) this is exactly the defocused-SR recipe: the
+    defocused HR rounded to uint8, LR = MATLAB bicubic of it rounded to uint8, sigma = block mean of
+    the HR sigma / scale. Without it, the private layered renderer above (``max_sigma`` applies only
+    there). Returned sigma is in pixels of the returned image; depth is at the returned size too.
     """
+    hr = np.asarray(hr, dtype=np.float32)
+    h, w = hr.shape[:2]
+    hr = hr[: h - h % scale, : w - w % scale]
+    try:
+        from blurwise.data.defocus import render_defocus
+        from blurwise.data.depth import random_dof, synthetic_depth
+    except ImportError:
+        return _render_pair_private(hr, rng, scale=scale, max_sigma=max_sigma, depth=depth)
+    if depth is None:
+        depth = synthetic_depth(hr, rng)
+    dof = random_dof(depth, rng)
+    out, sig = render_defocus(hr, depth, focus_depth=dof["focus_depth"], max_coc=dof["max_coc"])
+    img = np.clip(np.round(np.asarray(out, np.float32) * 255.0), 0, 255).astype(np.float32) / 255.0
+    img, sig = downscale_pair(img, np.asarray(sig, np.float32), scale)
+    d = np.asarray(depth, np.float32)
+    if scale > 1:
+        d = d.reshape(d.shape[0] // scale, scale, d.shape[1] // scale, scale).mean(axis=(1, 3))
+    return img, sig, d.astype(np.float32)
+
+
+def downscale_pair(img: np.ndarray, sigma: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """LR image and LR sigma from a defocused HR (float [0, 1]) and its sigma map, as routed SR sees them.
+
+    The project's recipe when ``blurwise.data`` is present (uint8 HR, MATLAB bicubic LR rounded to
+    uint8, sigma block mean / scale); else a float bicubic downscale of both.
+    """
+    if scale == 1:
+        return img, sigma
+    try:
+        from blurwise.data.sr import downscale_sigma, make_sr_pair
+    except ImportError:
+        from blurwise.metrics.imresize import imresize
+
+        lr = np.clip(imresize(img, scale=1.0 / scale), 0.0, 1.0).astype(np.float32)
+        return lr, (imresize(sigma, scale=1.0 / scale) / scale).clip(0.0).astype(np.float32)
+    u8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    lr, _ = make_sr_pair(u8, scale)
+    lr = np.asarray(lr)
+    lr = lr.astype(np.float32) / 255.0 if lr.dtype == np.uint8 else np.clip(lr.astype(np.float32), 0, 1)
+    return lr, downscale_sigma(sigma, scale)
+
+
+def _render_pair_private(
+    hr: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    scale: int,
+    max_sigma: float | None,
+    depth: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from blurwise.metrics.imresize import imresize
 
     if max_sigma is None:
         max_sigma = float(rng.uniform(1.5, 7.0))
-    hr = np.asarray(hr, dtype=np.float32)
-    h, w = hr.shape[:2]
-    hr = hr[: h - h % scale, : w - w % scale]
-    try:  # the project's renderer (helper "data") when it has landed
-        from blurwise.data import render_defocus, synthetic_depth  # type: ignore[attr-defined]
-
-        if depth is None:
-            depth = synthetic_depth(hr, rng)
-        focus = float(np.quantile(depth, rng.uniform(0.0, 0.6)))
-        from blurwise.data import sigma_to_coc  # type: ignore[attr-defined]
-
-        img, sig = render_defocus(hr, depth, focus_depth=focus, max_coc=float(sigma_to_coc(max_sigma)))
-        img = np.asarray(img, dtype=np.float32)
-        sig = np.asarray(sig, dtype=np.float32)
-    except ImportError:
-        if depth is None:
-            depth = synthetic_depth_private(hr, rng)
-        focus = float(np.quantile(depth, rng.uniform(0.0, 0.6)))
-        sig = sigma_from_depth(depth, focus, max_sigma)
-        img = render_layers(hr, depth, sig)
+    if depth is None:
+        depth = synthetic_depth_private(hr, rng)
+    focus = float(np.quantile(depth, rng.uniform(0.0, 0.6)))
+    sig = sigma_from_depth(depth, focus, max_sigma)
+    img = render_layers(hr, depth, sig)
     if scale > 1:
         img = np.clip(imresize(img, scale=1.0 / scale), 0.0, 1.0).astype(np.float32)
         sig = (imresize(sig, scale=1.0 / scale) / scale).clip(0.0).astype(np.float32)
