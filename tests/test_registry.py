@@ -276,6 +276,19 @@ def _rrdb_layouts(sd: dict[str, torch.Tensor], nb: int) -> dict[str, dict[str, t
     return {"basicsr": sd, "esrgan": old, "esrgan-old": oldest}
 
 
+class TestForeignToSafetensors:
+    def test_rrdb_saved_with_metadata_reloads(self, tmp_path):
+        torch.manual_seed(3)
+        m = RRDBNet(scale=4, nf=8, nb=1, gc=4).eval()
+        torch.save(m.state_dict(), tmp_path / "r.pth")
+        loaded, info = load_foreign(tmp_path / "r.pth", trust_pickle=True)
+        p = save_weights(loaded, tmp_path / "r.safetensors", arch=info.arch, task="sr", scale=4, config=info.config)
+        again, info2 = load_model(p)
+        x = torch.rand(1, 3, 5, 6)
+        torch.testing.assert_close(_out(again, x), _out(m, x), atol=2e-3, rtol=0)  # fp16 weights
+        assert info2.arch == "rrdb" and info2.config == info.config
+
+
 class TestForeignRRDB:
     @pytest.mark.parametrize("layout", ["basicsr", "esrgan", "esrgan-old"])
     def test_layouts_reproduce_output(self, tmp_path, layout):
