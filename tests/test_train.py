@@ -252,7 +252,7 @@ class TestSmoke:
 
 @pytest.mark.data
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["sr_edsr-s_x2", "deblur_lprn"])
+@pytest.mark.parametrize("config", ["sr_edsr-s_x2", "deblur_lprn", "distill_ebmsr_x2"])
 def test_real_data_smoke(config, tmp_path):
     pytest.importorskip("blurwise.data.datasets")
     from blurwise.data import datasets
@@ -321,6 +321,10 @@ class TestConfig:
     def test_missing_file(self):
         with pytest.raises(BlurwiseError, match="not found"):
             load_config("/nonexistent/x.toml")
+
+    def test_task_name_and_bare_name(self):
+        assert load_config("deblur").name == "deblur_lprn"
+        assert load_config("sr_edsr-s_x2").task == "sr"
 
     def test_overrides_and_aliases(self, tmp_path):
         p = _cfg(tmp_path, DISTILL_TOML)

@@ -296,11 +296,17 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
     section[parts[1]] = value
 
 
+TASK_CONFIGS = {"sr": "sr_edsr-s_x4", "distill": "distill_ebmsr_x4", "deblur": "deblur_lprn", "defocus": "defocus"}
+
+
 def resolve_config_path(path: str | Path) -> Path:
-    """A config path as given, or a bare name looked up in the repo's ``configs/`` folder."""
+    """A config path as given, a bare name in the repo's ``configs/`` folder, or a task name
+    (``sr``, ``distill``, ``deblur``, ``defocus``) meaning that task's shipped-model config."""
     p = Path(os.path.expanduser(str(path)))
     if p.is_file():
         return p
+    if str(path) in TASK_CONFIGS:
+        p = Path(TASK_CONFIGS[str(path)])
     for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.toml"):
         if not p.parent.parts and cand.is_file():
             return cand
