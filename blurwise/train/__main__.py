@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.export_only:
             from blurwise.train.loop import export_checkpoint
 
-            path = export_checkpoint(args.config, checkpoint=args.checkpoint, out=args.out, device=args.device)
+            path = export_checkpoint(
+                args.config, checkpoint=args.checkpoint, out=args.out, device=args.device, overrides=overrides
+            )
             print(f"exported {path}")
             return 0
         from blurwise.train.loop import run

@@ -536,11 +536,16 @@ def run(
 
 
 def export_checkpoint(
-    config_path: str | Path, *, checkpoint: str | Path | None = None, out: str | None = None, device: str = "cpu"
+    config_path: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    out: str | None = None,
+    device: str = "cpu",
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
     """Validate a checkpoint (this loop's or the bootstrap trainer's) and export its EMA weights with
     the config's metadata, without training. ``iterations`` in the metadata is the checkpoint's step."""
-    overrides: dict[str, Any] = {"output.export": out} if out else {}
+    overrides = {**(overrides or {}), **({"output.export": out} if out else {})}
     cfg = load_config(config_path, overrides=overrides)
     info = dist.DistInfo(device=dist.resolve_device(device))
     tr = Trainer(cfg, info, resume=False, smoke=False, init=False)
