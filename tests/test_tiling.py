@@ -144,6 +144,28 @@ class TestRunTiled:
         x = torch.rand(1, 3, 30, 20)
         assert float((run_tiled(model, x, scale=2) - untiled(model, x)).abs().max()) < 1e-5
 
+    def test_auto_tile_probes_only_large_images(self):
+        model = small_net(2)
+        calls = []
+        model.register_forward_hook(lambda *a: calls.append(1))
+        assert auto_tile(model, 24, 32, in_channels=3, scale=2) == 0
+        assert auto_tile(model, 300, 200, in_channels=3, scale=2, budget=1 << 30) == 0
+        assert calls == []  # the static width bound decided; no probe forward pass
+        x = torch.rand(1, 3, 24, 32)
+        run_tiled(model, x, scale=2)
+        assert calls == [1]  # the run itself is the only forward
+        assert 16 <= auto_tile(model, 4000, 4000, in_channels=3, scale=2, budget=64 << 20) < 4000
+        assert calls == [1, 1]  # a large image gets the (exact) probe
+
+    def test_static_estimate_bounds_probe(self):
+        from blurwise.tiling import _bytes_per_pixel, _static_bytes_per_pixel
+
+        for scale in (1, 2, 4):
+            model = small_net(scale)
+            probe = _bytes_per_pixel(model, 3, torch.device("cpu"), None, {})
+            assert _static_bytes_per_pixel(model, 3, scale) >= probe
+        assert _static_bytes_per_pixel(nn.Identity(), 3, 1) is None
+
     def test_oom_halves_tile(self, caplog):
         base = small_net(1)
 
