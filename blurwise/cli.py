@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from blurwise import __version__
-from blurwise.errors import BlurwiseError, NotAvailableError, UsageError
+from blurwise.errors import BlurwiseError, NotAvailableError, OutputError, UsageError
 
 PROG = "blurwise"
 log = logging.getLogger("blurwise")
@@ -188,11 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add(
         "defocus-map",
-        "estimate per-pixel defocus blur (sigma in pixels; float TIFF by default)",
+        "estimate per-pixel defocus blur: NAME_defocus.tiff (float32 sigma in px) + NAME_defocus.png preview",
         ["base", "io"],
         _cmd_defocus_map,
-        "example: blurwise defocus-map -i photo.jpg -o maps/ --overlay",
+        "example: blurwise defocus-map -i photo.jpg -o maps/ --overlay\n"
+        "writes maps/photo_defocus.tiff, maps/photo_defocus.png (colour bar) and maps/photo_defocus_overlay.png",
     )
+    sp.set_defaults(suffix="defocus")
     sp.add_argument("--depth", metavar="PATH", help="depth map file (one input) or folder of maps named like inputs")
     sp.add_argument("--method", default="auto", choices=["auto", "edge", "learned"], help="estimator")
     sp.add_argument(
@@ -202,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="how sparse estimates are spread over regions",
     )
     sp.add_argument("--sam-checkpoint", metavar="PATH", help="Segment Anything checkpoint (with --segmenter sam)")
-    sp.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (map over the image)")
+    sp.add_argument("--overlay", action="store_true", help="also write NAME_defocus_overlay.png (map over the image)")
+    sp.add_argument("--no-preview", action="store_true", help="write only the float TIFF, no colourised PNG")
+    sp.add_argument("--vmax", type=float, metavar="SIGMA", help="top of the colour scale in px (default: 99th pct.)")
     sp.add_argument("--device", default="auto", help="device for learned parts (auto | cpu | cuda | mps)")
 
     sp = add(
@@ -413,22 +417,6 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     return _finish(run_batch(jobs, process, **common), args)
 
 
-def _preview(kind: str, sigma: Any, pixels: Any = None) -> Any:
-    """uint8 preview of a sigma map from blurwise.defocus (colour bar / overlay), or a plain fallback."""
-    import numpy as np
-
-    from blurwise import defocus
-
-    fn = getattr(defocus, kind, None)
-    if callable(fn):
-        return fn(sigma) if pixels is None else fn(pixels, sigma)
-    from blurwise.api import defocus_overlay
-
-    if pixels is None:
-        return np.clip(sigma / max(float(np.percentile(sigma, 99)), 1e-6), 0, 1).astype(np.float32)
-    return defocus_overlay(pixels, sigma)
-
-
 def _cmd_defocus_map(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -438,7 +426,7 @@ def _cmd_defocus_map(args: argparse.Namespace) -> int:
 
     if args.segmenter == "sam" and not args.sam_checkpoint:
         raise UsageError("--segmenter sam needs --sam-checkpoint PATH")
-    jobs = _plan(args, default_ext="tif")
+    jobs = _plan(args, default_ext="tiff")
     common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
@@ -450,17 +438,26 @@ def _cmd_defocus_map(args: argparse.Namespace) -> int:
     if args.device != "auto":
         extra["device"] = args.device
 
+    from blurwise.defocus import colorize, overlay
+
+    def side(job: Any, path: Path) -> Path:
+        if path.absolute() == job.src.absolute():
+            raise OutputError(f"preview {path} would replace its input; use another -o folder or a --suffix")
+        return path
+
     def process(img: Image, job: Any) -> list:
         dpath = depth_of(job)
         depth = read_depth(dpath, (img.height, img.width)) if dpath is not None else None
         sigma = defocus_map(img.pixels, depth, method=args.method, segmenter=args.segmenter, **extra)
+        preview = colorize(sigma, vmax=args.vmax)  # uint8 RGB with a labelled colour bar
         if job.dst.suffix.lower() in (".tif", ".tiff"):
-            out: Any = Image(sigma[:, :, None].astype(np.float32), bit_depth=32)  # sigma in px, exact
-        else:  # a viewable map with a colour bar (the exact values need TIFF)
-            out = _preview("colorize", sigma)
-        outputs = [(job.dst, out)]
+            outputs: list = [(job.dst, Image(sigma[:, :, None].astype(np.float32), bit_depth=32))]  # exact sigma
+            if not args.no_preview:
+                outputs.append((side(job, job.dst.with_suffix(".png")), preview))
+        else:  # --ext png/jpg/...: only the viewable map (the exact values need TIFF)
+            outputs = [(job.dst, preview)]
         if args.overlay:
-            outputs.append((_side_path(job.dst, "overlay"), _preview("overlay", sigma, img.pixels)))
+            outputs.append((side(job, _side_path(job.dst, "overlay")), overlay(img.pixels, sigma, vmax=args.vmax)))
         if args.verbose:
             _say(f"{job.rel}: sigma median {np.median(sigma):.2f} px, max {sigma.max():.2f} px")
         return outputs
@@ -642,8 +639,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"-o must end in .onnx: {out}")
     if out.exists() and not args.overwrite:
-        from blurwise.errors import OutputError
-
         raise OutputError(f"output exists (use --overwrite to replace it): {out}")
     path = _call(export_onnx, args.model, out, opset=args.opset, trust_pickle=args.trust_pickle)
     if not args.quiet:

@@ -175,22 +175,58 @@ class TestFolderRun:
         assert code == 0, err
         assert read_image(tmp_path / "o" / "x_out.png").channels == 1
 
-    def test_defocus_map_with_stub_estimator(self, capsys, monkeypatch, image_folder, tmp_path):
+    @pytest.fixture
+    def stub_defocus(self, monkeypatch):
         import blurwise.defocus
 
         def fake(image, depth=None, **kw):
-            return np.full(image.shape[:2], 1.5, np.float32)
+            sigma = np.full(image.shape[:2], 1.5, np.float32)
+            sigma[:, : image.shape[1] // 2] = 4.0
+            return sigma
 
         monkeypatch.setattr(blurwise.defocus, "estimate_defocus", fake, raising=False)
+
+    def test_defocus_map_tiff_preview_overlay(self, capsys, stub_defocus, image_folder, tmp_path):
         code, _, err = run(capsys, "defocus-map", "-i", image_folder / "a.png", "-o", tmp_path / "m", "--overlay")
         assert code == 0, err
-        assert files(tmp_path / "m") == ["a_out.tif", "a_out_overlay.png"]
-        m = read_image(tmp_path / "m" / "a_out.tif")
-        assert m.bit_depth == 32
-        np.testing.assert_allclose(m.pixels, 1.0)  # read_image clips float TIFFs to [0, 1]
+        assert files(tmp_path / "m") == ["a_defocus.png", "a_defocus.tiff", "a_defocus_overlay.png"]
+        m = read_image(tmp_path / "m" / "a_defocus.tiff")
+        assert m.bit_depth == 32 and m.channels == 1
         import tifffile
 
-        np.testing.assert_allclose(tifffile.imread(tmp_path / "m" / "a_out.tif"), 1.5)
+        raw = tifffile.imread(tmp_path / "m" / "a_defocus.tiff")
+        assert raw.dtype == np.float32 and raw.shape == (24, 32)
+        assert set(np.unique(raw)) == {np.float32(1.5), np.float32(4.0)}
+        prev = read_image(tmp_path / "m" / "a_defocus.png")
+        assert prev.height == 24 and prev.width > 32 and prev.channels == 3  # map plus a colour bar at the right
+        left, right = prev.pixels[:, :8].mean(), prev.pixels[:, 16:30].mean()
+        assert left > right  # magma: blurred (4 px) is brighter than 1.5 px
+        ov = read_image(tmp_path / "m" / "a_defocus_overlay.png")
+        assert (ov.height, ov.width, ov.channels) == (24, 32, 3)
+        assert no_temp(tmp_path / "m")
+
+    def test_defocus_map_options(self, capsys, stub_defocus, image_folder, tmp_path):
+        code, _, err = run(capsys, "defocus-map", "-i", image_folder / "a.png", "-o", tmp_path / "t", "--no-preview")
+        assert code == 0, err
+        assert files(tmp_path / "t") == ["a_defocus.tiff"]
+        code, _, err = run(capsys, "defocus-map", "-i", image_folder / "a.png", "-o", tmp_path / "p", "--ext", "png")
+        assert code == 0, err
+        assert files(tmp_path / "p") == ["a_defocus.png"]
+        code, _, err = run(
+            capsys, "defocus-map", "-i", image_folder / "a.png", "-o", tmp_path / "one.tif", "--vmax", "8"
+        )
+        assert code == 0, err
+        assert (tmp_path / "one.tif").is_file() and (tmp_path / "one.png").is_file()  # -o FILE: preview beside it
+        # re-runs skip; with --suffix '' in the input folder the preview would replace the input: refused
+        code, _, err = run(capsys, "defocus-map", "-i", image_folder / "a.png", "-o", tmp_path / "t", "--skip-existing")
+        assert code == 0, err
+        src = tmp_path / "src"
+        src.mkdir()
+        write_image(src / "x.png", synth_image(16, 16, 3))
+        before = (src / "x.png").read_bytes()
+        code, _, err = run(capsys, "defocus-map", "-i", src / "x.png", "-o", src, "--suffix", "", "--overwrite")
+        assert code == 1 and "would replace its input" in err
+        assert (src / "x.png").read_bytes() == before
 
 
 # --------------------------------------------------------------------------- bad input
