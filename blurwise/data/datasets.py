@@ -14,13 +14,14 @@ Only training folders are used by default (``sr/train/*``, ``deblur/gopro_frames
 
 Cost and caching (2-core CPU, measured): decoded images are cached per process (the default SR
 training set, T91 + BSD200 half + 6 DIV2K, is 36.7 Mpx = 110 MB as uint8, plus its LR). A
-defocus render (synthetic depth + 128-layer compositing) costs ~2.5 us per HR pixel (~0.6 s for
-512x512, ~8 s for a 2K DIV2K image) and is made once per (image, variant): by default 4 variants
-per image, so ~6 CPU-minutes to render the whole default set once; every later crop is free. Pass
-``cache_dir`` to keep renders on disk across processes and runs (~5 bytes per HR pixel and variant,
-~0.7 GB for the default set with 4 variants); without it they live in memory (bounded by
-``cache_mb``, least recently used evicted). GoPro frames are decoded once (80 frames of 1280x720 =
-220 MB) and a 256x256 frame-averaged crop costs ~5 ms.
+defocus render (synthetic depth + 128-layer compositing) costs ~3 us per HR pixel (~0.8 s for
+512x512, ~7 s for a 2K DIV2K image) and is made once per (image, variant): by default 4 variants
+per image, so ~8 CPU-minutes to render the whole default set once; every later crop is free. Pass
+``cache_dir`` to keep renders on disk across processes and runs (~5.3 bytes per HR pixel and
+variant: uint8 HR, float16 HR sigma, LR and LR sigma; ~0.8 GB for the default set with 4 variants);
+without it they live in memory (bounded by ``cache_mb``, least recently used evicted; with several
+DataLoader workers each holds its own). GoPro frames are decoded once per process (80 frames of
+1280x720 = 220 MB) and a 256x256 frame-averaged crop costs ~5 ms.
 """
 
 from __future__ import annotations
@@ -316,6 +317,7 @@ class DefocusSRDataset(_Base):
                 psf=self.psf,
                 n_layers=self.n_layers,
             )
+            r["sigma_hr"] = r["sigma_hr"].astype(np.float16)  # half the cache; +-0.002 px at sigma 6
             if path is not None:
                 _save_npz_atomic(path, r)
         self._cache.put(key, r, sum(a.nbytes for a in r.values()))

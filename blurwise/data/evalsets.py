@@ -19,8 +19,13 @@ Sets (each a folder with ``manifest.json``: source, parameters, seed and per-ite
 * ``deblur-gopro``: the 14 real GoPro pairs of ``deblur/gopro_pairs`` (copied), other sequences than
   the training frames.
 
-Cost (measured on the 2-core CPU shared with other jobs, full set): see ``FULL_SET`` below;
-``small=True`` writes a subset of the same items (same files, same seeds) in seconds, for tests/CI.
+Size and cost of the full sets (estimated from a measured sample of 9 renders / 48 blurs on this
+2-core CPU, 2026-11-26; one process): ``defocus-sr`` 302 renders (111 Mpx) + 13 photos, ~7.5
+CPU-minutes, ~125 MB; ``deblur-synth`` 912 blurred images + Levin's 32, ~1.5 CPU-minutes, ~185 MB;
+``deblur-gopro`` 14 pairs, seconds, 23 MB. In all ~9 CPU-minutes and ~335 MB; ``--jobs 2`` halves
+the wall time on an idle 2-core machine. A render costs ~0.6 s for a B100 image, ~5 s for an
+Urban100 one and ~7 s for a 2K DIV2K image. ``small=True`` writes a subset of the same items (same
+files, same seeds): 2 renders, 2 real photos, 2 kernels, 3 GoPro/Levin items, ~5 CPU-seconds.
 """
 
 from __future__ import annotations
@@ -48,12 +53,6 @@ SYNTH_SEEDS = {"Set14": (0, 1, 2), "B100": (0, 1), "Urban100": (0, 1), "DIV2K": 
 KERNEL_SIZES = (11, 15, 19, 23, 27, 33, 41, 51)
 KERNEL_SEED = 0
 FORMAT_VERSION = 1
-# measured: see the module docstring; filled in from a full run (time in CPU-minutes on this machine)
-FULL_SET = {
-    "defocus-sr": "308 renders + 13 real photos",
-    "deblur-synth": "912 synthetic + 32 Levin images",
-    "deblur-gopro": "14 pairs",
-}
 
 
 def _rel(p: Path) -> str:
@@ -152,46 +151,62 @@ def _resize_long_side(img: np.ndarray, long_side: int, nearest: bool = False) ->
     return imresize(img, size=size)
 
 
-def make_defocus_sr(out: Path, small: bool, progress: Callable[[str], None] | None = None) -> dict:
-    """Write ``out/defocus-sr``; returns its manifest."""
+def _synthetic_item(job: tuple[str, Path, int, Path]) -> dict:
+    """Render and write one synthetic defocus-sr item; returns its manifest entry (runs in workers too)."""
     from blurwise.data.datasets import read_rgb, render_item
     from blurwise.data.sr import mod_crop
 
+    subset, src, seed, root = job
+    t0 = time.process_time()
+    img = mod_crop(read_rgb(src), MOD)
+    iid = f"{subset}__{src.stem}__s{seed}"
+    r = render_item(img, np.random.default_rng(_item_seed("defocus-sr", subset, src.name, seed)), scale=MOD)
+    _write_png(root / "hr" / f"{iid}.png", r["hr"])
+    _write_tiff(root / "sigma" / f"{iid}.tif", r["sigma_hr"])
+    return {
+        "id": iid,
+        "subset": subset,
+        "kind": "synthetic",
+        "source": _rel(src),
+        "seed": seed,
+        "hr": f"hr/{iid}.png",
+        "sigma": f"sigma/{iid}.tif",
+        "mask": None,
+        "size": list(r["hr"].shape[:2]),
+        "params": {
+            "depth": "synthetic",
+            "focus_depth": round(float(r["focus_depth"]), 4),
+            "max_coc": round(float(r["max_coc"]), 3),
+            "psf": "gaussian",
+            "n_layers": 128,
+        },
+        "blurred_fraction": round(float(r["fraction"]), 4),
+        "sigma_mean": round(float(r["sigma_hr"].mean()), 4),
+        "cpu_s": round(time.process_time() - t0, 2),
+    }
+
+
+def make_defocus_sr(out: Path, small: bool, progress: Callable[[str], None] | None = None, jobs: int = 1) -> dict:
+    """Write ``out/defocus-sr``; returns its manifest. ``jobs`` > 1 renders in that many processes."""
+    from blurwise.data.datasets import read_rgb
+    from blurwise.data.sr import mod_crop
+
     root = out / "defocus-sr"
+    work = [(subset, src, seed, root) for subset, src, seeds in _synthetic_sources(small) for seed in seeds]
     items = []
-    for subset, src, seeds in _synthetic_sources(small):
-        img = mod_crop(read_rgb(src), MOD)
-        for seed in seeds:
-            iid = f"{subset}__{src.stem}__s{seed}"
-            t0 = time.process_time()
-            r = render_item(img, np.random.default_rng(_item_seed("defocus-sr", subset, src.name, seed)), scale=MOD)
-            _write_png(root / "hr" / f"{iid}.png", r["hr"])
-            _write_tiff(root / "sigma" / f"{iid}.tif", r["sigma_hr"])
-            items.append(
-                {
-                    "id": iid,
-                    "subset": subset,
-                    "kind": "synthetic",
-                    "source": _rel(src),
-                    "seed": seed,
-                    "hr": f"hr/{iid}.png",
-                    "sigma": f"sigma/{iid}.tif",
-                    "mask": None,
-                    "size": list(r["hr"].shape[:2]),
-                    "params": {
-                        "depth": "synthetic",
-                        "focus_depth": round(float(r["focus_depth"]), 4),
-                        "max_coc": round(float(r["max_coc"]), 3),
-                        "psf": "gaussian",
-                        "n_layers": 128,
-                    },
-                    "blurred_fraction": round(float(r["fraction"]), 4),
-                    "sigma_mean": round(float(r["sigma_hr"].mean()), 4),
-                    "cpu_s": round(time.process_time() - t0, 2),
-                }
-            )
+    if jobs > 1 and len(work) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for entry in pool.map(_synthetic_item, work):
+                items.append(entry)
+                if progress:
+                    progress(entry["id"])
+    else:
+        for job in work:
+            items.append(_synthetic_item(job))
             if progress:
-                progress(iid)
+                progress(items[-1]["id"])
     for subset, src, mask in _real_sources(small):
         img = mod_crop(_resize_long_side(read_rgb(src), REAL_LONG_SIDE), MOD)
         iid = f"{subset}__{src.stem}"
@@ -247,7 +262,7 @@ def fixed_kernels() -> dict[str, np.ndarray]:
     }
 
 
-def make_deblur_synth(out: Path, small: bool, progress: Callable[[str], None] | None = None) -> dict:
+def make_deblur_synth(out: Path, small: bool, progress: Callable[[str], None] | None = None, jobs: int = 1) -> dict:
     """Write ``out/deblur-synth``; returns its manifest."""
     from blurwise.data.color import to_uint8
     from blurwise.data.datasets import list_images, read_rgb
@@ -331,7 +346,7 @@ def make_deblur_synth(out: Path, small: bool, progress: Callable[[str], None] | 
     }
 
 
-def make_deblur_gopro(out: Path, small: bool, progress: Callable[[str], None] | None = None) -> dict:
+def make_deblur_gopro(out: Path, small: bool, progress: Callable[[str], None] | None = None, jobs: int = 1) -> dict:
     """Write ``out/deblur-gopro`` (copies of the real pairs); returns its manifest."""
     import re
 
@@ -386,12 +401,15 @@ def make_eval(
     sets: list[str] | tuple[str, ...] | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Write the evaluation sets under ``out_dir`` (one folder + ``manifest.json`` each); returns a summary.
 
     ``small``: a few items of each set (a subset of the full sets: same ids, same files), for tests and
     CI (< 1 minute on 2 cores). A set whose manifest already exists with the same ``small`` flag is
-    kept unless ``overwrite``. Summary: {set: {"items", "bytes", "seconds", "skipped"}}.
+    kept unless ``overwrite``. ``jobs`` > 1 renders the defocus items in parallel processes (the files
+    are identical: every item's randomness comes from its own identity). Summary: {set: {"items",
+    "bytes", "seconds", "skipped"}}.
     """
     out = Path(out_dir)
     sets = list(SETS if sets is None else sets)
@@ -418,7 +436,7 @@ def make_eval(
         if root.exists():
             shutil.rmtree(root)
         t0, c0 = time.perf_counter(), time.process_time()
-        manifest = _MAKERS[name](out, small, progress)
+        manifest = _MAKERS[name](out, small, progress, jobs=jobs)
         manifest.update(
             {
                 "format_version": FORMAT_VERSION,
@@ -482,10 +500,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="a few items per set (tests, CI)")
     ap.add_argument("--sets", default=None, help=f"comma-separated subset of {','.join(SETS)}")
     ap.add_argument("--overwrite", action="store_true", help="rewrite sets that already exist")
+    ap.add_argument("--jobs", type=int, default=1, help="parallel render processes (default 1)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = make_eval(
-        args.out, args.small, sets=args.sets.split(",") if args.sets else None, overwrite=args.overwrite
+        args.out,
+        args.small,
+        sets=args.sets.split(",") if args.sets else None,
+        overwrite=args.overwrite,
+        jobs=args.jobs,
     )
     print(json.dumps(summary, indent=1))
     return 0
