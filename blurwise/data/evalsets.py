@@ -25,7 +25,7 @@ CPU-minutes, ~125 MB; ``deblur-synth`` 912 blurred images + Levin's 32, ~1.5 CPU
 ``deblur-gopro`` 14 pairs, seconds, 23 MB. In all ~9 CPU-minutes and ~335 MB; ``--jobs 2`` halves
 the wall time on an idle 2-core machine. A render costs ~0.6 s for a B100 image, ~5 s for an
 Urban100 one and ~7 s for a 2K DIV2K image. ``small=True`` writes a subset of the same items (same
-files, same seeds): 2 renders, 2 real photos, 2 kernels, 3 GoPro/Levin items, ~5 CPU-seconds.
+files, same seeds): 2 renders, 2 real photos, 2 x 2 blurs, 2 Levin and 2 GoPro pairs, ~5 CPU-seconds.
 """
 
 from __future__ import annotations
