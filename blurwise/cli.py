@@ -114,7 +114,9 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument(
         "-o", "--output", default="results", help="output folder, or a file name for one input (default: results)"
     )
-    g.add_argument("--suffix", default="out", help="appended to output names as _SUFFIX (default: out; '' for none)")
+    g.add_argument(
+        "--suffix", help="appended to output names as _SUFFIX (default: out; defocus-map: defocus; '' for none)"
+    )
     g.add_argument("--ext", default="auto", choices=["auto", "png", "jpg", "tif", "bmp", "webp"], help="output format")
     g.add_argument("--recursive", action="store_true", help="also process sub-folders (the tree is mirrored)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -139,7 +141,15 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--budget", type=_fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model")
     g.add_argument("--routes", type=int, choices=[2, 3], default=2, help="3 adds a bicubic route for heavy blur")
     g.add_argument("--light", metavar="MODEL", help="light (EBM-SR) model; default: the one distilled from -m")
-    return {"base": base, "io": io, "model": model, "route": route}
+    ray = argparse.ArgumentParser(add_help=False)
+    g = ray.add_argument_group("scale-out with Ray Data (pip install 'blurwise[ray]'; see docs/ray.md)")
+    g.add_argument("--ray", action="store_true", help="run on a Ray cluster (one model load per actor)")
+    g.add_argument("--ray-address", metavar="ADDR", help="cluster to join (default: $RAY_ADDRESS or a local one)")
+    g.add_argument("--actors", type=_positive, metavar="N", help="most actors (default: what the cluster allows)")
+    g.add_argument("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 if there are GPUs)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="F", help="CPUs (torch threads) per actor")
+    g.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="images per actor call (default 1)")
+    return {"base": base, "io": io, "model": model, "route": route, "ray": ray}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "upscale",
         "super-resolve images, sending defocused regions to a cheap model",
-        ["base", "io", "model", "route"],
+        ["base", "io", "model", "route", "ray"],
         _cmd_upscale,
         "example: blurwise upscale -i photos/ -o big/ -s 4 --recursive",
     )
@@ -180,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "deblur",
         "remove motion / camera-shake blur",
-        ["base", "io", "model"],
+        ["base", "io", "model", "ray"],
         _cmd_deblur,
         "example: blurwise deblur -i shaky.jpg -o sharp.png",
     )
@@ -194,7 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
         "example: blurwise defocus-map -i photo.jpg -o maps/ --overlay\n"
         "writes maps/photo_defocus.tiff, maps/photo_defocus.png (colour bar) and maps/photo_defocus_overlay.png",
     )
-    sp.set_defaults(suffix="defocus")
     sp.add_argument("--depth", metavar="PATH", help="depth map file (one input) or folder of maps named like inputs")
     sp.add_argument("--method", default="auto", choices=["auto", "edge", "learned"], help="estimator")
     sp.add_argument(
@@ -307,7 +316,7 @@ def _depth_finder(depth: str | None, jobs: list) -> Callable[[Any], Path | None]
         return lambda job: None
     d = Path(depth)
     if d.is_dir():
-        exts = (".npy", ".png", ".tif", ".tiff", ".dpt", ".pfm")
+        exts = (".npy", ".png", ".tif", ".tiff", ".dpt", ".pfm", ".heic")
 
         def find(job: Any) -> Path | None:
             for base in (d / job.rel.parent, d):
@@ -329,8 +338,11 @@ def _finish(res: Any, args: argparse.Namespace) -> int:
     return res.exit_code
 
 
-def _plan(args: argparse.Namespace, default_ext: str | None = None) -> list:
+def _plan(args: argparse.Namespace, default_ext: str | None = None, default_suffix: str = "out") -> list:
     from blurwise.batch import plan_jobs
+
+    if args.suffix is None:  # per-command default (a shared parent parser cannot hold one per command)
+        args.suffix = default_suffix
 
     return plan_jobs(
         args.input, args.output, suffix=args.suffix, ext=args.ext, default_ext=default_ext, recursive=args.recursive
@@ -339,6 +351,32 @@ def _plan(args: argparse.Namespace, default_ext: str | None = None) -> list:
 
 def _side_path(dst: Path, tag: str, ext: str = ".png") -> Path:
     return dst.with_name(f"{dst.stem}_{tag}{ext}")
+
+
+def _run_ray(task: str, args: argparse.Namespace, options: dict[str, Any], depth_of: Any = None) -> int:
+    """``--ray``: the same work through :func:`blurwise.ray_data.process` (one model load per actor)."""
+    from blurwise.ray_data import process
+
+    res = process(
+        task,
+        args.input,
+        args.output,
+        options,
+        suffix=args.suffix,
+        ext=args.ext,
+        recursive=args.recursive,
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+        depth_of=depth_of,
+        address=args.ray_address,
+        actors=args.actors,
+        num_gpus=args.gpus_per_actor,
+        num_cpus=args.cpus_per_actor,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        say=_say,
+    )
+    return _finish(res, args)
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
@@ -351,8 +389,8 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
     depth_of = _depth_finder(args.depth, jobs)
-    up = Upscaler(
-        args.scale,
+    options = dict(
+        scale=args.scale,
         model=args.model,
         light=args.light,
         route=args.route,
@@ -365,8 +403,12 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         half=_half(args),
         compile=args.compile,
         trust_pickle=args.trust_pickle,
-        progress=not args.quiet and len(jobs) == 1,
     )
+    if args.ray:
+        if args.save_map:
+            raise UsageError("--save-map is not available with --ray")
+        return _run_ray("upscale", args, options, depth_of)
+    up = Upscaler(options.pop("scale"), **options, progress=not args.quiet and len(jobs) == 1)
     if up.notes and not args.quiet:
         _say(f"note: {'; '.join(up.notes)}")
 
@@ -396,7 +438,7 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
-    run = Deblurrer(
+    options = dict(
         model=args.model,
         stages=args.stages,
         tile=args.tile,
@@ -405,8 +447,10 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
         half=_half(args),
         compile=args.compile,
         trust_pickle=args.trust_pickle,
-        progress=not args.quiet and len(jobs) == 1,
     )
+    if args.ray:
+        return _run_ray("deblur", args, options)
+    run = Deblurrer(**options, progress=not args.quiet and len(jobs) == 1)
 
     def process(img: Any, job: Any) -> list:
         out, alpha, rep = run(img.pixels, img.alpha)
@@ -426,7 +470,7 @@ def _cmd_defocus_map(args: argparse.Namespace) -> int:
 
     if args.segmenter == "sam" and not args.sam_checkpoint:
         raise UsageError("--segmenter sam needs --sam-checkpoint PATH")
-    jobs = _plan(args, default_ext="tiff")
+    jobs = _plan(args, default_ext="tiff", default_suffix="defocus")
     common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]

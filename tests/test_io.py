@@ -466,3 +466,20 @@ class TestDepth:
         raw = np.array([202021.25], "<f4").tobytes() + np.array([4, 3], "<i4").tobytes() + d.tobytes()
         (tmp_path / "d.dpt").write_bytes(raw)
         np.testing.assert_array_equal(read_depth(tmp_path / "d.dpt"), d)
+
+    def test_heic_depth_goes_to_pillow_heif(self, tmp_path, monkeypatch):
+        import builtins
+
+        from blurwise.errors import NotAvailableError
+
+        real_import = builtins.__import__
+
+        def no_heif(name, *a, **k):
+            if name == "pillow_heif":
+                raise ImportError(name)
+            return real_import(name, *a, **k)
+
+        monkeypatch.setattr(builtins, "__import__", no_heif)
+        (tmp_path / "p.heic").write_bytes(b"....ftypheic")
+        with pytest.raises(NotAvailableError, match="pillow-heif"):
+            read_depth(tmp_path / "p.heic")

@@ -1,4 +1,4 @@
-"""Read a depth (or disparity) map for the defocus estimator: PNG, TIFF, NPY or Sintel ``.dpt``.
+"""Read a depth (or disparity) map for the defocus estimator: PNG, TIFF, NPY, Sintel ``.dpt``, HEIC.
 
 Values are returned as stored (float32 HW; 8/16-bit images as their integer values), since only the
 defocus module knows whether it wants metres, disparity or relative depth. Missing values (NaN/Inf)
@@ -38,6 +38,10 @@ def _load(path: Path) -> np.ndarray:
             raise InputError(f"cannot read depth {path}: {str(exc).splitlines()[0]}") from None
     if ext == ".dpt":
         return _read_dpt(path)
+    if ext in (".heic", ".heif", ".hif"):  # the depth map embedded in a portrait photo (needs pillow-heif)
+        from blurwise.defocus.depth import read_heif_depth
+
+        return read_heif_depth(path)
     if ext in (".tif", ".tiff"):
         import tifffile
 
