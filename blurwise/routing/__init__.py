@@ -51,6 +51,7 @@ __all__ = [
     "Tile",
     "default_threshold",
     "defocus_scores",
+    "estimate_lr_map",
     "execute_plan",
     "find_light_model",
     "grid_shape",
@@ -94,6 +95,7 @@ class RouteReport:
     heavy: str = ""
     light: str = ""
     plan: RoutePlan | None = None
+    sigma_lr: np.ndarray | None = None  # the defocus map used (given or estimated), for --save-map
 
     @property
     def total_macs(self) -> float:
@@ -219,11 +221,13 @@ def map_macs(shape: tuple[int, int], method: str = "auto") -> float:
     return float(shape[0] * shape[1] * DEFAULT_MAP_MACS_PER_PIXEL)
 
 
-def _estimate_map(lr: np.ndarray, depth: np.ndarray | None, **kw: Any) -> np.ndarray:
+def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None, **kw: Any) -> np.ndarray:
+    """Defocus map of an LR image (sigma in LR px), calibrated for an x``scale`` bicubic-made LR input."""
     try:
         from blurwise.defocus import estimate_defocus
     except ImportError:
         raise NotAvailableError("defocus map estimation is not available; pass sigma_lr or use --route off") from None
+    kw.setdefault("lr_scale", scale)
     return np.asarray(estimate_defocus(lr, depth, **kw), dtype=np.float32)
 
 
@@ -282,7 +286,7 @@ def upscale_routed(
     m_macs = 0.0
     if sigma_lr is None and need_map:
         t0 = time.perf_counter()
-        sigma_lr = _estimate_map(arr, depth, **(map_kwargs or {}))
+        sigma_lr = estimate_lr_map(arr, s, depth, **(map_kwargs or {}))
         timings["map"] = time.perf_counter() - t0
         m_macs = map_macs((h, w), (map_kwargs or {}).get("method", "auto"))
     if sigma_lr is not None:
@@ -334,6 +338,7 @@ def upscale_routed(
         heavy=hi.name,
         light=li.name,
         plan=plan,
+        sigma_lr=sigma_lr,
     )
     return sr, report
 

@@ -34,10 +34,14 @@ from blurwise.errors import UsageError
 HEAVY, LIGHT, BICUBIC = 0, 1, 2
 ROUTE_NAMES = ("heavy", "light", "bicubic")
 
-# Default threshold in HR pixels of Gaussian sigma (divided by the scale for the LR map). See
-# docs/results/routed_sr.md: SR error of defocused content collapses above sigma_HR ~ 2 px
-# (reference.md: bicubic x4 is 32.5 dB at sigma_HR = 1, 41.3 dB at 2, 49.2 dB at 3).
-DEFAULT_THRESHOLD_HR = 2.0
+# Default threshold in HR pixels of Gaussian sigma (divided by the scale for the LR map): 1 px.
+# reference.md: SR error of defocused content collapses with sigma_HR (bicubic x4: 25.9 dB in focus,
+# 32.5 dB at 1 px, 41.3 dB at 2 px), so decisions cost PSNR only below ~1-2 px, and a sigma-conditioned
+# light net closes most of the remaining gap at 1 px. The data: defocus-sr (calibrated like real
+# shallow-DoF photos) has 55-85% of pixels above 1 px but only ~25% above 2 px, so a 2 px threshold
+# could never cut much. `benchmarks/routed_sr.py --calibrate N` re-checks it on training renders with
+# the trained models (lowest threshold within 0.02 dB of the heavy model).
+DEFAULT_THRESHOLD_HR = 1.0
 # Third route (bicubic) default: sigma_HR >= 4 px, where even bicubic is > 55 dB (reference.md).
 DEFAULT_BICUBIC_THRESHOLD_HR = 4.0
 # MACs per LR pixel of MATLAB-style bicubic upscaling (separable 4-tap per axis, 3 channels) per
@@ -505,8 +509,8 @@ def plan_routes(
         raise UsageError("give either a threshold or a budget, not both")
     if budget is not None and not 0.0 < budget <= 1.0:
         raise UsageError(f"budget is a fraction of the heavy model's FLOPs in (0, 1], got {budget}")
-    if patch < 4 or overlap < 0 or context < 0:
-        raise UsageError(f"bad grid: patch={patch} (>= 4), overlap={overlap} and context={context} (>= 0)")
+    if patch < 2 or overlap < 0 or context < 0:
+        raise UsageError(f"bad grid: patch={patch} (>= 2), overlap={overlap} and context={context} (>= 0)")
     if scores is None:
         if sigma_lr is None:
             raise UsageError("plan_routes needs a sigma map or per-patch scores")
