@@ -302,8 +302,8 @@ def build_dataset(
     largest pool size (default: what the cluster's GPUs or CPUs allow); the pool starts at one actor
     and Ray Data grows it while there is work. Nothing runs until the dataset is consumed.
     """
-    ray = _ray()
     opts = _check_options(task, options)
+    ray = _ray()
     if num_gpus < 0 or num_cpus <= 0:
         raise UsageError("num_gpus must be >= 0 and num_cpus > 0")
     if opts.get("device", "auto") == "auto":
@@ -365,9 +365,9 @@ def process(
     cluster has GPUs and ``options["device"]`` is "auto"/"cuda", else 0 (CPU actors with
     ``num_cpus`` each). Failures are reported through ``say``.
     """
+    opts = _check_options(task, options)
     ray = _ray()
     say = say or (lambda m: log.warning("%s", m))
-    opts = _check_options(task, options)
     t0 = time.perf_counter()
     rows, res = plan_rows(
         task,
