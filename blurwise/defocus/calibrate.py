@@ -40,7 +40,7 @@ def fit_monotone(true: np.ndarray, measured: np.ndarray, bins: tuple[float, ...]
         if y > px[-1] + 1e-4:
             px.append(y)
             tx.append(x)
-    return {"pred": [round(v, 4) for v in px], "true": [round(v, 4) for v in tx]}
+    return {"pred": [round(float(v), 4) for v in px], "true": [round(float(v), 4) for v in tx]}
 
 
 def apply_monotone(values: np.ndarray, table: dict) -> np.ndarray:

@@ -58,44 +58,57 @@ def _load_rgb(path: Path, max_side: int = 1024) -> np.ndarray:
 def make_bank(
     path: str | Path,
     *,
-    renders_per_image: int = 2,
+    renders_per_image: int = 1,
     seed: int = 0,
     max_images: int = 0,
-    max_side: int = 768,
+    max_side: int = 320,
+    n_layers: int = 32,
+    save_every: int = 16,
 ) -> Path:
-    """Render every training image ``renders_per_image`` times into one ``.npz`` bank.
+    """Render the training images into one ``.npz`` bank (saved every ``save_every`` images).
 
     Each render is stored at full resolution and at LR x2/x4 (the defocused-SR recipe: MATLAB
     bicubic of the uint8 defocused HR, sigma block mean / scale), as uint8 images and float16 sigma
-    maps, so training crops are plain slices.
+    maps, so training crops are plain slices. Images are first downscaled to ``max_side`` and
+    rendered with ``n_layers`` depth layers (sigma steps <= 0.1 px) to keep a CPU build short; the
+    partial saves let training start before the bank is complete. Images are visited in a seeded
+    random order so a partial bank mixes all training sets.
     """
     from blurwise.defocus.synth import downscale_pair, render_pair
 
     rng = np.random.default_rng(seed)
     files = _list_train_images()
+    files = [files[i] for i in rng.permutation(len(files))]
     if max_images:
         files = files[:max_images]
     store: dict[str, list[np.ndarray]] = {f"{k}_{s}": [] for k in ("images", "sigmas") for s in SCALES}
-    names = []
+    names: list[str] = []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        arrays = {}
+        for k, v in store.items():
+            arrays[k] = np.empty(len(v), dtype=object)
+            arrays[k][:] = v
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, names=np.array(names), **arrays)
+        tmp.replace(path)
+
     for i, f in enumerate(files):
         hr = _load_rgb(f, max_side)
         hr = hr[: hr.shape[0] - hr.shape[0] % 4, : hr.shape[1] - hr.shape[1] % 4]
         for _ in range(renders_per_image):
-            img, sig, _ = render_pair(hr, rng, scale=1)
+            img, sig, _ = render_pair(hr, rng, scale=1, n_layers=n_layers)
             for s in SCALES:
                 im, sg = downscale_pair(img, sig, s)
                 store[f"images_{s}"].append(np.round(im * 255).astype(np.uint8))
                 store[f"sigmas_{s}"].append(sg.astype(np.float16))
             names.append(f"{f.parent.name}/{f.name}")
-        if i % 20 == 0:
+        if (i + 1) % save_every == 0:
+            save()
             log.info("bank: %d/%d images", i + 1, len(files))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for k, v in store.items():
-        arrays[k] = np.empty(len(v), dtype=object)
-        arrays[k][:] = v
-    np.savez(path, names=np.array(names), **arrays)
+    save()
     return path
 
 
@@ -170,8 +183,10 @@ def train_defocus_cnn(
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    bank = Path(bank)
     bk = load_bank(bank)
-    n_train = int(len(bk["names"]) * (1.0 - holdout))
+    bank_mtime = bank.stat().st_mtime
+    n_train = max(1, int(len(bk["names"]) * (1.0 - holdout)))
     model = create_model("defocus-cnn")
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -213,6 +228,10 @@ def train_defocus_cnn(
         if step % 10 == 0:
             logf.write(f"{step} {ema:.4f} {sched.get_last_lr()[0]:.2e} {time.strftime('%H:%M:%S')}\n")
             logf.flush()
+        if step % 100 == 0 and bank.stat().st_mtime != bank_mtime:  # the bank is still growing
+            bk = load_bank(bank)
+            bank_mtime = bank.stat().st_mtime
+            n_train = max(1, int(len(bk["names"]) * (1.0 - holdout)))
         if step % checkpoint_every == 0 or step >= iterations or time.time() >= t_end:
             tmp = out_dir / "last.pt.tmp"
             torch.save(

@@ -91,6 +91,7 @@ def render_pair(
     scale: int = 1,
     max_sigma: float | None = None,
     depth: np.ndarray | None = None,
+    n_layers: int = 128,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, sigma_gt, depth) for a sharp HR image: defocus-rendered, then downscaled by ``scale``.
 
@@ -111,7 +112,7 @@ def render_pair(
     if depth is None:
         depth = synthetic_depth(hr, rng)
     dof = random_dof(depth, rng)
-    out, sig = render_defocus(hr, depth, focus_depth=dof["focus_depth"], max_coc=dof["max_coc"])
+    out, sig = render_defocus(hr, depth, focus_depth=dof["focus_depth"], max_coc=dof["max_coc"], n_layers=n_layers)
     img = np.clip(np.round(np.asarray(out, np.float32) * 255.0), 0, 255).astype(np.float32) / 255.0
     img, sig = downscale_pair(img, np.asarray(sig, np.float32), scale)
     d = np.asarray(depth, np.float32)
