@@ -79,8 +79,10 @@ def read_rgb(path: Path) -> np.ndarray:
 def make_eval_set(n_b100: int, cache: Path) -> list[dict]:
     """Render (or load) the eval images: full-res render + GT + depth; LR versions derived."""
     if cache.is_file():
-        z = np.load(cache, allow_pickle=True)
-        return list(z["items"])
+        z = np.load(cache, allow_pickle=True)  # our own cache file
+        items = list(z["items"])
+        if len(items) >= 14 + n_b100:
+            return items[: 14 + n_b100]
     files = sorted(data_path("sr", "test", "Set14").glob("*.png"))
     files += sorted(data_path("sr", "test", "B100").glob("*.png"))[:n_b100]
     items = []
@@ -192,14 +194,14 @@ def main() -> None:
     ap.add_argument("--timing-images", type=int, default=6)
     ap.add_argument("--cache", default="/tmp/blurwise_defocus_eval.npz")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results" / "defocus_map.md"))
-    ap.add_argument("--methods", default="", help="comma-separated subset of the method names")
+    ap.add_argument("--methods", default="", help="semicolon-separated subset of the method names")
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     from blurwise.models.registry import WEIGHTS_DIR
 
-    methods = [m for m in METHODS if not a.methods or m in a.methods.split(",")]
+    methods = [m for m in METHODS if not a.methods or m in a.methods.split(";")]
     if not (WEIGHTS_DIR / "defocus-cnn.safetensors").is_file():
         methods = [m for m in methods if not m.startswith("learned")]
     items = make_eval_set(a.b100, Path(a.cache))

@@ -98,6 +98,7 @@ def defocus_details(
     refine: bool | None = None,
     calibrate: bool = True,
     n_segments: int | None = None,
+    device: str | None = None,
 ) -> DefocusResult:
     """Like :func:`estimate_defocus` but returns a :class:`DefocusResult` (map, regions, timings)."""
     from blurwise.defocus.edge import edge_defocus
@@ -149,7 +150,7 @@ def defocus_details(
         from blurwise.defocus.learned import learned_defocus
 
         t1 = time.perf_counter()
-        dense = learned_defocus(img, lr_scale=int(lr_scale))
+        dense = learned_defocus(img, lr_scale=int(lr_scale), device=device)
         t["network"] = time.perf_counter() - t1
         flat = None
         if labels is not None:
@@ -202,7 +203,8 @@ def estimate_defocus(
     ``edge``, raw network output for ``learned``).
     ``lr_scale``: the image is the LR input of an x``lr_scale`` SR (bicubic-downscaled); the estimate
     is calibrated for it. Leave 1 for full-resolution photos.
-    Other keyword arguments go to :func:`defocus_details`.
+    Other keyword arguments go to :func:`defocus_details` (e.g. ``device`` for the learned CNN,
+    ``calibrate=False`` for the raw edge law, ``propagation="matting"`` with ``segmenter="none"``).
     """
     return defocus_details(
         image,

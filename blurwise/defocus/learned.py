@@ -245,7 +245,7 @@ def train_defocus_cnn(
 # --------------------------------------------------------------------------- calibration + inference
 
 
-def predict_sigma(model: Any, image: np.ndarray) -> np.ndarray:
+def predict_sigma(model: Any, image: np.ndarray, device: str | None = None) -> np.ndarray:
     """Raw network output (sigma px, float32 HW) for an HWC float image in [0, 1]."""
     import torch
 
@@ -253,9 +253,12 @@ def predict_sigma(model: Any, image: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     x = torch.from_numpy(np.ascontiguousarray(img[..., :3].transpose(2, 0, 1)))[None]
+    if device not in (None, "auto", "cpu"):
+        model = model.to(device)
+        x = x.to(device)
     with torch.inference_mode():
         y = model(x)
-    return y[0, 0].numpy().astype(np.float32)
+    return y[0, 0].float().cpu().numpy().astype(np.float32)
 
 
 def fit_calibration(model: Any, bank: str | Path, *, holdout: float = 0.1) -> dict[str, Any]:
@@ -288,7 +291,9 @@ def _cached_model(name: str) -> tuple[Any, dict[str, Any]]:
     return model, info.metadata
 
 
-def learned_defocus(image: np.ndarray, *, lr_scale: int = 1, model: str = "defocus-cnn") -> np.ndarray:
+def learned_defocus(
+    image: np.ndarray, *, lr_scale: int = 1, model: str = "defocus-cnn", device: str | None = None
+) -> np.ndarray:
     """Dense sigma map (float32 HW, px) from the learned estimator, calibrated for ``lr_scale``.
 
     ``lr_scale`` says the image is an LR input made by an x``lr_scale`` bicubic downscale (routed SR);
@@ -297,7 +302,7 @@ def learned_defocus(image: np.ndarray, *, lr_scale: int = 1, model: str = "defoc
     from blurwise.defocus.calibrate import apply_monotone
 
     net, meta = _cached_model(model)
-    raw = predict_sigma(net, image)
+    raw = predict_sigma(net, image, device)
     cal = meta.get("calibration") or {}
     if isinstance(cal, str):
         cal = json.loads(cal)
