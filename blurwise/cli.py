@@ -184,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         "example: blurwise upscale -i photos/ -o big/ -s 4 --recursive",
     )
     sp.add_argument("-s", "--scale", type=_positive, default=4, help="upscaling factor (default 4)")
-    sp.add_argument("--save-map", action="store_true", help="also write NAME_routes.png showing the routes")
+    sp.add_argument(
+        "--save-map",
+        action="store_true",
+        help="also write NAME_routes.png (routes) and NAME_defocus.tiff/.png (the defocus map, LR px)",
+    )
     sp.add_argument("--depth", metavar="PATH", help="depth map file (one input) or folder of maps named like inputs")
 
     sp = add(
@@ -380,6 +384,8 @@ def _run_ray(task: str, args: argparse.Namespace, options: dict[str, Any], depth
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from blurwise.api import Upscaler
     from blurwise.batch import run_batch
     from blurwise.io import Image, read_depth
@@ -423,6 +429,13 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
             rgb = img.pixels if img.channels == 3 else img.pixels.repeat(3, axis=2)
             zoom = max(1, min(args.scale, 4))
             outputs.append((_side_path(job.dst, "routes"), Image(routing_overlay(rgb, rep.routing.plan, zoom=zoom))))
+            sigma = getattr(rep.routing, "sigma_lr", None)
+            if sigma is not None:  # the defocus map that steered the routes (LR px), exact and as a preview
+                from blurwise.defocus import colorize
+
+                sig = np.asarray(sigma, dtype=np.float32)[:, :, None]
+                outputs.append((_side_path(job.dst, "defocus").with_suffix(".tiff"), Image(sig, bit_depth=32)))
+                outputs.append((_side_path(job.dst, "defocus").with_suffix(".png"), colorize(sigma)))
         if args.verbose:
             _say(f"{job.rel}: {rep.summary()}")
         return outputs
