@@ -110,8 +110,7 @@ def test_shipped_models_match(tmp_path, name):
     export_onnx(name, tmp_path / f"{name}.onnx")
 
 
-# defocus_cnn.py pads only `if ph or pw`: the tracer bakes the traced size's branch into the graph
-KNOWN = {"defocus-cnn": "defocus_cnn.py: shape-dependent `if` before F.pad breaks dynamic ONNX shapes"}
+KNOWN: dict[str, str] = {}  # variant name -> reason, for architectures that cannot export yet
 
 
 @pytest.mark.slow

@@ -41,8 +41,7 @@ class DefocusCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % 4, (-w) % 4
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")  # unconditional: keeps ONNX shapes dynamic
         x = torch.cat([x[:, :3] - 0.5, x[:, 3:]], dim=1)
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
