@@ -43,6 +43,9 @@ from blurwise.errors import ModelError  # noqa: E402
 from blurwise.metrics import psnr, ssim  # noqa: E402
 from blurwise.metrics.imresize import imresize  # noqa: E402
 from blurwise.routing import (  # noqa: E402
+    DEFAULT_CONTEXT,
+    DEFAULT_OVERLAP,
+    DEFAULT_PATCH,
     DEFAULT_THRESHOLD_HR,
     estimate_lr_map,
     find_light_model,
@@ -123,9 +126,9 @@ def defocus_items(eval_dir: Path, quick: bool, limit: int | None) -> tuple[Path,
         small = quick
     items = read_manifest(eval_dir, "defocus-sr")["items"]
     if quick:
-        synth = [it for it in items if it["kind"] == "synthetic"][:2]
+        synth = [it for it in items if it["kind"] == "synthetic"][:1]
         real = [it for it in items if it["kind"] == "real"]
-        real = [it for it in real if it["subset"] == "real-karaali"][:1] + [it for it in real if it.get("mask")][:1]
+        real = ([it for it in real if it.get("mask")] or real)[:1]
         items = synth + real
     if limit:
         per: dict[str, list[dict]] = {}
@@ -142,9 +145,7 @@ def infocus_images(quick: bool, limit: int | None) -> list[tuple[str, np.ndarray
     out = []
     for name in ("Set14", "B100"):
         files = sorted(data_path("sr", "test", name).glob("*.png"))
-        n = 1 if quick else (limit or len(files))
-        if quick and name == "B100":
-            n = 1
+        n = (1 if name == "Set14" else 0) if quick else (limit or len(files))
         out += [(f"{name}/{f.stem}", read_rgb(f)) for f in files[:n]]
     return out
 
@@ -250,7 +251,7 @@ def agg(recs: list[dict], key: Any, sub: str | None = None) -> dict:
     if all("ideal" in e for _, e in rows):
         ideal = sum(e["ideal"] * r["full_macs"] for r, e in rows)
         cut = sum((1 - e["flops"]) * r["full_macs"] for r, e in rows)
-        out["eff"] = cut / ideal if ideal > 0 else float("nan")
+        out["eff"] = cut / ideal if ideal > 0.01 * full else float("nan")  # undefined without defocus
         out["ideal"] = ideal / full
     if all("light" in e for _, e in rows):
         out["light"] = float(np.mean([e["light"] for _, e in rows]))
@@ -272,7 +273,7 @@ def method_table(recs: list[dict], s: int, thresholds_hr: list[float], with_eff:
         sp = off["t"] / a["t"] if a.get("t") else None
         return (
             f"| {name} | {a['psnr']:.3f} | {a['ssim']:.4f} | {100 * a['flops']:.1f} | {fmt(a.get('t'))} | "
-            f"{fmt(sp, '.2f')}x | {fmt(100 * a['light'] if 'light' in a else None, '.0f')} | "
+            f"{fmt(sp, '.2f') + ('x' if sp else '')} | {fmt(100 * a['light'] if 'light' in a else None, '.0f')} | "
             f"{fmt(a.get('eff') if with_eff else None, '.2f')} |"
         )
 
@@ -299,7 +300,7 @@ def per_image_table(recs: list[dict], ids: list[str], fracs: list[Any], s: int) 
     ]
     for r, iid, (kind, frac, src) in zip(recs, ids, fracs, strict=True):
         d = r["routed"][DEFAULT_THRESHOLD_HR]
-        eff = (1 - d["flops"]) / d["ideal"] if d.get("ideal") else None
+        eff = (1 - d["flops"]) / d["ideal"] if d.get("ideal", 0) > 0.01 else None
         lines.append(
             f"| {iid} | {kind} | {fmt(frac, '.2f')} ({src}) | {r['off']['q'][0]:.3f} | {d['q'][0]:.3f} | "
             f"{d['q'][0] - r['off']['q'][0]:+.3f} | {100 * d['flops']:.1f} | {fmt(eff, '.2f')} | "
@@ -442,7 +443,7 @@ def make_figure(curves: dict[int, dict], refs: dict[int, dict], overlay: np.ndar
             )
         ax.set_xlabel("FLOPs % of the heavy model (map and context included)")
         ax.set_ylabel("PSNR (Y) dB, synthetic defocus-sr")
-        ax.set_title(f"x{s}: PSNR vs FLOPs at equal budgets (x = thresholds, sigma_HR px)")
+        ax.set_title(f"x{s}: PSNR vs FLOPs % (x: thresholds, sigma_HR px)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if overlay is not None:
@@ -464,13 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-dir", default=os.environ.get("BLURWISE_EVAL", str(Path.home() / ".cache/blurwise/eval")))
     ap.add_argument("--limit", type=int, default=None, help="images per subset")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--max-lr", type=int, default=None, help="centre-crop LR images to at most N x N (quick: 64)")
+    ap.add_argument("--max-lr", type=int, default=None, help="centre-crop LR images to at most N x N (quick: 48)")
     ap.add_argument("--thresholds", default=None, help="sigma_HR px, comma-separated")
     ap.add_argument("--budgets", default=None, help="FLOPs fractions for the scorer curves")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--calibrate", type=int, default=0, help="N training images for the threshold calibration")
-    ap.add_argument("--design", type=int, default=None, help="N training maps for the grid sweep (quick: 4, else 24)")
+    ap.add_argument("--design", type=int, default=None, help="N training maps for the grid sweep (quick: 2, else 24)")
     ap.add_argument("--out", default=str(REPO / "docs/results/routed_sr.md"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -482,13 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         else ([0.5, DEFAULT_THRESHOLD_HR] if args.quick else [0.5, 0.75, 1.0, 1.5, 2.0])
     )
     if args.quick and args.max_lr is None:
-        args.max_lr = 64
+        args.max_lr = 48
     if DEFAULT_THRESHOLD_HR not in thresholds_hr:
         thresholds_hr = sorted([*thresholds_hr, DEFAULT_THRESHOLD_HR])
     budgets = (
         [float(v) for v in args.budgets.split(",")]
         if args.budgets
-        else ([0.4, 0.7] if args.quick else [0.3, 0.4, 0.5, 0.6, 0.75, 0.9])
+        else ([0.5] if args.quick else [0.3, 0.4, 0.5, 0.6, 0.75, 0.9])
     )
     eval_dir, items, small = defocus_items(Path(args.eval_dir), args.quick, args.limit)
     infocus = infocus_images(args.quick, args.limit)
@@ -653,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
                 *calibrate(pair, s, args.calibrate, thresholds_hr, args.device),
                 "",
             ]
-    n_design = args.design if args.design is not None else (4 if args.quick else 24)
+    n_design = args.design if args.design is not None else (2 if args.quick else 24)
     if n_design:
         md += [
             "## Grid design: patch / overlap / context vs routing efficiency",
@@ -664,10 +665,27 @@ def main(argv: list[str] | None = None) -> int:
     if checks:
         md[header_len:header_len] = ["## Acceptance at the default setting (x4, defocus-sr)", "", *checks, ""]
     md += [
-        "## Settings",
+        "## How routing works and why these defaults",
         "",
-        f"- default threshold sigma_HR = {DEFAULT_THRESHOLD_HR:g} px (sigma_LR = that / scale); grid: see "
-        "`blurwise/routing/plan.py` (DEFAULT_PATCH / DEFAULT_OVERLAP / DEFAULT_CONTEXT).",
+        f"- **Grid**: {DEFAULT_PATCH} x {DEFAULT_PATCH} LR px patches. A patch goes to EBM-SR only if the *minimum* "
+        f"sigma over it and {DEFAULT_OVERLAP} px around it is >= the threshold (any in-focus pixel keeps it heavy). "
+        "Small patches lose little of the defocused area to quantisation (see the grid-design table).",
+        "- **Tiles**: heavy patches are covered by a cost-aware guillotine partition: the tight bounding box of "
+        "the heavy patches is cut where two boxes with their context cost fewer window pixels than one; a light "
+        "patch inside a heavy box is computed by the heavy model anyway and is promoted to heavy (free quality). "
+        "Light patches are merged into row-run rectangles, or the light model runs once on the whole image "
+        "when that is cheaper. If routing would not save compute at all, everything runs heavy (fallback).",
+        f"- **Context and blending**: each tile's window adds {DEFAULT_OVERLAP} px (blend band) + {DEFAULT_CONTEXT} px "
+        "(context) per interior side, clamped at the image border (no padding there, so border pixels equal a "
+        "whole-image run). Blend weights are each tile's indicator smoothed by a linear ramp 2 x overlap x scale "
+        "HR px wide; the tiles partition the image, so the weights sum to exactly 1 everywhere (tested).",
+        f"- **Default threshold sigma_HR = {DEFAULT_THRESHOLD_HR:g} px** (LR map: / scale). reference.md: bicubic x4 "
+        "PSNR on Gaussian-defocused content is 25.9 dB in focus, 32.5 dB at 1 px, 41.3 dB at 2 px, so routing "
+        "decisions cost PSNR only below ~1-2 px; defocus-sr (calibrated to real shallow-DoF photos) has 55-85% "
+        "of its pixels above 1 px but only ~25% above 2 px, so 2 px could never reach a large cut. "
+        "`--calibrate N` re-checks the choice on training renders once trained weights exist.",
+        "- **Wall-clock**: heavy tiles are few and large (the guillotine merges them), so the FLOPs cut turns "
+        "into time on the CPU; tiles of equal window size are batched (batch size from free GPU memory on CUDA).",
         f"- total benchmark time: {time.time() - t_start:.0f} s",
         "",
     ]
