@@ -383,6 +383,19 @@ def _run_ray(task: str, args: argparse.Namespace, options: dict[str, Any], depth
     return _finish(res, args)
 
 
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model/device flags shared by upscale and deblur, as keyword arguments of the API classes."""
+    return dict(
+        model=args.model,
+        tile=args.tile,
+        tile_pad=args.tile_pad,
+        device=args.device,
+        half=_half(args),
+        compile=args.compile,
+        trust_pickle=args.trust_pickle,
+    )
+
+
 def _cmd_upscale(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -397,18 +410,12 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     depth_of = _depth_finder(args.depth, jobs)
     options = dict(
         scale=args.scale,
-        model=args.model,
         light=args.light,
         route=args.route,
         threshold=args.threshold,
         budget=args.budget,
         routes=args.routes,
-        tile=args.tile,
-        tile_pad=args.tile_pad,
-        device=args.device,
-        half=_half(args),
-        compile=args.compile,
-        trust_pickle=args.trust_pickle,
+        **_model_options(args),
     )
     if args.ray:
         if args.save_map:
@@ -452,14 +459,8 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
     options = dict(
-        model=args.model,
         stages=args.stages,
-        tile=args.tile,
-        tile_pad=args.tile_pad,
-        device=args.device,
-        half=_half(args),
-        compile=args.compile,
-        trust_pickle=args.trust_pickle,
+        **_model_options(args),
     )
     if args.ray:
         return _run_ray("deblur", args, options)
