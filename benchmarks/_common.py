@@ -48,6 +48,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_now() -> str:
+    """The 1/5/15-minute load average now (timings on a shared machine depend on it)."""
+    try:
+        return "load average {:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
+    except OSError:
+        return "load average n/a"
+
+
 def machine() -> str:
     """One line: CPU, cores, torch threads, GPU, load average at the time of the call, versions.
 
@@ -57,10 +65,7 @@ def machine() -> str:
     import torch
 
     gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
-    try:
-        load = "load average {:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
-    except OSError:
-        load = "load average n/a"
+    load = load_now()
     return (
         f"{cpu_name()}, {os.cpu_count()} cores (torch threads {torch.get_num_threads()}), {gpu}; {load}; "
         f"Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
