@@ -66,18 +66,6 @@ def quality(sr: np.ndarray, hr: np.ndarray, s: int) -> tuple[float, float]:
     return psnr(a, hr, crop=s), ssim(a, hr, crop=s)
 
 
-def median_time(fn: Any, repeats: int) -> tuple[Any, float]:
-    """(last result, median seconds) of ``repeats`` calls."""
-    times, out = [], None
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return out, statistics.median(times)
-
-
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -199,22 +187,38 @@ def bench_image(
     r_light = light[1].macs_per_pixel / heavy[1].macs_per_pixel
     dev = args.device
     rec: dict[str, Any] = {"shape": lr.shape[:2], "full_macs": lr.shape[0] * lr.shape[1] * heavy[1].macs_per_pixel}
-    up, t = median_time(lambda: np.clip(imresize(lr, scale=s), 0, 1), args.repeats)
-    rec["bicubic"] = {"q": quality(up, hr, s), "t": t, "flops": 0.0}
-    est, t_map = median_time(lambda: estimate_lr_map(lr, s), args.repeats)
-    rec["map_time"] = t_map
-    sr, t = median_time(lambda: run_light_alone(light, lr, estimate_lr_map(lr, s), dev), args.repeats)
+    # Every timed method runs once per round, rounds repeated: load drift on a shared machine then hits
+    # all methods alike, and each method's time is the median over the rounds.
+    fns: dict[Any, Any] = {
+        "bicubic": lambda: np.clip(imresize(lr, scale=s), 0, 1),
+        "map": lambda: estimate_lr_map(lr, s),
+        "ebmsr": lambda: run_light_alone(light, lr, estimate_lr_map(lr, s), dev),
+        "off": lambda: run_off(heavy, lr, s, dev),
+    }
+    for th in thresholds_hr:
+        fns[th] = lambda th=th: upscale_routed(lr, heavy=heavy, light=light, threshold=th / s, device=dev)
+    times: dict[Any, list[float]] = {k: [] for k in fns}
+    last: dict[Any, Any] = {}
+    for _ in range(max(1, args.repeats)):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            last[k] = fn()
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[k].append(time.perf_counter() - t0)
+    t = {k: statistics.median(v) for k, v in times.items()}
     from blurwise.routing import map_macs
 
-    rec["ebmsr"] = {"q": quality(sr, hr, s), "t": t, "flops": r_light + map_macs(lr.shape[:2]) / rec["full_macs"]}
-    sr, t = median_time(lambda: run_off(heavy, lr, s, dev), args.repeats)
-    rec["off"] = {"q": quality(sr, hr, s), "t": t, "flops": 1.0}
+    est = last["map"]
+    rec["map_time"] = t["map"]
+    rec["bicubic"] = {"q": quality(last["bicubic"], hr, s), "t": t["bicubic"], "flops": 0.0}
+    flops_light = r_light + map_macs(lr.shape[:2]) / rec["full_macs"]
+    rec["ebmsr"] = {"q": quality(last["ebmsr"], hr, s), "t": t["ebmsr"], "flops": flops_light}
+    rec["off"] = {"q": quality(last["off"], hr, s), "t": t["off"], "flops": 1.0}
     rec["routed"] = {}
     for th in thresholds_hr:
-        (sr, rep), t = median_time(
-            lambda th=th: upscale_routed(lr, heavy=heavy, light=light, threshold=th / s, device=dev), args.repeats
-        )
-        e = {"q": quality(sr, hr, s), "t": t, "flops": rep.flops_fraction, "light": rep.fractions.get("light", 0.0)}
+        sr, rep = last[th]
+        e = {"q": quality(sr, hr, s), "t": t[th], "flops": rep.flops_fraction, "light": rep.fractions.get("light", 0.0)}
         if gt_lr is not None:
             e["ideal"] = float(np.mean(gt_lr > th / s)) * (1.0 - r_light)
         rec["routed"][th] = e
@@ -468,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-lr", type=int, default=None, help="centre-crop LR images to at most N x N (quick: 48)")
     ap.add_argument("--thresholds", default=None, help="sigma_HR px, comma-separated")
     ap.add_argument("--budgets", default=None, help="FLOPs fractions for the scorer curves")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: stable timings on a shared CPU; 0 = torch default)"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--calibrate", type=int, default=0, help="N training images for the threshold calibration")
     ap.add_argument("--design", type=int, default=None, help="N training maps for the grid sweep (quick: 2, else 24)")
@@ -476,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads or os.cpu_count()))
     scales = [int(v) for v in args.scales.split(",")]
     thresholds_hr = (
         [float(v) for v in args.thresholds.split(",")]
