@@ -53,6 +53,7 @@ from blurwise.routing import (  # noqa: E402
     upscale_routed,
 )
 
+SCORERS = ("defocus", "texture", "random", "defocus-gt")  # defocus-gt: the GT map (oracle, separates map errors)
 ACCEPT = {"efficiency": 0.8, "cut": 0.55, "speedup": 1.8, "dpsnr": 0.05, "dpsnr_infocus": 0.02}
 
 
@@ -232,9 +233,13 @@ def bench_image(
             "ideal": float(np.mean(gt_lr > DEFAULT_THRESHOLD_HR / s)) * (1.0 - r_light),
         }
     rec["curves"] = {}
-    for scorer in ("defocus", "texture", "random"):
+    for scorer in SCORERS:
+        sig = gt_lr if scorer == "defocus-gt" else est
+        if sig is None:
+            continue
+        kind = "defocus" if scorer == "defocus-gt" else scorer
         for b in budgets:
-            sr, rep = upscale_routed(lr, heavy=heavy, light=light, sigma_lr=est, budget=b, scorer=scorer, device=dev)
+            sr, rep = upscale_routed(lr, heavy=heavy, light=light, sigma_lr=sig, budget=b, scorer=kind, device=dev)
             rec["curves"][(scorer, b)] = {"q": quality(sr, hr, s), "flops": rep.flops_fraction}
     rec["est_fraction"] = float(np.mean(est > 1.0 / s))
     return rec
@@ -314,12 +319,13 @@ def per_image_table(recs: list[dict], ids: list[str], fracs: list[Any], s: int) 
 
 
 def curve_table(recs: list[dict], budgets: list[float]) -> tuple[list[str], dict]:
-    lines = ["| budget | " + " | ".join(f"{k} PSNR / FLOPs %" for k in ("defocus", "texture", "random")) + " |"]
-    lines.append("|---|---|---|---|")
+    names = [k for k in SCORERS if all((k, budgets[0]) in r["curves"] for r in recs)]
+    lines = ["| budget | " + " | ".join(f"{k} PSNR / FLOPs %" for k in names) + " |"]
+    lines.append("|---|" + "---|" * len(names))
     pts: dict[str, list[tuple[float, float]]] = {}
     for b in budgets:
         cells = []
-        for k in ("defocus", "texture", "random"):
+        for k in names:
             a = agg(recs, "curves", (k, b))
             pts.setdefault(k, []).append((100 * a["flops"], a["psnr"]))
             cells.append(f"{a['psnr']:.3f} / {100 * a['flops']:.1f}")
@@ -431,7 +437,12 @@ def make_figure(curves: dict[int, dict], refs: dict[int, dict], overlay: np.ndar
     n = len(curves) + (overlay is not None)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2))
     axes = np.atleast_1d(axes)
-    style = {"defocus": ("tab:green", "o"), "texture": ("tab:orange", "s"), "random": ("tab:gray", "^")}
+    style = {
+        "defocus": ("tab:green", "o"),
+        "texture": ("tab:orange", "s"),
+        "random": ("tab:gray", "^"),
+        "defocus-gt": ("tab:olive", "d"),
+    }
     for ax, (s, pts) in zip(axes, sorted(curves.items(), reverse=True), strict=False):
         for k, p in pts.items():
             p = sorted(p)
@@ -596,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 lines, pts = curve_table(recs[kind], budgets)
                 curves[s] = pts
-                md += [f"### x{s}: defocus vs texture vs random routing at equal budgets (synthetic)", "", *lines, ""]
+                title = f"### x{s}: defocus vs texture vs random routing, equal budgets (synthetic; defocus-gt: GT map)"
+                md += [title, "", *lines, ""]
                 if s == 4:
                     checks += [
                         f"- routing efficiency >= {ACCEPT['efficiency']}: {fmt(dflt.get('eff'))} "

@@ -253,6 +253,7 @@ def upscale_routed(
     overlap: int = DEFAULT_OVERLAP,
     context: int = DEFAULT_CONTEXT,
     max_tile: int = 256,
+    stat: str | float = "min",
     blend: str = "linear",
     half: bool = False,
     seed: int = 0,
@@ -268,7 +269,10 @@ def upscale_routed(
     ``threshold`` (LR px; sigma_HR = scale x sigma_LR; default sigma_HR 2 px) or ``budget`` (fraction
     of the heavy model's FLOPs) decide the routes; ``routes=3`` adds the bicubic route for very
     defocused patches. ``scorer`` = "defocus" | "texture" | "random" picks what the patches are
-    ranked by (texture and random need a threshold in their own units or a budget).
+    ranked by (texture and random need a threshold in their own units or a budget). ``stat`` is the
+    per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
+    percentile). Grid: ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px, tiles up to
+    ``max_tile``; ``half`` runs fp16 on CUDA.
     """
     t_start = time.perf_counter()
     arr = np.asarray(lr, dtype=np.float32)
@@ -306,6 +310,7 @@ def upscale_routed(
         overlap=overlap,
         context=context,
         max_tile=max_tile,
+        stat=stat,
         heavy_macs=hi.macs_per_pixel,
         light_macs=li.macs_per_pixel,
         map_macs=m_macs,
