@@ -9,10 +9,13 @@ What it measures, for x2 and x4 (``--scales``):
   ship (``edsr-s``, ``safmn``, ``edsr-baseline``), and every shipped EBM-SR on plain images with the
   sigma map = 0 everywhere and with the map estimated by ``blurwise.routing.estimate_lr_map``
   (``blurwise.defocus.estimate_defocus``, on the first ``--est-limit`` images of each set: it is slow);
-* the same models on the synthetic items of the ``defocus-sr`` evaluation set (``blurwise.data.make_eval``,
-  written to ``--eval-dir`` if missing; LR and GT sigma map brought to LR by ``load_defocus_item``),
-  EBM-SR with the GT map, the zero map and the estimated map; whole images and the *defocused
-  patches* only (LR patches of the routing grid whose GT sigma is >= the routing threshold everywhere);
+* the same models on synthetic items of the ``defocus-sr`` evaluation set (``blurwise.data.make_eval``'s
+  set in ``--eval-dir`` when there is one, never rewritten; otherwise ``--quick`` writes the small set and
+  a full run renders the first ``--defocus-limit`` (4) items of ``--defocus-subsets`` (Set14, B100,
+  Urban100) in memory with the set's own recipe and seeds; LR and GT sigma map brought to LR as
+  ``load_defocus_item`` does), EBM-SR with the GT map, the zero map and the estimated map; whole images
+  and the *defocused patches* only (LR patches of the routing grid whose GT sigma is >= the routing
+  threshold everywhere);
 * published anchors (x4: EDSR-baseline, IMDN, SAFMN; bicubic) beside ours;
 * params, MACs and FLOPs at 1280x720 output (``blurwise.metrics.flops`` on a meta-device copy), CPU
   seconds per megapixel of output (median of ``--repeats`` runs on a 320x180 x4 / 640x360 x2 input,
@@ -23,12 +26,12 @@ What it measures, for x2 and x4 (``--scales``):
 Models whose weights are not shipped are skipped with a line saying so (``--allow-untrained`` runs
 them untrained, as a dry run of the code path; its report goes to /tmp unless ``--out`` is given).
 
-Runtime (2-core CPU, no other load; estimated from the measured MACs and ~25 GMAC/s): ``--quick``
-(Set5 + 3 images of each other set, the small defocus-sr set) 2-4 min; the full run with ``edsr-s``
-x2/x4, ``safmn-x4`` and both EBM-SRs ~12-15 min (x2 on Urban100 and B100 is half of it; each
-EDSR-baseline-sized model adds ~8 min), plus ~5-10 min once if the full defocus-sr set must be
-written first. ``--limit N`` keeps N images per set. Timings on a loaded machine are slower: the
-load average at the start of the run is in the report.
+Runtime on this 2-core CPU (measured; the CPU is shared, and load slows everything up to ~7x):
+``--quick`` (Set5 + 3 images of each other set, the small defocus-sr set) with edsr-s and EBM-SR x2/x4:
+54 s at load ~2, 6 min at load 3-7; the full run with the same models: 12 min at load ~3 (x2 on B100
+and Urban100 and x4 on B100 are most of it; the 12 defocus-sr renders take ~20 s). Each further heavy
+model adds time in proportion to its MACs (safmn-x4 ~1/4 of edsr-s-x4, an EDSR-baseline ~2x edsr-s).
+``--limit N`` keeps N images per set. The report records the load average at the start and the end.
 
     python benchmarks/sr_models.py --quick
     python benchmarks/sr_models.py                       # full: all sets, x2 and x4
@@ -232,7 +235,7 @@ def defocus_items(eval_dir: Path, quick: bool, limit: int | None, subsets: list[
         if quick and not small:  # the small set's items: first two Set14 images, seed 0
             items = [it for it in items if it["subset"] == "Set14" and it["seed"] == 0][:2]
         per: dict[str, list[dict]] = {}
-        for it in items:
+        for it in sorted(items, key=lambda it: it["seed"]):  # stable: seed 0 of every image first (variety)
             per.setdefault(it["subset"], []).append(it)
         items = [it for v in per.values() for it in (v[:limit] if limit else v)]
 
@@ -256,23 +259,23 @@ def render_defocus_items(subsets: list[str], per_subset: int) -> list[dict]:
 
     out = []
     count: dict[str, int] = {}
-    for subset, src, seeds in _synthetic_sources(False):
-        for seed in seeds:
-            if subset not in subsets or count.get(subset, 0) >= per_subset:
-                continue
-            count[subset] = count.get(subset, 0) + 1
-            t0 = time.time()
-            img = mod_crop(read_rgb(src), MOD)
-            r = render_item(img, np.random.default_rng(_item_seed("defocus-sr", subset, src.name, seed)), scale=MOD)
-            hr_d, sig_hr = r["hr"], r["sigma_hr"]
-            iid = f"{subset}__{src.stem}__s{seed}"
-            print(f"rendered {iid} ({time.time() - t0:.0f} s)", flush=True)
+    sources = [(i, sub, src, seed) for sub, src, seeds in _synthetic_sources(False) for i, seed in enumerate(seeds)]
+    for _, subset, src, seed in sorted(sources, key=lambda t: t[0]):  # seed 0 of every image first (variety)
+        if subset not in subsets or count.get(subset, 0) >= per_subset:
+            continue
+        count[subset] = count.get(subset, 0) + 1
+        t0 = time.time()
+        img = mod_crop(read_rgb(src), MOD)
+        r = render_item(img, np.random.default_rng(_item_seed("defocus-sr", subset, src.name, seed)), scale=MOD)
+        hr_d, sig_hr = r["hr"], r["sigma_hr"]
+        iid = f"{subset}__{src.stem}__s{seed}"
+        print(f"rendered {iid} ({time.time() - t0:.0f} s)", flush=True)
 
-            def load(s: int, hr_d: np.ndarray = hr_d, sig_hr: np.ndarray = sig_hr) -> tuple:
-                lr, hr = make_sr_pair(hr_d, s)
-                return lr, hr, downscale_sigma(sig_hr, s)
+        def load(s: int, hr_d: np.ndarray = hr_d, sig_hr: np.ndarray = sig_hr) -> tuple:
+            lr, hr = make_sr_pair(hr_d, s)
+            return lr, hr, downscale_sigma(sig_hr, s)
 
-            out.append({"id": iid, "subset": subset, "load": load})
+        out.append({"id": iid, "subset": subset, "load": load})
     return out
 
 

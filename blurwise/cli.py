@@ -277,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         "examples: blurwise train configs/sr_edsr-s_x4.toml\n"
         "          blurwise train distill --teacher my_edsr.pth --trust-pickle",
     )
-    sp.add_argument("config", help="TOML config (path, or a name in configs/)")
+    sp.add_argument(
+        "config", nargs="+", help="TOML config (path, or a name in configs/); several: one shared batch stream"
+    )
     sp.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--teacher", metavar="PATH", help="distill: the heavy model to match (name or weights file)")
@@ -681,13 +683,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["teacher"] = args.teacher
     if args.trust_pickle:
         overrides["distill.trust_pickle"] = True
-    res = _call(run, args.config, device=args.device, smoke=args.smoke, resume=not args.no_resume, overrides=overrides)
-    final = getattr(res, "final_val", None)
-    val = "" if final is None else f", val {final:.3f}"
-    print(
-        f"{getattr(res, 'name', args.config)}: steps {getattr(res, 'start_step', '?')} -> {getattr(res, 'steps', '?')}"
-        f"{val}; run dir {getattr(res, 'run_dir', '?')}; weights {getattr(res, 'export', '?')}"
-    )
+    kw = {"device": args.device, "smoke": args.smoke, "resume": not args.no_resume, "overrides": overrides}
+    if len(args.config) > 1:
+        results = _call(_need("blurwise.train.loop", "run_many", "training"), args.config, **kw)
+    else:
+        results = [_call(run, args.config[0], **kw)]
+    for res in results:
+        final = getattr(res, "final_val", None)
+        val = "" if final is None else f", val {final:.3f}"
+        print(
+            f"{getattr(res, 'name', '?')}: steps {getattr(res, 'start_step', '?')} -> {getattr(res, 'steps', '?')}"
+            f"{val}; run dir {getattr(res, 'run_dir', '?')}; weights {getattr(res, 'export', '?')}"
+        )
     return 0
 
 

@@ -208,6 +208,26 @@ class TestSmoke:
         assert info.teacher == "edsr-s-x2" and info.in_channels == 4
         assert "teacher_val_psnr" in info.metadata["training"]
 
+    def test_time_budget_stops_and_exports(self, tmp_path, tiny_data):
+        o = {"output.dir": str(tmp_path / "run"), "optim.iterations": 100000, "train.time_budget": 1.5}
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=o)
+        assert 0 < res.steps < 100000 and res.export is not None  # stopped on time, and still exported
+        assert res.val and res.val[-1][0] == res.steps  # the last step was validated
+
+    def test_shared_batches_for_ablations(self, tmp_path, tiny_data):
+        from blurwise.train.loop import run_many
+
+        a = _cfg(tmp_path, DEBLUR_TOML, "a.toml")
+        b = _cfg(tmp_path, DEBLUR_TOML.replace('name = "lprn"', 'name = "lprn-recal-none"'), "b.toml")
+        res = run_many([a, b], device="cpu", overrides={"output.dir": str(tmp_path / "run")})
+        assert [r.steps for r in res] == [16, 16] and all(r.export is not None for r in res)
+        assert res[0].losses != res[1].losses  # two models ...
+        solo = run(a, device="cpu", overrides={"output.dir": str(tmp_path / "solo")})
+        assert solo.losses == res[0].losses  # ... each trained exactly as it would be alone
+        c = _cfg(tmp_path, DEBLUR_TOML.replace("patch = 16", "patch = 24"), "c.toml")
+        with pytest.raises(UsageError, match="same task and"):
+            run_many([a, c], device="cpu")
+
     def test_deterministic(self, tmp_path, tiny_data):
         a = run(_cfg(tmp_path, SR_TOML), device="cpu", smoke=True, overrides={"output.dir": str(tmp_path / "a")})
         b = run(_cfg(tmp_path, SR_TOML), device="cpu", smoke=True, overrides={"output.dir": str(tmp_path / "b")})
@@ -297,6 +317,8 @@ class TestEMA:
         assert lr_at(9, cfg) == pytest.approx(1.0)
         assert lr_at(60, cfg) == pytest.approx(0.5)
         assert lr_at(110, cfg) == pytest.approx(0.0)
+        assert lr_at(20, cfg, progress=0.5) == pytest.approx(0.5)  # a time budget half used
+        assert lr_at(60, cfg, progress=0.1) == pytest.approx(0.5)  # the larger fraction wins
 
 
 class TestConfig:

@@ -24,7 +24,9 @@ def _value(text: str):
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run (or export) the training, print a one-line summary; returns the exit code."""
     ap = argparse.ArgumentParser(prog="python -m blurwise.train", description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="TOML config (path, or a name in configs/)")
+    ap.add_argument(
+        "config", nargs="+", help="TOML config (path, or a name in configs/); several: one shared batch stream"
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     ap.add_argument("--teacher", help="distill: teacher model name or weights path")
@@ -51,19 +53,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.export_only:
             from blurwise.train.loop import export_checkpoint
 
+            if len(args.config) > 1:
+                raise UsageError("--export-only takes one config")
             path = export_checkpoint(
-                args.config, checkpoint=args.checkpoint, out=args.out, device=args.device, overrides=overrides
+                args.config[0], checkpoint=args.checkpoint, out=args.out, device=args.device, overrides=overrides
             )
             print(f"exported {path}")
             return 0
-        from blurwise.train.loop import run
+        from blurwise.train.loop import run, run_many
 
-        res = run(args.config, device=args.device, smoke=args.smoke, resume=not args.no_resume, overrides=overrides)
+        kw = {"device": args.device, "smoke": args.smoke, "resume": not args.no_resume, "overrides": overrides}
+        results = run_many(args.config, **kw) if len(args.config) > 1 else [run(args.config[0], **kw)]
     except BlurwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    val = "" if res.final_val is None else f", val {res.final_val:.3f}"
-    print(f"{res.name}: steps {res.start_step} -> {res.steps}{val}; run dir {res.run_dir}; weights {res.export}")
+    for res in results:
+        val = "" if res.final_val is None else f", val {res.final_val:.3f}"
+        print(f"{res.name}: steps {res.start_step} -> {res.steps}{val}; run dir {res.run_dir}; weights {res.export}")
     return 0
 
 

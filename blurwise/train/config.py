@@ -134,6 +134,10 @@ class TrainConfig:
     checkpoint_every: int = 250
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     deterministic: bool = False
+    # wall-clock budget of this invocation in seconds (0 = off): the cosine schedule runs over
+    # max(step / iterations, elapsed / budget) and the run stops and exports when either reaches 1,
+    # so a run on a lent GPU ends on time whatever its speed
+    time_budget: float = 0.0
 
 
 @dataclass

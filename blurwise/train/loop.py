@@ -68,12 +68,17 @@ class RunResult:
         return self.val[-1][1] if self.val else None
 
 
-def lr_at(step: int, cfg: Config) -> float:
-    """Learning rate at ``step``: linear warm-up to ``optim.lr``, then cosine down to ``optim.min_lr``."""
+def lr_at(step: int, cfg: Config, progress: float | None = None) -> float:
+    """Learning rate at ``step``: linear warm-up to ``optim.lr``, then cosine down to ``optim.min_lr``.
+
+    ``progress`` (0..1, from a time budget) replaces the step fraction of the cosine part when larger.
+    """
     o = cfg.optim
     if o.warmup and step < o.warmup:
         return o.lr * (step + 1) / o.warmup
     t = (step - o.warmup) / max(1, o.iterations - o.warmup)
+    if progress is not None:
+        t = max(t, progress)
     return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -211,6 +216,7 @@ class Trainer:
             self.notes.update(ck.get("notes", {}))
             log.info("resumed %s at step %d", self.ckpt_path, self.step)
         self.start_step = self.step
+        self.t_start: float | None = None
         _seed_all(cfg.seed + 1000 * info.rank + self.step)  # per-rank, per-resume stream for anything random
         self.model = dist.wrap_ddp(model, info)
         self.teacher = None
@@ -270,9 +276,16 @@ class Trainer:
                 return stage_loss(list(outs), y, cfg.loss.stage_weights or None, **lk)
             return pixel_loss(self.model(x), y, **lk)
 
+    def progress(self) -> float | None:
+        """Fraction of the wall-clock budget used since :meth:`start` (``None`` without a budget)."""
+        budget = self.cfg.train.time_budget
+        if not budget or self.t_start is None:
+            return None
+        return (time.perf_counter() - self.t_start) / budget
+
     def _train_step(self, batch: dict[str, Any]) -> float:
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.step, self.cfg)
+            g["lr"] = lr_at(self.step, self.cfg, self.progress())
         loss = self._loss(batch)
         if not torch.isfinite(loss):
             raise ModelError(f"loss is {loss.item()} at step {self.step}; lower optim.lr or use train.amp = 'off'")
@@ -446,63 +459,86 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
 
-    def fit(self) -> RunResult:
-        cfg, info = self.cfg, self.info
-        res = RunResult(cfg.name, self.start_step, self.step, run_dir=self.run_dir)
-        main = info.is_main
-        if main:
+    def start(self) -> None:
+        """Before the first step: reference figures (teacher, blurred input), the clock of the budget."""
+        cfg = self.cfg
+        self.res = RunResult(cfg.name, self.start_step, self.step, run_dir=self.run_dir)
+        self.last_val: float | None = None
+        self._acc, self._n_acc = 0.0, 0
+        if self.info.is_main:
             self._trim_csv()
             if self.teacher is not None and "teacher_val_psnr" not in self.notes:
                 self.notes["teacher_val_psnr"] = self.teacher_val()
             if cfg.task == "deblur" and "input_val_psnr" not in self.notes:
                 self.notes["input_val_psnr"] = self.validate(nn.Identity())  # the blurred input's own PSNR
                 log.info("validation PSNR of the blurred input: %.3f", self.notes["input_val_psnr"])
-        total = cfg.optim.iterations
-        last_val: float | None = None
-        acc, n_acc = 0.0, 0
         self.model.train()
-        if self.step < total:
-            t0 = time.perf_counter()
-            for batch in self._loader():
-                loss = self._train_step(batch)
-                acc, n_acc = acc + loss, n_acc + 1
-                res.losses.append((self.step, loss))
-                do_val = self.step % cfg.val.every == 0 or self.step == total
-                do_log = do_val or self.step % cfg.train.log_every == 0
-                if do_log:
-                    now = time.perf_counter()
-                    self.seconds += now - t0
-                    t0 = now
-                    mean_loss = dist.mean_across(acc / n_acc, info)
-                    acc, n_acc = 0.0, 0
-                    v = self.validate() if (do_val and main) else None
-                    if v is not None:
-                        last_val = v
-                        res.val.append((self.step, v))
-                    if main:
-                        lr = lr_at(self.step - 1, cfg)
-                        vtxt = "" if v is None else f"{v:.4f}"
-                        row = {"step": self.step, "loss": f"{mean_loss:.6f}", "lr": f"{lr:.3g}", "val_psnr": vtxt}
-                        row["seconds"] = f"{self.seconds:.1f}"
-                        self._append_csv(row)
-                        log.info("step %d loss %.5f%s", self.step, mean_loss, "" if v is None else f" val {v:.3f}")
-                        if do_val:
-                            self._publish_curve()
-                    t0 = time.perf_counter()  # validation and logging do not count as training time
-                if main and (self.step % cfg.train.checkpoint_every == 0 or self.step == total):
-                    self.save()
+        self.t_start = time.perf_counter()
+        self._t0 = self.t_start
+
+    def done(self) -> bool:
+        """Whether the run has reached its iterations or its time budget."""
+        p = self.progress()
+        return self.step >= self.cfg.optim.iterations or (p is not None and p >= 1.0)
+
+    def after_step(self, loss: float, final: bool = False) -> None:
+        """Bookkeeping after one step: loss log, validation, CSV row, checkpoint (``final``: the last step)."""
+        cfg, info, res = self.cfg, self.info, self.res
+        main = info.is_main
+        self._acc, self._n_acc = self._acc + loss, self._n_acc + 1
+        res.losses.append((self.step, loss))
+        do_val = self.step % cfg.val.every == 0 or final
+        if do_val or self.step % cfg.train.log_every == 0:
+            now = time.perf_counter()
+            self.seconds += now - self._t0
+            mean_loss = dist.mean_across(self._acc / self._n_acc, info)
+            self._acc, self._n_acc = 0.0, 0
+            v = self.validate() if (do_val and main) else None
+            if v is not None:
+                self.last_val = v
+                res.val.append((self.step, v))
+            if main:
+                lr = lr_at(self.step - 1, cfg, self.progress())
+                vtxt = "" if v is None else f"{v:.4f}"
+                row = {"step": self.step, "loss": f"{mean_loss:.6f}", "lr": f"{lr:.3g}", "val_psnr": vtxt}
+                row["seconds"] = f"{self.seconds:.1f}"
+                self._append_csv(row)
+                log.info("%s step %d loss %.5f%s", cfg.name, self.step, mean_loss, "" if v is None else f" val {v:.3f}")
+                if do_val:
+                    self._publish_curve()
+            self._t0 = time.perf_counter()  # validation and logging do not count as training time
+        if main and (self.step % cfg.train.checkpoint_every == 0 or final):
+            self.save()
+
+    def finish(self, completed: bool) -> RunResult:
+        """After the last step: final validation and, when the run is complete, the export."""
+        res = self.res
         res.steps = self.step
         res.seconds = self.seconds
         res.checkpoint = self.ckpt_path if self.ckpt_path.is_file() else None
-        if main:
-            if last_val is None:
-                last_val = self.validate()
-                if last_val is not None:
-                    res.val.append((self.step, last_val))
-            if self.step >= total:
-                res.export = self.export(last_val)
-        dist.barrier(info)
+        if self.info.is_main:
+            if self.last_val is None:
+                self.last_val = self.validate()
+                if self.last_val is not None:
+                    res.val.append((self.step, self.last_val))
+            if completed:
+                res.export = self.export(self.last_val)
+        dist.barrier(self.info)
         return res
+
+    def fit(self) -> RunResult:
+        """Train until the iterations or the time budget are used up, then validate and export."""
+        self.start()
+        if self.step < self.cfg.optim.iterations:
+            for batch in self._loader():
+                loss = self._train_step(batch)
+                final = self.done()
+                if self.cfg.train.time_budget and self.info.distributed:  # every rank stops at the same step
+                    final = dist.mean_across(float(final), self.info) > 0
+                self.after_step(loss, final=final)
+                if final:
+                    break
+        return self.finish(self.done())
 
 
 def run(
@@ -531,6 +567,57 @@ def run(
     info = dist.setup(device)
     try:
         return Trainer(cfg, info, resume=resume, smoke=smoke).fit()
+    finally:
+        dist.cleanup(info)
+
+
+def run_many(
+    config_paths: list[str | Path],
+    *,
+    device: str = "auto",
+    smoke: bool = False,
+    resume: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> list[RunResult]:
+    """Train several models on one shared stream of batches (ablations): each config keeps its own
+    model, optimizer, EMA, schedule, validation and export, but the batches come from the first
+    config's data pipeline, so every model sees exactly the same data at the same step and the data
+    cost is paid once. The configs must agree on ``[data]``, ``task`` and ``optim.iterations``."""
+    import tempfile
+
+    overrides = dict(overrides or {})
+    cfgs = []
+    for path in config_paths:
+        o = dict(overrides)
+        if smoke and not any(k in o for k in ("output.dir", "output", "out_dir")):
+            o["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
+        cfgs.append(load_config(path, smoke=smoke, overrides=o))
+    first = cfgs[0]
+    for c in cfgs[1:]:
+        if c.task != first.task or c.raw.get("data") != first.raw.get("data"):
+            raise UsageError(f"{c.name}: shared batches need the same task and [data] as {first.name}")
+        if c.optim.iterations != first.optim.iterations or c.train.time_budget != first.train.time_budget:
+            raise UsageError(f"{c.name}: shared batches need the same optim.iterations and train.time_budget")
+    info = dist.setup(device)
+    if info.distributed:
+        dist.cleanup(info)
+        raise UsageError("several configs at once run in one process; launch them without torchrun")
+    try:
+        trainers = [Trainer(c, info, resume=resume, smoke=smoke) for c in cfgs]
+        step0 = {t.step for t in trainers}
+        if len(step0) > 1:
+            raise UsageError(f"the runs resume at different steps {sorted(step0)}; use --no-resume")
+        for t in trainers:
+            t.start()
+        if trainers[0].step < first.optim.iterations:
+            for batch in trainers[0]._loader():
+                losses = [t._train_step(batch) for t in trainers]
+                final = trainers[0].done()
+                for t, loss in zip(trainers, losses, strict=True):
+                    t.after_step(loss, final=final)
+                if final:
+                    break
+        return [t.finish(trainers[0].done()) for t in trainers]
     finally:
         dist.cleanup(info)
 

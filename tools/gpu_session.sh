@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One lent-GPU session (device tool): train the heavy SR x4 and then distill its EBM-SR, train the
+# shipped LPRN and the deblur ablation (9 models on one shared batch stream) at the same time, then
+# time everything on the GPU. Every run has a wall-clock budget (train.time_budget), so the session
+# ends on time; results are packed into $OUT/results.tar every 30 s, so a cut-off run still returns.
+# Prepare here first: `python tools/gpu_pack.py pack` (data into the git-ignored .gpu/), then
+# device run: `bash tools/gpu_session.sh` with carry [".gpu"]. Local dry run: DEV=cpu SCALE_T=0.05 bash tools/gpu_session.sh
+set -u
+OUT=${OUT:-/tmp/gpu_out}
+DEV=${DEV:-cuda}
+SCALE_T=${SCALE_T:-1}          # multiplies every time budget (dry runs)
+PY=${PY:-python3}
+SR_T=$(awk "BEGIN{print 280*$SCALE_T}"); DI_T=$(awk "BEGIN{print 115*$SCALE_T}")
+LP_T=$(awk "BEGIN{print 390*$SCALE_T}"); AB_T=$(awk "BEGIN{print 380*$SCALE_T}")
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BLURWISE_DATA=${BLURWISE_DATA_GPU:-/tmp/bw_data} BLURWISE_RUNS=${BLURWISE_RUNS_GPU:-/tmp/bw_runs}
+mkdir -p "$OUT" "$BLURWISE_RUNS"
+LOG=$OUT/session.log
+t0=$(date +%s); say() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$LOG"; }
+pack() {
+  tar cf "$OUT/.r.tar" --ignore-failed-read blurwise/models/weights docs/results/training docs/results/gpu.md \
+    "$BLURWISE_RUNS"/*/log.csv "$BLURWISE_RUNS"/*/*.safetensors "$OUT"/*.log 2>/dev/null
+  mv "$OUT/.r.tar" "$OUT/results.tar"
+  tar cf "$OUT/.c.tar" --ignore-failed-read "$BLURWISE_RUNS"/sr_edsr-s_x4/last.pt "$BLURWISE_RUNS"/deblur_lprn/last.pt 2>/dev/null
+  mv "$OUT/.c.tar" "$OUT/ckpt.tar"
+}
+say "start on $(hostname); $($PY -c 'import torch;print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
+$PY tools/gpu_pack.py unpack .gpu/data "$BLURWISE_DATA" >>"$LOG" 2>&1 || { say "unpack failed"; exit 1; }
+say "data ready"
+( while true; do sleep 30; pack; done ) & PACKER=$!
+
+T="$PY -m blurwise.train"
+LONG="--set optim.iterations=1000000 --set data.length=200000 --set train.log_every=100"
+( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml --workers 4 > "$OUT/prerender.log" 2>&1
+  say "prerender done" ) & J_PR=$!
+( $T configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=edsr-s-x4 \
+    --set train.time_budget=$SR_T --set optim.lr=2e-4 --set optim.warmup=100 --set data.batch=32 --set data.patch=192 \
+    --set data.num_workers=4 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/sr.log" 2>&1
+  say "sr done: $(tail -1 "$OUT/sr.log")"
+  $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
+    --set train.time_budget=$DI_T --set optim.lr=1e-3 --set data.batch=32 --set data.num_workers=4 \
+    --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/distill.log" 2>&1
+  say "distill done: $(tail -1 "$OUT/distill.log")" ) & J_SR=$!
+( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
+    --set train.time_budget=$LP_T --set data.batch=16 --set data.patch=192 --set optim.warmup=200 \
+    --set data.num_workers=5 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/lprn.log" 2>&1
+  say "lprn done: $(tail -1 "$OUT/lprn.log")" ) & J_LP=$!
+( $T configs/deblur_abl_*.toml --device $DEV --no-resume $LONG \
+    --set train.time_budget=$AB_T --set data.batch=8 --set data.patch=128 --set optim.warmup=200 \
+    --set data.num_workers=5 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/ablation.log" 2>&1
+  say "ablation done: $(tail -9 "$OUT/ablation.log" | tr '\n' ' ')" ) & J_AB=$!
+wait "$J_PR" "$J_SR" "$J_LP" "$J_AB"
+say "training done"; pack
+if [ "$DEV" = cuda ]; then
+  timeout 90 $PY benchmarks/gpu_timings.py --repeats 20 > "$OUT/timings.log" 2>&1; say "timings rc $?"
+fi
+kill $PACKER 2>/dev/null; pack
+say "end"; tail -n 40 "$OUT/timings.log" 2>/dev/null; grep -h "steps" "$OUT"/*.log | tail -n 14
