@@ -447,3 +447,21 @@ def test_seamless_shipped_heavy_default_settings(name):
         whole.append(_psnr_y(to8(ref), hr, 4))
     assert np.mean(light) > 0.1  # really routed
     assert abs(np.mean(routed) - np.mean(whole)) <= 0.01
+
+
+def test_guillotine_finds_cuts_that_pay_off_one_level_deeper():
+    from blurwise.routing.plan import guillotine_cover
+
+    frame = np.zeros((20, 20), bool)
+    frame[0, :] = frame[-1, :] = frame[:, 0] = frame[:, -1] = True  # a ring: no single cut pays
+
+    def cost(r0, r1, c0, c1):
+        return (np.asarray(r1) - r0) * (np.asarray(c1) - c0) + 2
+
+    boxes = guillotine_cover(frame, cost)
+    covered = np.zeros_like(frame)
+    for r0, r1, c0, c1 in boxes:
+        assert not covered[r0:r1, c0:c1].any()  # disjoint
+        covered[r0:r1, c0:c1] = True
+    assert covered[frame].all() and covered.sum() == 76  # the ring itself, not its 400-cell box
+    assert sum(cost(*b) for b in boxes) < cost(0, 20, 0, 20)

@@ -302,6 +302,10 @@ def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None)
     return rects
 
 
+DENSE = 0.9  # ... and stops at boxes whose cells are this much on the route already
+LOOKAHEAD = 1.05  # guillotine_cover explores a cut costing up to this much more than its box
+
+
 def _spans(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For rows of a bool matrix: (any, first True index, last True index) per row."""
     anyv = acc.any(axis=1)
@@ -317,13 +321,13 @@ def guillotine_cover(
 
     Rectangles may include False cells (the caller promotes them): a blob is often cheaper as its
     bounding box with one ring of context than as several exact rectangles that each need their own.
-    Top-down: take the tight bounding box of the True cells; try every horizontal and vertical cut,
-    each side again reduced to its tight bounding box; cut where that lowers the cost (or where the
-    box exceeds ``max_cells``), recurse on both sides.
+    Top-down: take the tight bounding box of the True cells; find the cheapest horizontal or vertical
+    cut (each side reduced to its tight bounding box), cover both sides the same way, and keep the
+    cut when the two covers cost less than the box (or the box exceeds ``max_cells``), so cuts that
+    pay off only one level deeper (around a ring or a scattered mask) are found too.
     """
-    out: list[tuple[int, int, int, int]] = []
     if not mask.any():
-        return out
+        return []
 
     def tight(r0: int, r1: int, c0: int, c1: int) -> tuple[int, int, int, int] | None:
         sub = mask[r0:r1, c0:c1]
@@ -374,18 +378,26 @@ def guillotine_cover(
             return (False, False)
         return (box[1] - box[0] > max_cells[0], box[3] - box[2] > max_cells[1])
 
-    stack = [tight(0, mask.shape[0], 0, mask.shape[1])]
-    while stack:
-        box = stack.pop()
+    def solve(box: tuple[int, int, int, int] | None) -> tuple[float, list[tuple[int, int, int, int]]]:
+        # Best single cut, then each side solved the same way; the cut is kept when the two covers
+        # together are cheaper than the box (looking past cuts that only pay off a level deeper).
         if box is None:
-            continue
+            return 0.0, []
+        own = float(cost(*box))
         forced = too_big(box)
+        sub = mask[box[0] : box[1], box[2] : box[3]]
+        if not any(forced) and (sub.size <= 4 or sub.mean() > DENSE):
+            return own, [box]  # tiny or (nearly) full: no cut can save much
         c, parts = best_cut(box, forced)
-        if parts is not None and (c < cost(*box) or any(forced)):
-            stack += [tight(*parts[0]), tight(*parts[1])]
-        else:
-            out.append(box)
-    return out
+        if parts is None or (not any(forced) and c > LOOKAHEAD * own):
+            return own, [box]  # even the best cut costs far more now: deeper cuts will not win it back
+        ca, la = solve(tight(*parts[0]))
+        cb, lb = solve(tight(*parts[1]))
+        if any(forced) or ca + cb < own:
+            return ca + cb, la + lb
+        return own, [box]
+
+    return solve(tight(0, mask.shape[0], 0, mask.shape[1]))[1]
 
 
 def _unique_windows(tiles: list[Tile]) -> list[Tile]:
