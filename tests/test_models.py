@@ -77,6 +77,15 @@ class TestShapes:
         with pytest.raises(ValueError, match="4 input channels"):
             m(torch.rand(1, 3, 8, 8))
 
+    def test_ebmsr_sigma_clamped_to_training_range(self):
+        m = create_model("ebmsr-x4").eval()
+        assert m.sigma_max == pytest.approx(6.0 / 4)  # sigma_HR <= 6 px in the training renders
+        rgb = torch.rand(1, 3, 8, 8)
+        with torch.no_grad():
+            at_max = m(torch.cat([rgb, torch.full((1, 1, 8, 8), 1.5)], 1))
+            beyond = m(torch.cat([rgb, torch.full((1, 1, 8, 8), 7.0)], 1))
+        assert torch.equal(at_max, beyond)  # an over-estimated map cannot push the input out of range
+
     def test_batch(self):
         m = create_model("safmn", **SMALL["safmn"]).eval()
         x = torch.rand(3, 3, 9, 11)
