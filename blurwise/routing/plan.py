@@ -34,14 +34,15 @@ from blurwise.errors import UsageError
 HEAVY, LIGHT, BICUBIC = 0, 1, 2
 ROUTE_NAMES = ("heavy", "light", "bicubic")
 
-# Default threshold in HR pixels of Gaussian sigma (divided by the scale for the LR map): 1.5 px.
+# Default threshold in HR pixels of Gaussian sigma (divided by the scale for the LR map): 1 px.
 # reference.md: SR error of defocused content collapses with sigma_HR (bicubic x4: 25.9 dB in focus,
-# 32.5 dB at 1 px, 41.3 dB at 2 px), so decisions cost PSNR only below ~1-2 px. With the GT map 1 px
-# costs nothing, but the map estimated from the LR image has false positives: on 16 defocus renders of
-# BSD200 *training* images (x4, `benchmarks/routed_sr.py --calibrate 16`) the estimated-map routing
-# loses 0.060 / 0.035 / 0.025 dB at 1 / 1.5 / 2 px (cut 18 / 15 / 11%). 1.5 px is the lowest threshold
-# within 0.04 dB (the 0.05 dB target less a margin); a better map is what would let it go lower.
-DEFAULT_THRESHOLD_HR = 1.5
+# 32.5 dB at 1 px, 41.3 dB at 2 px), so decisions cost PSNR only below ~1-2 px. The map estimated from
+# the LR image has false positives, so the default comes from `benchmarks/routed_sr.py --calibrate 16`
+# (16 defocus renders of BSD200 *training* images, x4, estimated map, EBM-SR sigma clamped to its
+# training range): 0.75 / 1 / 1.5 px lose 0.038 / 0.030 / 0.010 dB on average (worst image 0.44 / 0.39 /
+# 0.11 dB) and cut 20 / 18 / 15% of the FLOPs. 1 px is the lowest threshold within 0.04 dB on average
+# (the 0.05 dB target less a margin) and 0.4 dB on every image; a better map would let it go lower.
+DEFAULT_THRESHOLD_HR = 1.0
 # Third route (bicubic) default: sigma_HR >= 4 px, where even bicubic is > 55 dB (reference.md).
 DEFAULT_BICUBIC_THRESHOLD_HR = 4.0
 # MACs per LR pixel of MATLAB-style bicubic upscaling (separable 4-tap per axis, 3 channels) per
