@@ -171,6 +171,31 @@ def variants_for(task: str, scale: int | None = None) -> tuple[list[Any], list[A
     return [v for v in vs if is_shipped(v)], [v for v in vs if not is_shipped(v)]
 
 
+def load_variants(
+    shipped: Sequence[Any], missing: Sequence[Any], allow_untrained: bool, only: Sequence[str] | None
+) -> tuple[list[tuple[Any, Any, Any, bool]], list[str]]:
+    """Load registered variants: ``[(variant, model, info, trained)]`` and the report's skip notes.
+
+    Variants without shipped weights are skipped with a note, or run untrained (a dry run) with
+    ``allow_untrained``; ``only`` keeps the named variants.
+    """
+    from blurwise.models import load_model
+
+    loaded, notes = [], []
+    for v in [*shipped, *missing]:
+        if only and v.name not in only:
+            continue
+        trained = v in shipped
+        if not trained and not allow_untrained:
+            notes.append(f"`{v.name}`: weights not shipped (blurwise/models/weights/{v.weights}); skipped")
+            continue
+        net, info = load_model(v.name, allow_untrained=True)
+        loaded.append((v, net, info, trained))
+        if not trained:
+            notes.append(f"`{v.name}`: weights not shipped; run UNTRAINED (dry run: its quality means nothing)")
+    return loaded, notes
+
+
 def training_budget(info: Any) -> str:
     """What the weights' metadata says about their training: iterations, batch x patch, data, time, val PSNR."""
     tr = (info.metadata or {}).get("training") or {}

@@ -58,6 +58,7 @@ from benchmarks._common import (  # noqa: E402
     fmt,
     header,
     load_now,
+    load_variants,
     md_table,
     mean,
     median_time,
@@ -138,24 +139,12 @@ class Net:
 
 
 def load_models(allow_untrained: bool, only: list[str] | None) -> tuple[list[Net], list[str]]:
-    from blurwise.models import default_variant, load_model
+    from blurwise.models import default_variant
 
-    shipped, missing = variants_for("deblur")
     default = default_variant("deblur").name
-    order = sorted(shipped + missing, key=lambda v: (v.name != default, v.name))
-    nets, notes = [], []
-    for v in order:
-        if only and v.name not in only:
-            continue
-        trained = v in shipped
-        if not trained and not allow_untrained:
-            notes.append(f"`{v.name}`: weights not shipped (blurwise/models/weights/{v.weights}); skipped")
-            continue
-        net, info = load_model(v.name, allow_untrained=True)
-        nets.append(Net(v.name, net, info, trained))
-        if not trained:
-            notes.append(f"`{v.name}`: weights not shipped; run UNTRAINED (dry run: its quality means nothing)")
-    return nets, notes
+    loaded, notes = load_variants(*variants_for("deblur"), allow_untrained, only)
+    loaded.sort(key=lambda t: (t[0].name != default, t[0].name))  # the default model first, then by name
+    return [Net(v.name, net, info, trained) for v, net, info, trained in loaded], notes
 
 
 def to_tensor(img8: np.ndarray) -> torch.Tensor:

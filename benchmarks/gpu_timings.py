@@ -31,14 +31,11 @@ DEBLUR_VARIANTS = (
 
 
 def _model(name: str, dev: torch.device) -> tuple[torch.nn.Module, str]:
-    from blurwise.models import create_model, load_model
+    from blurwise.models import get_variant, load_model
+    from blurwise.models.registry import is_shipped
 
-    try:
-        m, _ = load_model(name, device="cpu")
-        state = "trained"
-    except Exception:  # not shipped: an untrained instance times the same
-        m, state = create_model(name), "untrained"
-    return m.to(dev).eval(), state
+    m, _ = load_model(name, device="cpu", allow_untrained=True)  # not shipped: untrained times the same
+    return m.to(dev).eval(), "trained" if is_shipped(get_variant(name)) else "untrained"
 
 
 def _time(m: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None, repeats: int, **kw) -> float:
@@ -97,6 +94,7 @@ def routed_rows(dev: torch.device, repeats: int) -> list[list[str]]:
     for scale in (4, 2):
         res = {}
         for route in ("off", "auto"):
+
             def go(route: str = route, scale: int = scale) -> object:
                 return api.upscale(lr, scale, route=route, device=dev, half="fp16", return_report=True)
 

@@ -347,12 +347,12 @@ def calibrate(pair: dict, s: int, n: int, thresholds_hr: list[float], dev: str) 
     loss: dict[tuple, list[float]] = {k: [] for k in keys}
     cut: dict[tuple, list[float]] = {k: [] for k in keys}
     ideal: dict[tuple, list[float]] = {k: [] for k in keys}
+    light_share = 1.0 - light[1].macs_per_pixel / heavy[1].macs_per_pixel
     for i, f in enumerate(files):
         r = render_item(read_rgb(f), np.random.default_rng(1000 + i), scale=s)
         lr, hr, gt = r["lr"].astype(np.float32) / 255, r["hr"], r["sigma_lr"]
         p0 = quality(run_off(heavy, lr, s, dev), hr, s)[0]
         est = estimate_lr_map(lr, s)
-        light_share = 1.0 - pair["light"][1].macs_per_pixel / pair["heavy"][1].macs_per_pixel
         for m, t in keys:
             sr, rep = upscale_routed(
                 lr, heavy=heavy, light=light, sigma_lr=gt if m == "GT" else est, threshold=t / s, device=dev

@@ -64,6 +64,7 @@ from benchmarks._common import (  # noqa: E402
     fmt,
     header,
     load_now,
+    load_variants,
     md_table,
     mean,
     median_time,
@@ -123,22 +124,11 @@ class Net:
 
 def load_models(s: int, allow_untrained: bool, only: list[str] | None) -> tuple[list[Net], list[str]]:
     """Shipped heavy SR and EBM-SR models at scale ``s`` (untrained too with ``allow_untrained``); skip notes."""
-    from blurwise.models import load_model
-
     nets, notes = [], []
     for task, role in (("sr", "heavy"), ("ebmsr", "ebm")):
-        shipped, missing = variants_for(task, s)
-        for v in shipped + missing:
-            if only and v.name not in only:
-                continue
-            trained = v in shipped
-            if not trained and not allow_untrained:
-                notes.append(f"`{v.name}`: weights not shipped (blurwise/models/weights/{v.weights}); skipped")
-                continue
-            net, info = load_model(v.name, allow_untrained=True)
-            nets.append(Net(v.name, net, info, role, trained))
-            if not trained:
-                notes.append(f"`{v.name}`: weights not shipped; run UNTRAINED (dry run: its quality means nothing)")
+        loaded, n = load_variants(*variants_for(task, s), allow_untrained, only)
+        nets += [Net(v.name, net, info, role, trained) for v, net, info, trained in loaded]
+        notes += n
     return nets, notes
 
 

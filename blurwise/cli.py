@@ -689,12 +689,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         results = [_call(run, args.config[0], **kw)]
     for res in results:
-        final = getattr(res, "final_val", None)
-        val = "" if final is None else f", val {final:.3f}"
-        print(
-            f"{getattr(res, 'name', '?')}: steps {getattr(res, 'start_step', '?')} -> {getattr(res, 'steps', '?')}"
-            f"{val}; run dir {getattr(res, 'run_dir', '?')}; weights {getattr(res, 'export', '?')}"
-        )
+        print(res.summary())
     return 0
 
 

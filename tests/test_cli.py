@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -403,15 +404,13 @@ class TestForwarding:
 
     def test_train_forwards(self, capsys, monkeypatch):
         import blurwise.train
+        from blurwise.train.loop import RunResult
 
         seen = {}
 
-        class Res:
-            name, start_step, steps, final_val, run_dir, export = "r", 0, 3, 30.5, "d", "w.safetensors"
-
         def fake_run(config, *, device="auto", smoke=False, resume=True, overrides=None):
             seen.update(config=config, device=device, smoke=smoke, resume=resume, overrides=overrides)
-            return Res()
+            return RunResult("r", 0, 3, val=[(3, 30.5)], run_dir=Path("d"), export=Path("w.safetensors"))
 
         monkeypatch.setattr(blurwise.train, "run", fake_run, raising=False)
         code, out, _ = run(capsys, "train", "distill", "--teacher", "t.pth", "--smoke", "--set", "optim.lr=0.001")

@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     for res in results:
-        val = "" if res.final_val is None else f", val {res.final_val:.3f}"
-        print(f"{res.name}: steps {res.start_step} -> {res.steps}{val}; run dir {res.run_dir}; weights {res.export}")
+        print(res.summary())
     return 0
 
 

@@ -67,6 +67,12 @@ class RunResult:
         """The last validation figure (PSNR in dB; negative MAE for sigma maps)."""
         return self.val[-1][1] if self.val else None
 
+    def summary(self) -> str:
+        """One line for the command line: steps, last validation, run folder, exported weights."""
+        val = "" if self.final_val is None else f", val {self.final_val:.3f}"
+        where = f"run dir {self.run_dir}; weights {self.export}"
+        return f"{self.name}: steps {self.start_step} -> {self.steps}{val}; {where}"
+
 
 def lr_at(step: int, cfg: Config, progress: float | None = None) -> float:
     """Learning rate at ``step``: linear warm-up to ``optim.lr``, then cosine down to ``optim.min_lr``.
@@ -541,6 +547,16 @@ class Trainer:
         return self.finish(self.done())
 
 
+def _run_config(path: str | Path, smoke: bool, overrides: dict[str, Any] | None) -> Config:
+    """The config of one run; a smoke run gets a fresh temporary run folder unless ``output.dir`` is given."""
+    import tempfile
+
+    overrides = dict(overrides or {})
+    if smoke and not any(k in overrides for k in ("output.dir", "output", "out_dir")):
+        overrides["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
+    return load_config(path, smoke=smoke, overrides=overrides)
+
+
 def run(
     config_path: str | Path | Config,
     *,
@@ -555,15 +571,7 @@ def run(
     temporary run folder unless ``overrides`` names ``output.dir``; it never writes docs/ or the
     package's weights. ``overrides``: dotted config keys or aliases (``{"teacher": "x.pth"}``).
     """
-    import tempfile
-
-    overrides = dict(overrides or {})
-    if isinstance(config_path, Config):
-        cfg = config_path
-    else:
-        if smoke and not any(k in overrides for k in ("output.dir", "output", "out_dir")):
-            overrides["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
-        cfg = load_config(config_path, smoke=smoke, overrides=overrides)
+    cfg = config_path if isinstance(config_path, Config) else _run_config(config_path, smoke, overrides)
     info = dist.setup(device)
     try:
         return Trainer(cfg, info, resume=resume, smoke=smoke).fit()
@@ -583,15 +591,7 @@ def run_many(
     model, optimizer, EMA, schedule, validation and export, but the batches come from the first
     config's data pipeline, so every model sees exactly the same data at the same step and the data
     cost is paid once. The configs must agree on ``[data]``, ``task`` and ``optim.iterations``."""
-    import tempfile
-
-    overrides = dict(overrides or {})
-    cfgs = []
-    for path in config_paths:
-        o = dict(overrides)
-        if smoke and not any(k in o for k in ("output.dir", "output", "out_dir")):
-            o["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
-        cfgs.append(load_config(path, smoke=smoke, overrides=o))
+    cfgs = [_run_config(path, smoke, overrides) for path in config_paths]
     first = cfgs[0]
     for c in cfgs[1:]:
         if c.task != first.task or c.raw.get("data") != first.raw.get("data"):
