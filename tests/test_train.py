@@ -285,6 +285,15 @@ def test_real_data_smoke(config, tmp_path):
     assert late < early
 
 
+@pytest.mark.data
+@pytest.mark.parametrize("config", sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.toml")))
+def test_shipped_configs_have_a_validation_split(config):
+    """Every shipped config loads and its held-out validation images exist (not found at step 250)."""
+    cfg = load_config(config)
+    if tdata.val_kind(cfg) == "holdout" and cfg.data.roots:
+        assert tdata.split_images(cfg, "val", cfg.val.crop or cfg.data.patch)
+
+
 # --------------------------------------------------------------------------- pieces
 
 

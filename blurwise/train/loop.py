@@ -473,6 +473,7 @@ class Trainer:
         self._acc, self._n_acc = 0.0, 0
         if self.info.is_main:
             self._trim_csv()
+            self.val_items()  # a bad validation split fails now, not at the first validation step
             if self.teacher is not None and "teacher_val_psnr" not in self.notes:
                 self.notes["teacher_val_psnr"] = self.teacher_val()
             if cfg.task == "deblur" and "input_val_psnr" not in self.notes:
