@@ -14,7 +14,7 @@ from PIL import Image
 
 from blurwise.data import defocus, depth, motion, sr
 from blurwise.data.paths import data_path
-from blurwise.errors import InputError, UsageError
+from blurwise.errors import BlurwiseError, InputError, UsageError
 
 torch.set_num_threads(1)
 
@@ -369,6 +369,25 @@ class TestDatasets:
         items = [ds1[i] for i in range(8)]
         assert items[0]["blur"].shape == (3, 32, 32) == items[0]["sharp"].shape
         assert all(_same(items[i], ds2[i]) for i in reversed(range(8)))
+
+    def test_gopro_window_stride_and_gamma(self, tmp_path):
+        from blurwise.data.datasets import DeblurDataset, GoProFrames
+        from blurwise.data.motion import frame_average
+
+        write_pngs(tmp_path / "frames" / "SEQ", n=14, h=40, w=48, seed=10)
+        g = GoProFrames(tmp_path / "frames")
+        paths = g.seqs["SEQ"]
+        blur, sharp = g.window("SEQ", 1, 4, stride=3, gamma=1.0)  # frames 1, 4, 7, 10; middle = 7
+        frames = [g.frame(p) for p in paths[1:11:3]]
+        np.testing.assert_allclose(blur, frame_average(frames, 1.0), atol=1e-6)
+        np.testing.assert_array_equal(sharp, g.frame(paths[7]))
+        with pytest.raises(BlurwiseError, match="stride 5"):
+            g.window("SEQ", 1, 4, stride=5)  # would need frame 16 of 14
+        kw = dict(patch=32, length=6, seed=2, synth_fraction=0.0, frames=(4, 6), frame_stride=(2, 9), gammas=(1.0,))
+        items = [DeblurDataset(tmp_path / "frames", None, **kw)[i] for i in range(6)]  # strides clamped to the clip
+        assert all(it["blur"].shape == (3, 32, 32) for it in items)
+        with pytest.raises(UsageError, match="strides"):
+            DeblurDataset(tmp_path / "frames", None, synth_fraction=0.0, frame_stride=(0, 2))
 
     def test_test_folders_are_refused(self):
         from blurwise.data.datasets import SRDataset

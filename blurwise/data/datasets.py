@@ -425,14 +425,24 @@ class GoProFrames:
         return f
 
     def window(
-        self, seq: str, start: int, n: int, box: tuple[slice, slice] | None = None, gamma: float = 2.2
+        self,
+        seq: str,
+        start: int,
+        n: int,
+        box: tuple[slice, slice] | None = None,
+        gamma: float = 2.2,
+        stride: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(blur float32, sharp uint8) of frames ``start .. start+n-1`` of ``seq``; sharp = frame ``start + n // 2``."""
+        """(blur float32, sharp uint8) of ``n`` frames ``start, start+stride, ...`` of ``seq``; sharp = the middle one.
+
+        ``stride`` > 1 makes a slow sequence stand for a faster motion (as if filmed at 240/stride fps).
+        """
         from blurwise.data.motion import frame_average
 
-        paths = self.seqs[seq][start : start + n]
+        last = start + (n - 1) * stride
+        paths = self.seqs[seq][start : last + 1 : stride]
         if len(paths) != n:
-            raise InputError(f"{seq} has no frames {start}..{start + n - 1}")
+            raise InputError(f"{seq} has no frames {start}..{last} (stride {stride})")
         box = box or (slice(None), slice(None))
         crops = [self.frame(p)[box] for p in paths]
         return frame_average(crops, gamma), crops[n // 2]
@@ -445,7 +455,9 @@ class DeblurDataset(_Base):
     ``sr/train``) blurred by a random camera-shake kernel (size log-uniform in ``kernel_sizes``, the
     crop taken with a margin so the borders hold real image content), otherwise an average of
     ``frames`` (7..13) consecutive frames of ``gopro_root`` (default ``deblur/gopro_frames``) in
-    linear light (gamma 2.2) with the middle frame as target. Optional Gaussian noise (std drawn from
+    linear light (gamma drawn from ``gammas``; 1.0 = a plain mean of the 8-bit frames, as the shared GoPro
+    pairs are made) with the middle frame as target; ``frame_stride`` (drawn per item) skips frames so a
+    slow sequence gives the larger motions of faster ones. Optional Gaussian noise (std drawn from
     ``noise``) and JPEG (quality drawn from ``jpeg_quality``, applied with probability ``jpeg_prob``).
     """
 
@@ -460,6 +472,8 @@ class DeblurDataset(_Base):
         synth_fraction: float = 0.5,
         frames: tuple[int, int] = (7, 13),
         kernel_sizes: tuple[int, int] = (7, 65),
+        frame_stride: tuple[int, int] = (1, 1),
+        gammas: tuple[float, ...] = (2.2,),
         noise: tuple[float, float] = (0.0, 0.0),
         jpeg_prob: float = 0.0,
         jpeg_quality: tuple[int, int] = (60, 95),
@@ -473,6 +487,9 @@ class DeblurDataset(_Base):
         check_train_roots(roots, allow_test)
         self.patch, self.synth_fraction, self.frames_range = int(patch), float(synth_fraction), tuple(frames)
         self.kernel_sizes, self.noise, self.augment = tuple(kernel_sizes), tuple(noise), augment
+        self.frame_stride, self.gammas = tuple(frame_stride), tuple(float(g) for g in gammas)
+        if not self.gammas or min(self.frame_stride) < 1:
+            raise UsageError("DeblurDataset needs at least one gamma and frame strides >= 1")
         self.jpeg_prob, self.jpeg_quality = float(jpeg_prob), tuple(jpeg_quality)
         self.gopro = GoProFrames(gopro_root) if self.synth_fraction < 1.0 else None
         self.files = []
@@ -509,11 +526,14 @@ class DeblurDataset(_Base):
         n = int(rng.integers(self.frames_range[0], self.frames_range[1] + 1))
         n_frames = len(self.gopro.seqs[seq])
         n = min(n, n_frames)
-        start = int(rng.integers(0, n_frames - n + 1))
+        stride = int(rng.integers(self.frame_stride[0], self.frame_stride[1] + 1))
+        stride = max(1, min(stride, (n_frames - 1) // max(n - 1, 1)))
+        start = int(rng.integers(0, n_frames - (n - 1) * stride))
+        gamma = self.gammas[int(rng.integers(len(self.gammas)))]
         h, w = self.gopro.shape
         p = min(self.patch, h, w)
         y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-        return self.gopro.window(seq, start, n, (slice(y, y + p), slice(x, x + p)))
+        return self.gopro.window(seq, start, n, (slice(y, y + p), slice(x, x + p)), gamma=gamma, stride=stride)
 
     def __getitem__(self, i: int) -> dict:
         from blurwise.data import motion, sr
