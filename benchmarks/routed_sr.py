@@ -50,6 +50,7 @@ from blurwise.routing import (  # noqa: E402
     DEFAULT_THRESHOLD_HR,
     estimate_lr_map,
     find_light_model,
+    lr_map_kwargs,
     routing_overlay,
     upscale_routed,
 )
@@ -214,7 +215,10 @@ def bench_image(
     est = last["map"]
     rec["map_time"] = t["map"]
     rec["bicubic"] = {"q": quality(last["bicubic"], hr, s), "t": t["bicubic"], "flops": 0.0}
-    flops_light = r_light + map_macs(lr.shape[:2]) / rec["full_macs"]
+    mk = lr_map_kwargs(s)
+    flops_light = (
+        r_light + map_macs(lr.shape[:2], mk.get("method", "auto"), mk.get("segmenter", "auto")) / rec["full_macs"]
+    )
     rec["ebmsr"] = {"q": quality(last["ebmsr"], hr, s), "t": t["ebmsr"], "flops": flops_light}
     rec["off"] = {"q": quality(last["off"], hr, s), "t": t["off"], "flops": 1.0}
     rec["routed"] = {}
@@ -335,15 +339,27 @@ def curve_table(recs: list[dict], budgets: list[float]) -> tuple[list[str], dict
 
 
 # ---------------------------------------------------------------------- calibration (training images only)
-def calibrate(pair: dict, s: int, n: int, thresholds_hr: list[float], dev: str) -> list[str]:
+MAP_SPECS = {
+    "default": {},
+    "edge": {"method": "edge"},
+    "learned": {"method": "learned", "segmenter": "none"},
+    "learned+slic": {"method": "learned", "segmenter": "slic"},
+}
+
+
+def calibrate(
+    pair: dict, s: int, n: int, thresholds_hr: list[float], dev: str, maps: tuple[str, ...] = ("default",)
+) -> list[str]:
     """Threshold sweep on defocus renders of *training* images (sr/train BSD200): PSNR loss vs the heavy
-    model and FLOPs cut, routing on the GT map and on the map estimated from the LR image (the default path)."""
+    model and FLOPs cut, routing on the GT map and on maps estimated from the LR image (``maps``: names of
+    ``MAP_SPECS``; ``default`` = what ``blurwise upscale`` uses)."""
     from blurwise.data.datasets import list_images, read_rgb, render_item
     from blurwise.data.paths import data_path
 
     files = list_images(data_path("sr", "train", "BSD200"))[:n]
     heavy, light = pair["heavy"], pair["light"]
-    keys = [(m, t) for m in ("GT", "estimated") for t in thresholds_hr]
+    names = ["estimated" if m == "default" else f"estimated ({m})" for m in maps]
+    keys = [(m, t) for m in ("GT", *names) for t in thresholds_hr]
     loss: dict[tuple, list[float]] = {k: [] for k in keys}
     cut: dict[tuple, list[float]] = {k: [] for k in keys}
     ideal: dict[tuple, list[float]] = {k: [] for k in keys}
@@ -352,10 +368,10 @@ def calibrate(pair: dict, s: int, n: int, thresholds_hr: list[float], dev: str) 
         r = render_item(read_rgb(f), np.random.default_rng(1000 + i), scale=s)
         lr, hr, gt = r["lr"].astype(np.float32) / 255, r["hr"], r["sigma_lr"]
         p0 = quality(run_off(heavy, lr, s, dev), hr, s)[0]
-        est = estimate_lr_map(lr, s)
+        est = {nm: estimate_lr_map(lr, s, **MAP_SPECS[m]) for nm, m in zip(names, maps, strict=True)}
         for m, t in keys:
             sr, rep = upscale_routed(
-                lr, heavy=heavy, light=light, sigma_lr=gt if m == "GT" else est, threshold=t / s, device=dev
+                lr, heavy=heavy, light=light, sigma_lr=gt if m == "GT" else est[m], threshold=t / s, device=dev
             )
             loss[(m, t)].append(quality(sr, hr, s)[0] - p0)
             cut[(m, t)].append(rep.flops_cut)
@@ -374,12 +390,11 @@ def calibrate(pair: dict, s: int, n: int, thresholds_hr: list[float], dev: str) 
             f"| {m} | {t:g} | {np.mean(loss[(m, t)]):+.4f} | {np.min(loss[(m, t)]):+.4f} | "
             f"{100 * np.mean(cut[(m, t)]):.1f}% | {100 * np.mean(ideal[(m, t)]):.1f}% | {eff:.2f} |"
         )
-    ok = [
-        t for t in thresholds_hr if np.mean(loss[("estimated", t)]) >= -0.04 and np.min(loss[("estimated", t)]) >= -0.4
-    ]
+    est0 = names[0]
+    ok = [t for t in thresholds_hr if np.mean(loss[(est0, t)]) >= -0.04 and np.min(loss[(est0, t)]) >= -0.4]
     lines += [
         "",
-        "Lowest threshold whose estimated-map routing stays within 0.04 dB on average (the 0.05 dB target less a "
+        f"Lowest threshold whose {est0} map routing stays within 0.04 dB on average (the 0.05 dB target less a "
         f"margin) and 0.4 dB on every image: {min(ok) if ok else 'none'} px "
         f"(the default is {DEFAULT_THRESHOLD_HR:g} px).",
     ]
@@ -510,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--calibrate", type=int, default=0, help="N training images for the threshold calibration")
+    ap.add_argument(
+        "--calibrate-maps",
+        default="default",
+        help=f"map estimators compared by --calibrate, comma-separated from {', '.join(MAP_SPECS)} (first decides)",
+    )
     ap.add_argument("--design", type=int, default=None, help="N training maps for the grid sweep (quick: 2, else 24)")
     ap.add_argument("--out", default=str(REPO / "docs/results/routed_sr.md"))
     args = ap.parse_args(argv)
@@ -696,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
             md += [
                 f"### x{s}: threshold calibration",
                 "",
-                *calibrate(pair, s, args.calibrate, thresholds_hr, args.device),
+                *calibrate(pair, s, args.calibrate, thresholds_hr, args.device, tuple(args.calibrate_maps.split(","))),
                 "",
             ]
     n_design = args.design if args.design is not None else (2 if args.quick else 24)

@@ -371,6 +371,27 @@ class TestLearned:
         blurred = estimate_defocus(img, method="learned", segmenter="none")
         assert np.median(blurred) > np.median(sharp)
 
+    def test_per_scale_model(self, monkeypatch) -> None:
+        """At lr_scale 4 the x4 model (trained on LR x4 renders) replaces the general one when shipped."""
+        from blurwise.defocus import learned
+        from blurwise.models.registry import get_variant, is_shipped
+
+        if not is_shipped(get_variant("defocus-cnn-x4")):
+            pytest.skip("defocus-cnn-x4 weights not shipped")
+        assert learned.scale_model_available(4) and not learned.scale_model_available(3)
+        used = []
+        real = learned._cached_model
+        monkeypatch.setattr(learned, "_cached_model", lambda name: used.append(name) or real(name))
+        img = texture(32)
+        learned.learned_defocus(img, lr_scale=4)
+        learned.learned_defocus(img, lr_scale=2)
+        learned.learned_defocus(img, lr_scale=4, model="defocus-cnn-x4")
+        assert used == ["defocus-cnn-x4", "defocus-cnn", "defocus-cnn-x4"]
+        from blurwise.models import load_model
+
+        _, info = load_model("defocus-cnn-x4")
+        assert info.metadata["lr_scale"] == 4 and "4" in info.metadata["calibration"]
+
 
 # --------------------------------------------------------------------------- previews
 

@@ -465,3 +465,19 @@ def test_guillotine_finds_cuts_that_pay_off_one_level_deeper():
         covered[r0:r1, c0:c1] = True
     assert covered[frame].all() and covered.sum() == 76  # the ring itself, not its 400-cell box
     assert sum(cost(*b) for b in boxes) < cost(0, 20, 0, 20)
+
+
+def test_lr_map_kwargs_per_scale_defaults(monkeypatch):
+    """The per-scale estimator default applies only when its model ships; explicit settings win."""
+    import blurwise.defocus.learned as learned
+    import blurwise.routing as routing
+
+    monkeypatch.setattr(routing, "LR_MAP_DEFAULTS", {4: {"method": "learned", "segmenter": "none"}})
+    monkeypatch.setattr(learned, "scale_model_available", lambda s: s == 4)
+    assert routing.lr_map_kwargs(4) == {"method": "learned", "segmenter": "none"}
+    assert routing.lr_map_kwargs(4, method="edge") == {"method": "edge"}
+    assert routing.lr_map_kwargs(4, segmenter="slic") == {"method": "learned", "segmenter": "slic"}
+    assert routing.lr_map_kwargs(2) == {}
+    monkeypatch.setattr(learned, "scale_model_available", lambda s: False)
+    assert routing.lr_map_kwargs(4) == {}
+    assert routing.map_macs((10, 10), "learned", "none") > routing.map_macs((10, 10), "edge")

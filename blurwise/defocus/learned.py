@@ -112,6 +112,69 @@ def make_bank(
     return path
 
 
+# Training-side images of the per-scale routing estimators. DIV2K6 is left out (its images are in
+# defocus-sr) and so are the first ROUTING_CALIB_SKIP BSD200 images (``benchmarks/routed_sr.py
+# --calibrate`` checks the routing threshold on them).
+ROUTING_ROOTS = ("sr/train/T91", "sr/train/BSD200")
+ROUTING_CALIB_SKIP = 12
+
+
+def make_lr_bank(
+    path: str | Path,
+    *,
+    scale: int = 4,
+    renders_per_image: int = 4,
+    seed: int = 0,
+    max_images: int = 0,
+    save_every: int = 32,
+) -> Path:
+    """Render the routing estimator's bank: LR x``scale`` images exactly as routed SR receives them.
+
+    Each render is ``blurwise.data.datasets.render_item`` (the defocus-sr recipe: synthetic depth,
+    random shallow depth of field, 128 layers at the image's native resolution, MATLAB bicubic LR)
+    of a training image; stored as uint8 LR and float16 sigma in LR px under the keys of
+    :func:`make_bank` (``images_S``/``sigmas_S``), so the same crop sampler and trainer serve both.
+    """
+    from blurwise.data.datasets import list_images, read_rgb, render_item
+    from blurwise.data.paths import data_path
+
+    rng = np.random.default_rng(seed)
+    files: list[Path] = []
+    for r in ROUTING_ROOTS:
+        fs = list_images(data_path(*r.split("/")))
+        files += fs[ROUTING_CALIB_SKIP:] if r.endswith("BSD200") else fs
+    files = [files[i] for i in rng.permutation(len(files))]
+    if max_images:
+        files = files[:max_images]
+    images: list[np.ndarray] = []
+    sigmas: list[np.ndarray] = []
+    names: list[str] = []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        arrays = {}
+        for k, v in ((f"images_{scale}", images), (f"sigmas_{scale}", sigmas)):
+            arrays[k] = np.empty(len(v), dtype=object)
+            arrays[k][:] = v
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, names=np.array(names), **arrays)
+        tmp.replace(path)
+
+    for i, f in enumerate(files):
+        sharp = read_rgb(f)
+        for _ in range(renders_per_image):
+            r = render_item(sharp, rng, scale=scale)
+            images.append(np.asarray(r["lr"], np.uint8))
+            sigmas.append(np.asarray(r["sigma_lr"], np.float16))
+            names.append(f"{f.parent.name}/{f.name}")
+        if (i + 1) % save_every == 0:
+            save()
+            log.info("lr bank x%d: %d/%d images", scale, i + 1, len(files))
+    save()
+    return path
+
+
 def load_bank(path: str | Path) -> dict[str, Any]:
     """The bank written by :func:`make_bank`: ``{"images_S": [...], "sigmas_S": [...], "names": [...]}``."""
     z = np.load(path, allow_pickle=True)  # our own file, written by make_bank
@@ -168,12 +231,16 @@ def train_defocus_cnn(
     holdout: float = 0.1,
     checkpoint_every: int = 100,
     resume: bool = True,
+    scales: tuple[int, ...] = SCALES,
+    scale_probs: tuple[float, ...] = SCALE_PROBS,
+    init: str | None = None,
 ) -> Any:
     """Train DefocusCNN on a render bank for at most ``minutes`` / ``iterations``; returns the model.
 
     Adam with cosine decay over ``iterations``; checkpoints (model, optimiser, step, RNG) every
     ``checkpoint_every`` steps in ``out_dir/last.pt`` and resumes from it. The last ``holdout``
-    fraction of the bank is never trained on (it calibrates the model afterwards).
+    fraction of the bank is never trained on (it calibrates the model afterwards). ``init`` names
+    weights to start from (e.g. the shipped ``defocus-cnn`` when training a per-scale model).
     """
     import torch
 
@@ -188,6 +255,10 @@ def train_defocus_cnn(
     bank_mtime = bank.stat().st_mtime
     n_train = max(1, int(len(bk["names"]) * (1.0 - holdout)))
     model = create_model("defocus-cnn")
+    if init:
+        from blurwise.models import load_model
+
+        model.load_state_dict(load_model(init)[0].float().state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, iterations) / iterations))
@@ -210,7 +281,7 @@ def train_defocus_cnn(
     while step < iterations and time.time() < t_end:
         xs, ys = [], []
         while len(xs) < batch:
-            s = int(rng.choice(SCALES, p=SCALE_PROBS))
+            s = int(rng.choice(scales, p=scale_probs))
             crop = sample_crop(bk, int(rng.integers(0, n_train)), rng, s, patch)
             if crop is not None:
                 xs.append(crop[0].transpose(2, 0, 1))
@@ -261,7 +332,9 @@ def predict_sigma(model: Any, image: np.ndarray, device: str | None = None) -> n
     return y[0, 0].float().cpu().numpy().astype(np.float32)
 
 
-def fit_calibration(model: Any, bank: str | Path, *, holdout: float = 0.1) -> dict[str, Any]:
+def fit_calibration(
+    model: Any, bank: str | Path, *, holdout: float = 0.1, scales: tuple[int, ...] = SCALES
+) -> dict[str, Any]:
     """Per-scale monotone map predicted -> true sigma on the bank's held-out renders.
 
     Returns ``{"1": {"pred": [...], "true": [...]}, ...}``: the median prediction in each bin of
@@ -272,7 +345,7 @@ def fit_calibration(model: Any, bank: str | Path, *, holdout: float = 0.1) -> di
     bk = load_bank(bank)
     n_train = int(len(bk["names"]) * (1.0 - holdout))
     out: dict[str, Any] = {}
-    for s in SCALES:
+    for s in scales:
         pairs = []
         for i in range(n_train, len(bk["names"])):
             im = bk[f"images_{s}"][i].astype(np.float32) / 255.0
@@ -283,7 +356,15 @@ def fit_calibration(model: Any, bank: str | Path, *, holdout: float = 0.1) -> di
     return out
 
 
-@lru_cache(maxsize=2)
+def scale_model_available(scale: int) -> bool:
+    """Whether a per-scale estimator ``defocus-cnn-x{scale}`` is registered with shipped weights."""
+    from blurwise.models.registry import get_variant, is_shipped, list_variants
+
+    name = f"defocus-cnn-x{scale}"
+    return any(v.name == name for v in list_variants()) and is_shipped(get_variant(name))
+
+
+@lru_cache(maxsize=4)
 def _cached_model(name: str) -> tuple[Any, dict[str, Any]]:
     from blurwise.models import load_model
 
@@ -297,10 +378,14 @@ def learned_defocus(
     """Dense sigma map (float32 HW, px) from the learned estimator, calibrated for ``lr_scale``.
 
     ``lr_scale`` says the image is an LR input made by an x``lr_scale`` bicubic downscale (routed SR);
-    1 means a full-resolution photo. Scales without a stored calibration use the nearest one.
+    1 means a full-resolution photo. A per-scale model (``defocus-cnn-x4``: trained only on LR x4
+    renders, where the HR blur routed SR decides on is a fraction of an LR pixel) replaces the general
+    one when shipped. Scales without a stored calibration use the nearest one.
     """
     from blurwise.defocus.calibrate import apply_monotone
 
+    if model == "defocus-cnn" and lr_scale > 1 and scale_model_available(lr_scale):
+        model = f"defocus-cnn-x{lr_scale}"
     net, meta = _cached_model(model)
     raw = predict_sigma(net, image, device)
     cal = meta.get("calibration") or {}
@@ -319,11 +404,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="blurwise/models/weights/defocus-cnn.safetensors")
+    ap.add_argument("--out", default=ap_default_out())
     ap.add_argument("--bank-only", action="store_true")
     ap.add_argument("--no-train", action="store_true", help="calibrate and export the last checkpoint")
+    ap.add_argument(
+        "--scale", type=int, default=0, help="train the per-scale LR estimator defocus-cnn-xS (from defocus-cnn)"
+    )
+    ap.add_argument("--renders", type=int, default=4, help="renders per image of the per-scale bank")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.scale:
+        _main_scale(a)
+        return
     work = Path(a.work)
     bank = work / "bank.npz"
     if not bank.is_file():
@@ -365,6 +457,61 @@ def main(argv: list[str] | None = None) -> None:
         },
     )
     log.info("saved %s", a.out)
+
+
+def _main_scale(a: argparse.Namespace) -> None:
+    """The per-scale recipe: LR bank (defocus-sr renders of training images), fine-tune, calibrate, save."""
+    import torch
+
+    from blurwise.models import create_model, save_weights
+
+    s = int(a.scale)
+    work = Path(a.work) / f"x{s}"
+    bank = work / f"bank_x{s}.npz"
+    if not bank.is_file():
+        make_lr_bank(bank, scale=s, renders_per_image=a.renders)
+    if a.bank_only:
+        return
+    kw = {"scales": (s,), "scale_probs": (1.0,), "patch": 40, "batch": 16}
+    if a.no_train:
+        model = create_model("defocus-cnn")
+        model.load_state_dict(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
+        model.eval()
+    else:
+        model = train_defocus_cnn(
+            bank, work, minutes=a.minutes, iterations=a.iterations, threads=a.threads, lr=5e-4, init="defocus-cnn", **kw
+        )
+    cal = fit_calibration(model, bank, scales=(s,))
+    out = a.out if a.out != ap_default_out() else f"blurwise/models/weights/defocus-cnn-x{s}.safetensors"
+    save_weights(
+        model,
+        out,
+        arch="defocus-cnn",
+        task="defocus",
+        scale=1,
+        config={"in_channels": 3, "channels": [16, 32, 48]},
+        name=f"defocus-cnn-x{s}",
+        extra={
+            "calibration": cal,
+            "lr_scale": s,
+            "training": {
+                "data": [*ROUTING_ROOTS[:1], f"{ROUTING_ROOTS[1]} (minus the first {ROUTING_CALIB_SKIP})"],
+                "renderer": "blurwise.data.datasets.render_item (the defocus-sr recipe)",
+                "renders_per_image": a.renders,
+                "init": "defocus-cnn",
+                "minutes": a.minutes,
+                "iterations": a.iterations,
+                "lr_patch": kw["patch"],
+                "batch": kw["batch"],
+            },
+        },
+    )
+    log.info("saved %s", out)
+
+
+def ap_default_out() -> str:
+    """The ``--out`` default of :func:`main` (the general model's shipped weights)."""
+    return "blurwise/models/weights/defocus-cnn.safetensors"
 
 
 if __name__ == "__main__":

@@ -67,3 +67,14 @@ register_variant(
         description="learned defocus-map estimator (sigma px), < 100K params, trained on full-res and x2/x4 LR renders",
     )
 )
+register_variant(
+    Variant(
+        "defocus-cnn-x4",
+        "defocus-cnn",
+        {"in_channels": 3, "channels": (16, 32, 48)},
+        task="defocus",
+        scale=1,
+        weights="defocus-cnn-x4.safetensors",
+        description="defocus-cnn fine-tuned on LR x4 defocus-sr renders only: the map routed SR x4 decides on",
+    )
+)

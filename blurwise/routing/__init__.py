@@ -52,6 +52,7 @@ __all__ = [
     "default_threshold",
     "defocus_scores",
     "estimate_lr_map",
+    "lr_map_kwargs",
     "execute_plan",
     "find_light_model",
     "grid_shape",
@@ -68,6 +69,11 @@ __all__ = [
 # not report its own: Gaussian re-blur and gradients at two scales, Canny, a guided filter (~6 box
 # filters) and segment statistics come to roughly 200 multiply-adds per pixel.
 DEFAULT_MAP_MACS_PER_PIXEL = 200.0
+
+# The defocus-map estimator routed SR uses at each scale when the caller does not choose one (keyword
+# arguments of ``blurwise.defocus.estimate_defocus``); other scales use the estimator's own default.
+# Chosen by ``benchmarks/routed_sr.py --calibrate N --calibrate-maps ...`` on *training* renders.
+LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {}
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
@@ -204,7 +210,22 @@ def resolve_models(
 # ---------------------------------------------------------------------- map
 
 
-def map_macs(shape: tuple[int, int], method: str = "auto") -> float:
+def lr_map_kwargs(scale: int, **kw: Any) -> dict[str, Any]:
+    """The estimator settings of the LR map at ``scale``: ``LR_MAP_DEFAULTS`` (when its model is shipped)
+    overridden by ``kw``, so the map and its FLOPs accounting always name the same estimator."""
+    base = dict(LR_MAP_DEFAULTS.get(int(scale), {}))
+    if base.get("method") == "learned":
+        from blurwise.defocus.learned import scale_model_available
+
+        if not scale_model_available(int(scale)):
+            base = {}
+    if kw.get("method", base.get("method")) != base.get("method"):
+        base = {}  # another estimator: none of the default's settings apply to it
+    base.update(kw)
+    return base
+
+
+def map_macs(shape: tuple[int, int], method: str = "auto", segmenter: str = "auto") -> float:
     """MACs of estimating the defocus map of an LR image of ``shape``, for the FLOPs accounting.
 
     Uses ``blurwise.defocus.estimate_macs(h, w, method=...)`` when the defocus package provides
@@ -215,7 +236,7 @@ def map_macs(shape: tuple[int, int], method: str = "auto") -> float:
 
         est = getattr(defocus, "estimate_macs", None)
         if callable(est):
-            return float(est(shape[0], shape[1], method=method))
+            return float(est(shape[0], shape[1], method=method, segmenter=segmenter))
     except ImportError:
         pass
     return float(shape[0] * shape[1] * DEFAULT_MAP_MACS_PER_PIXEL)
@@ -227,6 +248,7 @@ def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None,
         from blurwise.defocus import estimate_defocus
     except ImportError:
         raise NotAvailableError("defocus map estimation is not available; pass sigma_lr or use --route off") from None
+    kw = lr_map_kwargs(scale, **kw)
     kw.setdefault("lr_scale", scale)
     return np.asarray(estimate_defocus(lr, depth, **kw), dtype=np.float32)
 
@@ -292,7 +314,8 @@ def upscale_routed(
         t0 = time.perf_counter()
         sigma_lr = estimate_lr_map(arr, s, depth, **(map_kwargs or {}))
         timings["map"] = time.perf_counter() - t0
-        m_macs = map_macs((h, w), (map_kwargs or {}).get("method", "auto"))
+        mk = lr_map_kwargs(s, **(map_kwargs or {}))
+        m_macs = map_macs((h, w), mk.get("method", "auto"), mk.get("segmenter", "auto"))
     if sigma_lr is not None:
         sigma_lr = np.asarray(sigma_lr, dtype=np.float32)
         if sigma_lr.shape != (h, w):
