@@ -48,6 +48,7 @@ from blurwise.routing import (  # noqa: E402
     DEFAULT_OVERLAP,
     DEFAULT_PATCH,
     DEFAULT_THRESHOLD_HR,
+    default_threshold_hr,
     estimate_lr_map,
     find_light_model,
     lr_map_kwargs,
@@ -228,14 +229,14 @@ def bench_image(
         if gt_lr is not None:
             e["ideal"] = float(np.mean(gt_lr > th / s)) * (1.0 - r_light)
         rec["routed"][th] = e
-        if th == thresholds_hr[0] or th == DEFAULT_THRESHOLD_HR:
+        if th == thresholds_hr[0] or th == default_threshold_hr(s):
             rec.setdefault("plans", {})[th] = rep.plan
     if gt_lr is not None:  # oracle: the GT map instead of the estimated one (separates map quality from routing)
-        sr, rep = upscale_routed(lr, heavy=heavy, light=light, sigma_lr=gt_lr, threshold=DEFAULT_THRESHOLD_HR / s)
+        sr, rep = upscale_routed(lr, heavy=heavy, light=light, sigma_lr=gt_lr, threshold=default_threshold_hr(s) / s)
         rec["oracle"] = {
             "q": quality(sr, hr, s),
             "flops": rep.flops_fraction,
-            "ideal": float(np.mean(gt_lr > DEFAULT_THRESHOLD_HR / s)) * (1.0 - r_light),
+            "ideal": float(np.mean(gt_lr > default_threshold_hr(s) / s)) * (1.0 - r_light),
         }
     rec["curves"] = {}
     for scorer in SCORERS:
@@ -297,9 +298,9 @@ def method_table(recs: list[dict], s: int, thresholds_hr: list[float], with_eff:
     default = None
     for th in thresholds_hr:
         a = agg(recs, "routed", th)
-        tag = " **(default)**" if th == DEFAULT_THRESHOLD_HR else ""
+        tag = " **(default)**" if th == default_threshold_hr(s) else ""
         lines.append(row(f"routed, sigma_HR >= {th:g} px (LR {th / s:.3g}){tag}", a))
-        if th == DEFAULT_THRESHOLD_HR:
+        if th == default_threshold_hr(s):
             default = a
     if all("oracle" in r for r in recs):
         lines.append(row("routed, default, GT map (oracle, no map cost)", agg(recs, "oracle")))
@@ -313,7 +314,7 @@ def per_image_table(recs: list[dict], ids: list[str], fracs: list[Any], s: int) 
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, iid, (kind, frac, src) in zip(recs, ids, fracs, strict=True):
-        d = r["routed"][DEFAULT_THRESHOLD_HR]
+        d = r["routed"][default_threshold_hr(s)]
         eff = (1 - d["flops"]) / d["ideal"] if d.get("ideal", 0) > 0.01 else None
         lines.append(
             f"| {iid} | {kind} | {fmt(frac, '.2f')} ({src}) | {r['off']['q'][0]:.3f} | {d['q'][0]:.3f} | "
@@ -396,7 +397,7 @@ def calibrate(
         "",
         f"Lowest threshold whose {est0} map routing stays within 0.04 dB on average (the 0.05 dB target less a "
         f"margin) and 0.4 dB on every image: {min(ok) if ok else 'none'} px "
-        f"(the default is {DEFAULT_THRESHOLD_HR:g} px).",
+        f"(the default is {default_threshold_hr(s):g} px).",
     ]
     return lines
 
@@ -544,8 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.quick and args.max_lr is None:
         args.max_lr = 48
-    if DEFAULT_THRESHOLD_HR not in thresholds_hr:
-        thresholds_hr = sorted([*thresholds_hr, DEFAULT_THRESHOLD_HR])
+    defaults_hr = {default_threshold_hr(s) for s in scales}
+    thresholds_hr = sorted({*thresholds_hr, *defaults_hr})
     budgets = (
         [float(v) for v in args.budgets.split(",")]
         if args.budgets
@@ -631,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
             fracs[kind].append((kind, frac[0], frac[1]))
             print(f"x{s} {it['id']}: {time.time() - t0:.1f}s", flush=True)
             if kind == "synthetic" and "plans" in rec:  # show the most mixed routing of the first scale
-                plan = rec["plans"][DEFAULT_THRESHOLD_HR]
+                plan = rec["plans"][default_threshold_hr(s)]
                 mix = abs(plan.fractions().get("light", 0.0) - 0.5)
                 if overlay_s in (None, s) and (overlay is None or mix < overlay[0]):
                     overlay_s = s
@@ -640,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("synthetic", "real"):
             if not recs[kind]:
                 continue
-            with_eff = all("ideal" in r["routed"][DEFAULT_THRESHOLD_HR] for r in recs[kind])
+            with_eff = all("ideal" in r["routed"][default_threshold_hr(s)] for r in recs[kind])
             lines, key = method_table(recs[kind], s, thresholds_hr, with_eff)
             md += [f"### x{s}, {kind} ({len(recs[kind])} images)", "", *lines, ""]
             md += per_image_table(recs[kind], ids[kind], fracs[kind], s) + [""]
@@ -744,7 +745,15 @@ def main(argv: list[str] | None = None) -> int:
         "(context) per interior side, clamped at the image border (no padding there, so border pixels equal a "
         "whole-image run). Blend weights are each tile's indicator smoothed by a linear ramp 2 x overlap x scale "
         "HR px wide; the tiles partition the image, so the weights sum to exactly 1 everywhere (tested).",
-        f"- **Default threshold sigma_HR = {DEFAULT_THRESHOLD_HR:g} px** (LR map: / scale). reference.md: bicubic x4 "
+        "- **Default map and threshold per scale**: "
+        + "; ".join(
+            f"x{s}: {lr_map_kwargs(s).get('method', 'edge/DGS')} map, sigma_HR >= {default_threshold_hr(s):g} px"
+            for s in scales
+        )
+        + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR`, chosen with `--calibrate N --calibrate-maps "
+        "learned,edge,learned+slic` on training renders: the x4 learned map (`defocus-cnn-x4`, trained on LR x4 "
+        "renders of training images) separates sub-LR-pixel blur that the edge estimate cannot). "
+        f"Without a per-scale map: sigma_HR = {DEFAULT_THRESHOLD_HR:g} px (LR map: / scale). reference.md: bicubic x4 "
         "PSNR on Gaussian-defocused content is 25.9 dB in focus, 32.5 dB at 1 px, 41.3 dB at 2 px, so routing "
         "decisions cost PSNR only below ~1-2 px; defocus-sr (calibrated to real shallow-DoF photos) has 55-85% "
         "of its pixels above 1 px but only ~25% above 2 px, so 2 px could never reach a large cut. "

@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> None:
         "--scale", type=int, default=0, help="train the per-scale LR estimator defocus-cnn-xS (from defocus-cnn)"
     )
     ap.add_argument("--renders", type=int, default=4, help="renders per image of the per-scale bank")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the per-scale bank's renders")
+    ap.add_argument("--init", default="defocus-cnn", help="per-scale training starts from these weights")
+    ap.add_argument("--lr", type=float, default=5e-4, help="per-scale training: peak learning rate")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.scale:
@@ -469,7 +472,7 @@ def _main_scale(a: argparse.Namespace) -> None:
     work = Path(a.work) / f"x{s}"
     bank = work / f"bank_x{s}.npz"
     if not bank.is_file():
-        make_lr_bank(bank, scale=s, renders_per_image=a.renders)
+        make_lr_bank(bank, scale=s, renders_per_image=a.renders, seed=a.seed)
     if a.bank_only:
         return
     kw = {"scales": (s,), "scale_probs": (1.0,), "patch": 40, "batch": 16}
@@ -479,7 +482,7 @@ def _main_scale(a: argparse.Namespace) -> None:
         model.eval()
     else:
         model = train_defocus_cnn(
-            bank, work, minutes=a.minutes, iterations=a.iterations, threads=a.threads, lr=5e-4, init="defocus-cnn", **kw
+            bank, work, minutes=a.minutes, iterations=a.iterations, threads=a.threads, lr=a.lr, init=a.init, **kw
         )
     cal = fit_calibration(model, bank, scales=(s,))
     out = a.out if a.out != ap_default_out() else f"blurwise/models/weights/defocus-cnn-x{s}.safetensors"
@@ -498,7 +501,9 @@ def _main_scale(a: argparse.Namespace) -> None:
                 "data": [*ROUTING_ROOTS[:1], f"{ROUTING_ROOTS[1]} (minus the first {ROUTING_CALIB_SKIP})"],
                 "renderer": "blurwise.data.datasets.render_item (the defocus-sr recipe)",
                 "renders_per_image": a.renders,
-                "init": "defocus-cnn",
+                "init": a.init,
+                "bank_seed": a.seed,
+                "lr": a.lr,
                 "minutes": a.minutes,
                 "iterations": a.iterations,
                 "lr_patch": kw["patch"],

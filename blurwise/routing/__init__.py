@@ -51,6 +51,7 @@ __all__ = [
     "Tile",
     "default_threshold",
     "defocus_scores",
+    "default_threshold_hr",
     "estimate_lr_map",
     "lr_map_kwargs",
     "execute_plan",
@@ -73,7 +74,14 @@ DEFAULT_MAP_MACS_PER_PIXEL = 200.0
 # The defocus-map estimator routed SR uses at each scale when the caller does not choose one (keyword
 # arguments of ``blurwise.defocus.estimate_defocus``); other scales use the estimator's own default.
 # Chosen by ``benchmarks/routed_sr.py --calibrate N --calibrate-maps ...`` on *training* renders.
-LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {}
+# x4: the per-scale learned estimator (defocus-cnn-x4, no segment refinement). On 12 BSD200 training
+# renders it routes at sigma_HR 0.5 px with -0.010 dB mean / -0.051 dB worst and a 48% cut, where the
+# edge/DGS map needs 1 px for -0.035 dB / -0.39 dB and cuts 17%; the DGS-refined variant cuts more
+# but loses 0.05-0.08 dB. x2 keeps the edge/DGS map (no per-scale model trained yet).
+LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {4: {"method": "learned", "segmenter": "none"}}
+# The default threshold (sigma_HR px) calibrated with each scale's default estimator (same sweep).
+# Below 0.5 px the x4 map changes nothing (its calibrated output has a floor there).
+LR_MAP_THRESHOLD_HR: dict[int, float] = {4: 0.5}
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
@@ -225,6 +233,16 @@ def lr_map_kwargs(scale: int, **kw: Any) -> dict[str, Any]:
     return base
 
 
+def default_threshold_hr(scale: int, map_kwargs: dict[str, Any] | None = None) -> float:
+    """Default routing threshold (sigma_HR px) for maps made by ``estimate_lr_map(.., **map_kwargs)``:
+    the value calibrated with the scale's default estimator when that is the one in use, else
+    ``DEFAULT_THRESHOLD_HR`` (calibrated with the edge/DGS map)."""
+    used = lr_map_kwargs(scale, **(map_kwargs or {}))
+    if used and used == lr_map_kwargs(scale) and int(scale) in LR_MAP_THRESHOLD_HR:
+        return LR_MAP_THRESHOLD_HR[int(scale)]
+    return DEFAULT_THRESHOLD_HR
+
+
 def map_macs(shape: tuple[int, int], method: str = "auto", segmenter: str = "auto") -> float:
     """MACs of estimating the defocus map of an LR image of ``shape``, for the FLOPs accounting.
 
@@ -288,8 +306,8 @@ def upscale_routed(
     ``heavy``/``light``: (model, ModelInfo) pairs or registered names/paths (``light=None`` = the
     heavy model's EBM-SR). ``sigma_lr``: the defocus map (Gaussian sigma in LR px, HxW of ``lr``);
     estimated with ``blurwise.defocus.estimate_defocus(lr, depth)`` when not given (timed and counted).
-    ``threshold`` (LR px; sigma_HR = scale x sigma_LR; default sigma_HR 2 px) or ``budget`` (fraction
-    of the heavy model's FLOPs) decide the routes; ``routes=3`` adds the bicubic route for very
+    ``threshold`` (LR px; sigma_HR = scale x sigma_LR; default :func:`default_threshold_hr`) or
+    ``budget`` (fraction of the heavy model's FLOPs) decide the routes; ``routes=3`` adds the bicubic route for very
     defocused patches. ``scorer`` = "defocus" | "texture" | "random" picks what the patches are
     ranked by (texture and random need a threshold in their own units or a budget). ``stat`` is the
     per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
@@ -316,6 +334,8 @@ def upscale_routed(
         timings["map"] = time.perf_counter() - t0
         mk = lr_map_kwargs(s, **(map_kwargs or {}))
         m_macs = map_macs((h, w), mk.get("method", "auto"), mk.get("segmenter", "auto"))
+        if threshold is None and budget is None and scorer == "defocus":
+            threshold = default_threshold_hr(s, map_kwargs) / s  # calibrated with this estimator
     if sigma_lr is not None:
         sigma_lr = np.asarray(sigma_lr, dtype=np.float32)
         if sigma_lr.shape != (h, w):
