@@ -478,6 +478,12 @@ def test_lr_map_kwargs_per_scale_defaults(monkeypatch):
     assert routing.lr_map_kwargs(4, method="edge") == {"method": "edge"}
     assert routing.lr_map_kwargs(4, segmenter="slic") == {"method": "learned", "segmenter": "slic"}
     assert routing.lr_map_kwargs(2) == {}
+    assert routing.lr_map_kwargs(4, depth=True) == {}  # a depth map: the depth-guided estimator
+    monkeypatch.setattr(routing, "LR_MAP_THRESHOLD_HR", {4: 0.5})
+    assert routing.default_threshold_hr(4) == 0.5
+    assert routing.default_threshold_hr(4, {"method": "edge"}) == routing.DEFAULT_THRESHOLD_HR
+    assert routing.default_threshold_hr(4, depth=True) == routing.DEFAULT_THRESHOLD_HR
+    assert routing.default_threshold_hr(2) == routing.DEFAULT_THRESHOLD_HR
     monkeypatch.setattr(learned, "scale_model_available", lambda s: False)
     assert routing.lr_map_kwargs(4) == {}
     assert routing.map_macs((10, 10), "learned", "none") > routing.map_macs((10, 10), "edge")

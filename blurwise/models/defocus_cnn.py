@@ -78,3 +78,14 @@ register_variant(
         description="defocus-cnn fine-tuned on LR x4 defocus-sr renders only: the map routed SR x4 decides on",
     )
 )
+register_variant(
+    Variant(
+        "defocus-cnn-x2",
+        "defocus-cnn",
+        {"in_channels": 3, "channels": (16, 32, 48)},
+        task="defocus",
+        scale=1,
+        weights="defocus-cnn-x2.safetensors",
+        description="defocus-cnn fine-tuned on LR x2 defocus-sr renders only: the map routed SR x2 decides on",
+    )
+)

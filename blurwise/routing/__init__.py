@@ -218,10 +218,12 @@ def resolve_models(
 # ---------------------------------------------------------------------- map
 
 
-def lr_map_kwargs(scale: int, **kw: Any) -> dict[str, Any]:
+def lr_map_kwargs(scale: int, depth: bool = False, **kw: Any) -> dict[str, Any]:
     """The estimator settings of the LR map at ``scale``: ``LR_MAP_DEFAULTS`` (when its model is shipped)
-    overridden by ``kw``, so the map and its FLOPs accounting always name the same estimator."""
-    base = dict(LR_MAP_DEFAULTS.get(int(scale), {}))
+    overridden by ``kw``, so the map and its FLOPs accounting always name the same estimator. With a
+    depth map (``depth=True``) the depth-guided DGS estimator is used instead: the learned map takes RGB only.
+    """
+    base = {} if depth else dict(LR_MAP_DEFAULTS.get(int(scale), {}))
     if base.get("method") == "learned":
         from blurwise.defocus.learned import scale_model_available
 
@@ -233,11 +235,11 @@ def lr_map_kwargs(scale: int, **kw: Any) -> dict[str, Any]:
     return base
 
 
-def default_threshold_hr(scale: int, map_kwargs: dict[str, Any] | None = None) -> float:
+def default_threshold_hr(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bool = False) -> float:
     """Default routing threshold (sigma_HR px) for maps made by ``estimate_lr_map(.., **map_kwargs)``:
     the value calibrated with the scale's default estimator when that is the one in use, else
     ``DEFAULT_THRESHOLD_HR`` (calibrated with the edge/DGS map)."""
-    used = lr_map_kwargs(scale, **(map_kwargs or {}))
+    used = lr_map_kwargs(scale, depth, **(map_kwargs or {}))
     if used and used == lr_map_kwargs(scale) and int(scale) in LR_MAP_THRESHOLD_HR:
         return LR_MAP_THRESHOLD_HR[int(scale)]
     return DEFAULT_THRESHOLD_HR
@@ -266,7 +268,7 @@ def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None,
         from blurwise.defocus import estimate_defocus
     except ImportError:
         raise NotAvailableError("defocus map estimation is not available; pass sigma_lr or use --route off") from None
-    kw = lr_map_kwargs(scale, **kw)
+    kw = lr_map_kwargs(scale, depth is not None, **kw)
     kw.setdefault("lr_scale", scale)
     return np.asarray(estimate_defocus(lr, depth, **kw), dtype=np.float32)
 
@@ -332,10 +334,10 @@ def upscale_routed(
         t0 = time.perf_counter()
         sigma_lr = estimate_lr_map(arr, s, depth, **(map_kwargs or {}))
         timings["map"] = time.perf_counter() - t0
-        mk = lr_map_kwargs(s, **(map_kwargs or {}))
+        mk = lr_map_kwargs(s, depth is not None, **(map_kwargs or {}))
         m_macs = map_macs((h, w), mk.get("method", "auto"), mk.get("segmenter", "auto"))
         if threshold is None and budget is None and scorer == "defocus":
-            threshold = default_threshold_hr(s, map_kwargs) / s  # calibrated with this estimator
+            threshold = default_threshold_hr(s, map_kwargs, depth is not None) / s  # calibrated with this map
     if sigma_lr is not None:
         sigma_lr = np.asarray(sigma_lr, dtype=np.float32)
         if sigma_lr.shape != (h, w):
