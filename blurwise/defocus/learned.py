@@ -55,6 +55,17 @@ def _load_rgb(path: Path, max_side: int = 1024) -> np.ndarray:
     return img
 
 
+def _save_bank(path: Path, names: list[str], store: dict[str, list[np.ndarray]]) -> None:
+    """Write a bank atomically: ragged per-render arrays as object arrays, one entry per render."""
+    arrays = {}
+    for k, v in store.items():
+        arrays[k] = np.empty(len(v), dtype=object)
+        arrays[k][:] = v
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, names=np.array(names), **arrays)
+    tmp.replace(path)
+
+
 def make_bank(
     path: str | Path,
     *,
@@ -87,13 +98,7 @@ def make_bank(
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        arrays = {}
-        for k, v in store.items():
-            arrays[k] = np.empty(len(v), dtype=object)
-            arrays[k][:] = v
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, names=np.array(names), **arrays)
-        tmp.replace(path)
+        _save_bank(path, names, store)
 
     for i, f in enumerate(files):
         hr = _load_rgb(f, max_side)
@@ -153,13 +158,7 @@ def make_lr_bank(
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:
-        arrays = {}
-        for k, v in ((f"images_{scale}", images), (f"sigmas_{scale}", sigmas)):
-            arrays[k] = np.empty(len(v), dtype=object)
-            arrays[k][:] = v
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, names=np.array(names), **arrays)
-        tmp.replace(path)
+        _save_bank(path, names, {f"images_{scale}": images, f"sigmas_{scale}": sigmas})
 
     for i, f in enumerate(files):
         sharp = read_rgb(f)

@@ -67,25 +67,15 @@ register_variant(
         description="learned defocus-map estimator (sigma px), < 100K params, trained on full-res and x2/x4 LR renders",
     )
 )
-register_variant(
-    Variant(
-        "defocus-cnn-x4",
-        "defocus-cnn",
-        {"in_channels": 3, "channels": (16, 32, 48)},
-        task="defocus",
-        scale=1,
-        weights="defocus-cnn-x4.safetensors",
-        description="defocus-cnn fine-tuned on LR x4 defocus-sr renders only: the map routed SR x4 decides on",
+for _s in (2, 4):  # per-scale estimators for routed SR (blurwise.defocus.learned --scale S)
+    register_variant(
+        Variant(
+            f"defocus-cnn-x{_s}",
+            "defocus-cnn",
+            {"in_channels": 3, "channels": (16, 32, 48)},
+            task="defocus",
+            scale=1,
+            weights=f"defocus-cnn-x{_s}.safetensors",
+            description=f"defocus-cnn fine-tuned on LR x{_s} defocus-sr renders: the map routed SR x{_s} decides on",
+        )
     )
-)
-register_variant(
-    Variant(
-        "defocus-cnn-x2",
-        "defocus-cnn",
-        {"in_channels": 3, "channels": (16, 32, 48)},
-        task="defocus",
-        scale=1,
-        weights="defocus-cnn-x2.safetensors",
-        description="defocus-cnn fine-tuned on LR x2 defocus-sr renders only: the map routed SR x2 decides on",
-    )
-)
