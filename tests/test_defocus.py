@@ -384,7 +384,7 @@ class TestLearned:
         monkeypatch.setattr(learned, "_cached_model", lambda name: used.append(name) or real(name))
         img = texture(32)
         learned.learned_defocus(img, lr_scale=4)
-        learned.learned_defocus(img, lr_scale=2)
+        learned.learned_defocus(img, lr_scale=3)  # no x3 model: the general one
         learned.learned_defocus(img, lr_scale=4, model="defocus-cnn-x4")
         assert used == ["defocus-cnn-x4", "defocus-cnn", "defocus-cnn-x4"]
         from blurwise.models import load_model

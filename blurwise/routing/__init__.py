@@ -74,14 +74,17 @@ DEFAULT_MAP_MACS_PER_PIXEL = 200.0
 # The defocus-map estimator routed SR uses at each scale when the caller does not choose one (keyword
 # arguments of ``blurwise.defocus.estimate_defocus``); other scales use the estimator's own default.
 # Chosen by ``benchmarks/routed_sr.py --calibrate N --calibrate-maps ...`` on *training* renders.
-# x4: the per-scale learned estimator (defocus-cnn-x4, no segment refinement). On 12 BSD200 training
-# renders it routes at sigma_HR 0.5 px with -0.010 dB mean / -0.051 dB worst and a 48% cut, where the
-# edge/DGS map needs 1 px for -0.035 dB / -0.39 dB and cuts 17%; the DGS-refined variant cuts more
-# but loses 0.05-0.08 dB. x2 keeps the edge/DGS map (no per-scale model trained yet).
-LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {4: {"method": "learned", "segmenter": "none"}}
+# Both scales use their per-scale learned estimator (defocus-cnn-x2/-x4, trained on LR renders of
+# training images; no segment refinement). On 12 BSD200 training renders (routed_sr.py --calibrate 12
+# --calibrate-maps learned,edge,learned+slic), at sigma_HR 0.5 px:
+#   x4: -0.010 dB mean / -0.051 dB worst, 48% cut, where the edge/DGS map needs 1 px for -0.035 / -0.39 dB
+#       and cuts 17%; the DGS-refined learned map cuts more but loses 0.05-0.08 dB; a second, longer x4
+#       round (6 more renders per image) cut 52% at -0.038 / -0.29 dB and was not shipped.
+#   x2: -0.001 dB mean / -0.106 dB worst, 67% cut (efficiency 0.89), where edge/DGS at 1 px cuts 27%.
+LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmenter": "none"} for s in (2, 4)}
 # The default threshold (sigma_HR px) calibrated with each scale's default estimator (same sweep).
-# Below 0.5 px the x4 map changes nothing (its calibrated output has a floor there).
-LR_MAP_THRESHOLD_HR: dict[int, float] = {4: 0.5}
+# Below 0.5 px the maps change little (their calibrated output has a floor there).
+LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.5, 4: 0.5}
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
