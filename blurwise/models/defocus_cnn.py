@@ -76,6 +76,6 @@ for _s in (2, 4):  # per-scale estimators for routed SR (blurwise.defocus.learne
             task="defocus",
             scale=1,
             weights=f"defocus-cnn-x{_s}.safetensors",
-            description=f"defocus-cnn fine-tuned on LR x{_s} defocus-sr renders: the map routed SR x{_s} decides on",
+            description=f"defocus-cnn fine-tuned on LR x{_s} renders of training images: the map of routed SR x{_s}",
         )
     )
