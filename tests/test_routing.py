@@ -487,3 +487,15 @@ def test_lr_map_kwargs_per_scale_defaults(monkeypatch):
     monkeypatch.setattr(learned, "scale_model_available", lambda s: False)
     assert routing.lr_map_kwargs(4) == {}
     assert routing.map_macs((10, 10), "learned", "none") > routing.map_macs((10, 10), "edge")
+
+
+def test_budget_on_a_flat_map_is_met_finely_smoothest_first(pair):
+    """A calibrated map is flat over large areas; a budget must still be met, flat texture going light first."""
+    rng = np.random.default_rng(0)
+    lr = np.full((64, 64, 3), 0.5, np.float32)
+    lr[:, :32] += rng.normal(0, 0.1, (64, 32, 3)).astype(np.float32)  # textured left half
+    sig = np.full((64, 64), 0.5, np.float32)  # every patch equally blurred
+    _, rep = upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, budget=0.6)
+    assert 0.4 <= rep.flops_fraction <= 0.6  # without the tie-break: all light or all heavy
+    rm = rep.plan.route_map()
+    assert (rm[:, 32:] == LIGHT).mean() > (rm[:, :32] == LIGHT).mean()

@@ -364,7 +364,13 @@ def upscale_routed(
         map_macs=m_macs,
         scorer=scorer,
     )
-    if scorer == "defocus":
+    if scorer == "defocus" and budget is not None:
+        from blurwise.routing.plan import break_ties, defocus_scores
+
+        sc = defocus_scores(sigma_lr, patch=patch, margin=overlap, stat=stat)  # type: ignore[arg-type]
+        sc = break_ties(sc, texture_scores(arr, patch=patch, margin=overlap))
+        plan = plan_routes(scores=sc, shape=(h, w), **common)
+    elif scorer == "defocus":
         plan = plan_routes(sigma_lr, **common)  # type: ignore[arg-type]
     elif scorer == "texture":
         plan = plan_routes(scores=texture_scores(arr, patch=patch, margin=overlap), shape=(h, w), **common)

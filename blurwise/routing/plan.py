@@ -250,6 +250,20 @@ def defocus_scores(
     return _pool(np.nan_to_num(sigma, nan=0.0), patch, margin, stat)
 
 
+# Budget routing on a defocus map ranks patches by blur; patches of equal blur (a calibrated map is
+# flat at its floor, often over much of the image) are ranked by texture, smoothest first, through
+# a tie-break far below any blur difference that matters (1e-4 LR px), so a budget can be met finely.
+TIE_BREAK = 1e-4
+
+
+def break_ties(scores: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """``scores`` with ties ordered by ``secondary`` (higher first), shifted by less than ``TIE_BREAK``."""
+    sec = np.asarray(secondary, dtype=np.float64).ravel()
+    rank = np.empty(sec.size, dtype=np.float64)
+    rank[np.argsort(sec, kind="stable")] = np.arange(sec.size) / max(sec.size, 1)
+    return (np.asarray(scores, np.float64) + TIE_BREAK * rank.reshape(scores.shape)).astype(np.float64)
+
+
 def texture_scores(lr: np.ndarray, *, patch: int = DEFAULT_PATCH, margin: int = 1) -> np.ndarray:
     """ClassSR-style texture score: minus log mean gradient energy of the luminance per patch.
 
