@@ -25,6 +25,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
@@ -293,7 +294,7 @@ def write_report(a, items, methods, acc, rows_cuhk, elapsed) -> None:  # type: i
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; machine: {cpu}, "
         f"{os.cpu_count()} cores shared with other jobs (load average {load:.1f} at the end); "
         f"Python {platform.python_version()}, 1 thread for numpy and torch",
-        f"- command: `python benchmarks/defocus_map.py --b100 {a.b100} --repeats {a.repeats}` ({elapsed / 60:.0f} min)",
+        f"- command: `python benchmarks/defocus_map.py {shlex.join(sys.argv[1:])}` ({elapsed / 60:.0f} min)",
         f"- defocus-sr renders: {len(items)} images (Set14 + first {a.b100} of B100), one render each with the "
         "project's renderer (synthetic depth, random shallow depth of field, 128 layers, Gaussian PSF); "
         f"pixels with sigma > 1 px: {np.mean(blurred) * 100:.0f}% on average "
