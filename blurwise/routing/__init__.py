@@ -364,14 +364,10 @@ def upscale_routed(
         map_macs=m_macs,
         scorer=scorer,
     )
-    if scorer == "defocus" and budget is not None:
-        from blurwise.routing.plan import break_ties, defocus_scores
-
-        sc = defocus_scores(sigma_lr, patch=patch, margin=overlap, stat=stat)  # type: ignore[arg-type]
-        sc = break_ties(sc, texture_scores(arr, patch=patch, margin=overlap))
-        plan = plan_routes(scores=sc, shape=(h, w), **common)
-    elif scorer == "defocus":
-        plan = plan_routes(sigma_lr, **common)  # type: ignore[arg-type]
+    if scorer == "defocus":
+        # a budget on a map with flat stretches is met finely by ranking equal-blur patches by texture
+        ties = texture_scores(arr, patch=patch, margin=overlap) if budget is not None else None
+        plan = plan_routes(sigma_lr, tie_scores=ties, **common)  # type: ignore[arg-type]
     elif scorer == "texture":
         plan = plan_routes(scores=texture_scores(arr, patch=patch, margin=overlap), shape=(h, w), **common)
     else:

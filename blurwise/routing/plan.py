@@ -261,7 +261,7 @@ def break_ties(scores: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     sec = np.asarray(secondary, dtype=np.float64).ravel()
     rank = np.empty(sec.size, dtype=np.float64)
     rank[np.argsort(sec, kind="stable")] = np.arange(sec.size) / max(sec.size, 1)
-    return (np.asarray(scores, np.float64) + TIE_BREAK * rank.reshape(scores.shape)).astype(np.float64)
+    return np.asarray(scores, np.float64) + TIE_BREAK * rank.reshape(scores.shape)
 
 
 def texture_scores(lr: np.ndarray, *, patch: int = DEFAULT_PATCH, margin: int = 1) -> np.ndarray:
@@ -517,6 +517,7 @@ def plan_routes(
     heavy_macs: float = 1e6,
     light_macs: float = 3e4,
     map_macs: float = 0.0,
+    tie_scores: np.ndarray | None = None,
 ) -> RoutePlan:
     """Decide the route of every LR patch and the tiles each model runs on.
 
@@ -528,7 +529,8 @@ def plan_routes(
     ``heavy_macs``/``light_macs`` are MACs per LR input pixel (``ModelInfo.macs_per_pixel``);
     ``map_macs`` the MACs of estimating the map (counted in the totals); the defaults are typical of
     a ~1M-MAC/px heavy model and its EBM-SR. ``fallback`` routes everything heavy when the cheap
-    routes plus their context would cost more than that.
+    routes plus their context would cost more than that. ``tie_scores`` (per patch, e.g. texture
+    scores) order patches of equal score in budget mode (:func:`break_ties`).
     """
     if routes not in (2, 3):
         raise UsageError(f"routes must be 2 or 3, got {routes}")
@@ -549,6 +551,10 @@ def plan_routes(
         if tuple(scores.shape) != grid_shape(shape, patch):
             raise UsageError(f"scores grid {scores.shape} does not match the patch grid {grid_shape(shape, patch)}")
     assert shape is not None
+    if budget is not None and tie_scores is not None:
+        if np.shape(tie_scores) != scores.shape:
+            raise UsageError(f"tie scores {np.shape(tie_scores)} do not match the patch grid {scores.shape}")
+        scores = break_ties(scores, tie_scores)
     mpp = {HEAVY: float(heavy_macs), LIGHT: float(light_macs), BICUBIC: float(BICUBIC_MACS_PER_OUT_PX * scale * scale)}
     kw = dict(routes=routes, patch=patch, overlap=overlap, context=context, max_tile=max_tile)
 
