@@ -27,6 +27,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 TRAIN_ROOTS = ("sr/train/T91", "sr/train/BSD200", "sr/train/DIV2K6")
+CNN_CONFIG = {"in_channels": 3, "channels": [16, 32, 48]}  # stored in the weights of every variant trained here
+WEIGHTS_PATH = "blurwise/models/weights"  # where the recipes write (run from the repository root)
 SCALES = (1, 2, 4)
 SCALE_PROBS = (0.3, 0.3, 0.4)
 
@@ -403,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=ap_default_out())
+    ap.add_argument("--out", default=None, help="weights file (default: the shipped defocus-cnn[-xS] weights)")
     ap.add_argument("--bank-only", action="store_true")
     ap.add_argument("--no-train", action="store_true", help="calibrate and export the last checkpoint")
     ap.add_argument(
@@ -437,14 +439,14 @@ def main(argv: list[str] | None = None) -> None:
     cal = fit_calibration(model, bank)
     from blurwise.models import save_weights
 
-    cfg = {"in_channels": 3, "channels": [16, 32, 48]}
+    out = a.out or f"{WEIGHTS_PATH}/defocus-cnn.safetensors"
     save_weights(
         model,
-        a.out,
+        out,
         arch="defocus-cnn",
         task="defocus",
         scale=1,
-        config=cfg,
+        config=CNN_CONFIG,
         name="defocus-cnn",
         extra={
             "calibration": cal,
@@ -458,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
             },
         },
     )
-    log.info("saved %s", a.out)
+    log.info("saved %s", out)
 
 
 def _main_scale(a: argparse.Namespace) -> None:
@@ -484,14 +486,14 @@ def _main_scale(a: argparse.Namespace) -> None:
             bank, work, minutes=a.minutes, iterations=a.iterations, threads=a.threads, lr=a.lr, init=a.init, **kw
         )
     cal = fit_calibration(model, bank, scales=(s,))
-    out = a.out if a.out != ap_default_out() else f"blurwise/models/weights/defocus-cnn-x{s}.safetensors"
+    out = a.out or f"{WEIGHTS_PATH}/defocus-cnn-x{s}.safetensors"
     save_weights(
         model,
         out,
         arch="defocus-cnn",
         task="defocus",
         scale=1,
-        config={"in_channels": 3, "channels": [16, 32, 48]},
+        config=CNN_CONFIG,
         name=f"defocus-cnn-x{s}",
         extra={
             "calibration": cal,
@@ -511,11 +513,6 @@ def _main_scale(a: argparse.Namespace) -> None:
         },
     )
     log.info("saved %s", out)
-
-
-def ap_default_out() -> str:
-    """The ``--out`` default of :func:`main` (the general model's shipped weights)."""
-    return "blurwise/models/weights/defocus-cnn.safetensors"
 
 
 if __name__ == "__main__":
