@@ -52,6 +52,7 @@ from blurwise.routing import (  # noqa: E402
     estimate_lr_map,
     find_light_model,
     lr_map_kwargs,
+    lr_map_macs,
     routing_overlay,
     upscale_routed,
 )
@@ -211,15 +212,10 @@ def bench_image(
                 torch.cuda.synchronize()
             times[k].append(time.perf_counter() - t0)
     t = {k: statistics.median(v) for k, v in times.items()}
-    from blurwise.routing import map_macs
-
     est = last["map"]
     rec["map_time"] = t["map"]
     rec["bicubic"] = {"q": quality(last["bicubic"], hr, s), "t": t["bicubic"], "flops": 0.0}
-    mk = lr_map_kwargs(s)
-    flops_light = (
-        r_light + map_macs(lr.shape[:2], mk.get("method", "auto"), mk.get("segmenter", "auto")) / rec["full_macs"]
-    )
+    flops_light = r_light + lr_map_macs(lr.shape[:2], s) / rec["full_macs"]
     rec["ebmsr"] = {"q": quality(last["ebmsr"], hr, s), "t": t["ebmsr"], "flops": flops_light}
     rec["off"] = {"q": quality(last["off"], hr, s), "t": t["off"], "flops": 1.0}
     rec["routed"] = {}

@@ -54,6 +54,7 @@ __all__ = [
     "default_threshold_hr",
     "estimate_lr_map",
     "lr_map_kwargs",
+    "lr_map_macs",
     "execute_plan",
     "find_light_model",
     "grid_shape",
@@ -265,6 +266,12 @@ def map_macs(shape: tuple[int, int], method: str = "auto", segmenter: str = "aut
     return float(shape[0] * shape[1] * DEFAULT_MAP_MACS_PER_PIXEL)
 
 
+def lr_map_macs(shape: tuple[int, int], scale: int, depth: bool = False, **kw: Any) -> float:
+    """MACs of the map :func:`estimate_lr_map` makes with these settings (same resolution of the defaults)."""
+    mk = lr_map_kwargs(scale, depth, **kw)
+    return map_macs(shape, mk.get("method", "auto"), mk.get("segmenter", "auto"))
+
+
 def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None, **kw: Any) -> np.ndarray:
     """Defocus map of an LR image (sigma in LR px), calibrated for an x``scale`` bicubic-made LR input."""
     try:
@@ -337,8 +344,7 @@ def upscale_routed(
         t0 = time.perf_counter()
         sigma_lr = estimate_lr_map(arr, s, depth, **(map_kwargs or {}))
         timings["map"] = time.perf_counter() - t0
-        mk = lr_map_kwargs(s, depth is not None, **(map_kwargs or {}))
-        m_macs = map_macs((h, w), mk.get("method", "auto"), mk.get("segmenter", "auto"))
+        m_macs = lr_map_macs((h, w), s, depth is not None, **(map_kwargs or {}))
         if threshold is None and budget is None and scorer == "defocus":
             threshold = default_threshold_hr(s, map_kwargs, depth is not None) / s  # calibrated with this map
     if sigma_lr is not None:
