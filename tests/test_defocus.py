@@ -358,6 +358,41 @@ class TestLearned:
         with torch.inference_mode():
             assert m4(torch.rand(1, 4, 20, 24)).shape == (1, 1, 20, 24)
 
+    def test_fourth_level_starts_as_a_no_op(self) -> None:
+        """A 4-level net (1/8 level added residually, zero-initialised) loading 3-level weights gives the
+        3-level output (exactly where both pad alike: sizes that are multiples of 8), any size works."""
+        import torch
+
+        from blurwise.models import create_model
+
+        torch.manual_seed(0)
+        m3 = create_model("defocus-cnn").eval()
+        m4 = create_model("defocus-cnn", channels=(16, 32, 48, 64)).eval()
+        missing, unexpected = m4.load_state_dict(m3.state_dict(), strict=False)
+        assert not unexpected and {k.split(".")[0] for k in missing} == {"enc4", "up4"}
+        with torch.inference_mode():
+            x = torch.rand(1, 3, 40, 64)
+            torch.testing.assert_close(m4(x), m3(x))
+            for h, w in ((37, 50), (9, 13)):
+                assert m4(torch.rand(1, 3, h, w)).shape == (1, 1, h, w)
+        with pytest.raises(ValueError, match="3 or 4"):
+            create_model("defocus-cnn", channels=(16, 32))
+
+    def test_map_macs_follow_the_model_in_use(self, monkeypatch) -> None:
+        from blurwise import defocus
+        from blurwise.defocus import learned
+
+        if not defocus._learned_available():
+            pytest.skip("defocus-cnn weights not shipped")
+        monkeypatch.setattr(
+            learned, "learned_macs_per_pixel", lambda lr_scale=1, model="defocus-cnn": 1000.0 * lr_scale
+        )
+        assert defocus.estimate_macs(10, 10, method="learned", segmenter="none", lr_scale=4) == 400_000.0
+        assert (
+            defocus.estimate_macs(10, 10, method="edge", segmenter="none")
+            == 100 * defocus.ZHUO_SIM_GUIDED_MACS_PER_PIXEL
+        )
+
     def test_shipped_weights(self) -> None:
         from blurwise.models.registry import WEIGHTS_DIR
 

@@ -256,6 +256,49 @@ class TestPlan:
         with pytest.raises(UsageError, match="needs a threshold or a budget"):
             plan_routes(scores=np.zeros((2, 2)), shape=(16, 16), patch=8, scale=2, scorer="texture")
 
+    def test_side_context_only_where_heavy_meets_cheaper_routes(self):
+        # a heavy 2x2-cell block in the middle of a light sea, and a heavy column on the left edge
+        sig = np.full((48, 48), 3.0, np.float32)
+        sig[16:24, 16:24] = 0.0
+        sig[:, :4] = 0.0
+        kw = dict(scale=2, threshold=1.0, patch=4, overlap=1, context=3, min_light_cells=1, fallback=False)
+        full = plan_routes(sig, side_context=None, **kw)
+        thin = plan_routes(sig, side_context=0, **kw)
+        np.testing.assert_array_equal(full.route_grid, thin.route_grid)
+        block = [t for t in thin.tiles_of(HEAVY) if t.core[2] > 8]
+        assert len(block) == 1
+        y0, y1, x0, x1 = block[0].core
+        assert block[0].window == (y0 - 1, y1 + 1, x0 - 1, x1 + 1)  # overlap only: all its neighbours are light
+        assert [t.window for t in full.tiles_of(HEAVY) if t.core[2] > 8] == [(y0 - 4, y1 + 4, x0 - 4, x1 + 4)]
+        assert thin.macs()["heavy"] < full.macs()["heavy"]
+        assert all(t.out == f.out for t, f in zip(thin.tiles, full.tiles, strict=True))  # same blend bands
+
+    def test_side_context_kept_where_heavy_tiles_meet(self):
+        sig = np.full((32, 64), 3.0, np.float32)
+        sig[8:16, :] = 0.0  # a heavy band wider than max_tile: split into tiles that touch
+        p = plan_routes(
+            sig,
+            scale=2,
+            threshold=1.0,
+            patch=4,
+            overlap=1,
+            context=2,
+            max_tile=16,
+            side_context=0,
+            min_light_cells=1,
+            fallback=False,
+            allow_full=False,
+        )
+        tiles = sorted(p.tiles_of(HEAVY), key=lambda t: t.core[2])
+        assert len(tiles) >= 2
+        for a, b in zip(tiles, tiles[1:], strict=False):
+            assert a.window[3] == min(a.core[3] + 3, 64) and b.window[2] == max(b.core[2] - 3, 0)  # full context
+        assert all(t.window[0] == t.core[0] - 1 and t.window[1] == t.core[1] + 1 for t in tiles)  # light above/below
+
+    def test_negative_side_context_is_a_usage_error(self):
+        with pytest.raises(UsageError, match="side_context"):
+            plan_routes(np.zeros((16, 16), np.float32), scale=2, threshold=1.0, side_context=-1)
+
 
 # ---------------------------------------------------------------------- execute
 class TestExecute:
@@ -264,7 +307,9 @@ class TestExecute:
         lr = rgb(50, 70, seed=1)
         sig = two_region_map(50, 70)
         # context 3 >= the stand-in's receptive field (3 convs): exact up to float rounding
-        p = plan_routes(sig, scale=2, threshold=1.0, patch=8, overlap=1, context=3, max_tile=24, allow_full=False)
+        p = plan_routes(
+            sig, scale=2, threshold=1.0, patch=8, overlap=1, context=3, max_tile=24, allow_full=False, side_context=None
+        )
         assert len(p.tiles) >= 6
         sr, _ = execute_plan(lr, p, {HEAVY: heavy, LIGHT: heavy}, sig, clamp=False)
         with torch.no_grad():
@@ -404,7 +449,9 @@ def test_seamless_both_heavy_set5_tiny_model():
         sig = np.zeros(lr.shape[:2], np.float32)
         sig[::17, :] = 3.0  # stripes of "defocus": many route boundaries
         sig[:, 40:] = 3.0
-        p = plan_routes(sig, scale=2, threshold=1.0, patch=4, overlap=1, context=3, max_tile=32, allow_full=False)
+        p = plan_routes(
+            sig, scale=2, threshold=1.0, patch=4, overlap=1, context=3, max_tile=32, allow_full=False, side_context=None
+        )
         sr, _ = execute_plan(lr, p, {HEAVY: heavy, LIGHT: heavy}, sig)
         with torch.no_grad():
             ref = heavy(torch.from_numpy(lr.transpose(2, 0, 1))[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()

@@ -220,18 +220,28 @@ def estimate_defocus(
 
 # Rough multiply-accumulates per pixel, for routed SR's FLOPs accounting (counted from the filters:
 # Gaussian-derivative gradients at 3 scales ~160, SLIC 5 iterations x 9 centres x 5 dims ~250,
-# guided filter ~40, region statistics ~50). The CNN's figure is measured (FlopCounterMode).
+# guided filter ~40, region statistics ~50). The CNN's figure is measured (FlopCounterMode); the
+# fallback when no learned weights are shipped.
 EDGE_DGS_MACS_PER_PIXEL = 500.0
 ZHUO_SIM_GUIDED_MACS_PER_PIXEL = 250.0
 CNN_MACS_PER_PIXEL = 21168.0
 
 
-def estimate_macs(h: int, w: int, method: str = "auto", segmenter: str = "auto") -> float:
-    """Approximate MACs of :func:`estimate_defocus` on an ``h`` x ``w`` image (for FLOPs budgets)."""
+def estimate_macs(h: int, w: int, method: str = "auto", segmenter: str = "auto", lr_scale: int = 1) -> float:
+    """Approximate MACs of :func:`estimate_defocus` on an ``h`` x ``w`` image (for FLOPs budgets).
+
+    For the learned method, the MACs of the network actually used at ``lr_scale`` (a per-scale model
+    may be larger than the general one), measured when its weights load.
+    """
     if method == "auto":
         method = DEFAULT_METHOD if (DEFAULT_METHOD != "learned" or _learned_available()) else "edge"
     if method == "learned":
-        per = CNN_MACS_PER_PIXEL + (0.0 if segmenter == "none" else EDGE_DGS_MACS_PER_PIXEL - 160.0)
+        cnn = CNN_MACS_PER_PIXEL
+        if _learned_available():
+            from blurwise.defocus.learned import learned_macs_per_pixel
+
+            cnn = learned_macs_per_pixel(lr_scale)
+        per = cnn + (0.0 if segmenter == "none" else EDGE_DGS_MACS_PER_PIXEL - 160.0)
     else:
         per = ZHUO_SIM_GUIDED_MACS_PER_PIXEL if segmenter == "none" else EDGE_DGS_MACS_PER_PIXEL
     return float(h * w * per)

@@ -235,13 +235,16 @@ def train_defocus_cnn(
     scales: tuple[int, ...] = SCALES,
     scale_probs: tuple[float, ...] = SCALE_PROBS,
     init: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Any:
     """Train DefocusCNN on a render bank for at most ``minutes`` / ``iterations``; returns the model.
 
     Adam with cosine decay over ``iterations``; checkpoints (model, optimiser, step, RNG) every
     ``checkpoint_every`` steps in ``out_dir/last.pt`` and resumes from it. The last ``holdout``
     fraction of the bank is never trained on (it calibrates the model afterwards). ``init`` names
-    weights to start from (e.g. the shipped ``defocus-cnn`` when training a per-scale model).
+    weights to start from (e.g. the shipped ``defocus-cnn`` when training a per-scale model);
+    ``config`` the architecture (``CNN_CONFIG`` by default): layers the init lacks (a 4th level)
+    start from their own initialisation.
     """
     import torch
 
@@ -255,11 +258,15 @@ def train_defocus_cnn(
     bk = load_bank(bank)
     bank_mtime = bank.stat().st_mtime
     n_train = max(1, int(len(bk["names"]) * (1.0 - holdout)))
-    model = create_model("defocus-cnn")
+    model = create_model("defocus-cnn", **(config or CNN_CONFIG))
     if init:
         from blurwise.models import load_model
 
-        model.load_state_dict(load_model(init)[0].float().state_dict())
+        missing, unexpected = model.load_state_dict(load_model(init)[0].float().state_dict(), strict=False)
+        if unexpected:
+            raise ValueError(f"{init} has layers the {config} model lacks: {unexpected[:3]}")
+        if missing:
+            log.info("layers not in %s (fresh): %s", init, ", ".join(sorted({k.split(".")[0] for k in missing})))
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, iterations) / iterations))
@@ -366,11 +373,22 @@ def scale_model_available(scale: int) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _cached_model(name: str) -> tuple[Any, dict[str, Any]]:
+def _cached_model(name: str) -> tuple[Any, dict[str, Any], float]:
     from blurwise.models import load_model
 
     model, info = load_model(name)
-    return model, info.metadata
+    return model, info.metadata, float(info.macs_per_pixel)
+
+
+def _resolve(model: str, lr_scale: int) -> str:
+    if model == "defocus-cnn" and lr_scale > 1 and scale_model_available(lr_scale):
+        return f"defocus-cnn-x{lr_scale}"
+    return model
+
+
+def learned_macs_per_pixel(lr_scale: int = 1, model: str = "defocus-cnn") -> float:
+    """MACs per pixel of the network :func:`learned_defocus` runs for ``lr_scale`` (FLOPs accounting)."""
+    return _cached_model(_resolve(model, lr_scale))[2]
 
 
 def learned_defocus(
@@ -385,9 +403,7 @@ def learned_defocus(
     """
     from blurwise.defocus.calibrate import apply_monotone
 
-    if model == "defocus-cnn" and lr_scale > 1 and scale_model_available(lr_scale):
-        model = f"defocus-cnn-x{lr_scale}"
-    net, meta = _cached_model(model)
+    net, meta, _ = _cached_model(_resolve(model, lr_scale))
     raw = predict_sigma(net, image, device)
     cal = meta.get("calibration") or {}
     if isinstance(cal, str):
@@ -415,6 +431,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the per-scale bank's renders")
     ap.add_argument("--init", default="defocus-cnn", help="per-scale training starts from these weights")
     ap.add_argument("--lr", type=float, default=5e-4, help="per-scale training: peak learning rate")
+    ap.add_argument("--channels", default="16,32,48", help="per-scale model: widths per level (3 or 4 levels)")
+    ap.add_argument("--patch", type=int, default=40, help="per-scale training: LR crop size")
+    ap.add_argument("--batch", type=int, default=16, help="per-scale training: crops per step")
+    ap.add_argument("--run", default=None, help="per-scale training: checkpoint folder (default WORK/xS)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.scale:
@@ -470,20 +490,29 @@ def _main_scale(a: argparse.Namespace) -> None:
     from blurwise.models import create_model, save_weights
 
     s = int(a.scale)
-    work = Path(a.work) / f"x{s}"
-    bank = work / f"bank_x{s}.npz"
+    bank = Path(a.work) / f"x{s}" / f"bank_x{s}.npz"
+    work = Path(a.run) if a.run else bank.parent
+    cfg = {"in_channels": 3, "channels": [int(c) for c in a.channels.split(",")]}
     if not bank.is_file():
         make_lr_bank(bank, scale=s, renders_per_image=a.renders, seed=a.seed)
     if a.bank_only:
         return
-    kw = {"scales": (s,), "scale_probs": (1.0,), "patch": 40, "batch": 16}
+    kw = {"scales": (s,), "scale_probs": (1.0,), "patch": a.patch, "batch": a.batch}
     if a.no_train:
-        model = create_model("defocus-cnn")
+        model = create_model("defocus-cnn", **cfg)
         model.load_state_dict(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
         model.eval()
     else:
         model = train_defocus_cnn(
-            bank, work, minutes=a.minutes, iterations=a.iterations, threads=a.threads, lr=a.lr, init=a.init, **kw
+            bank,
+            work,
+            minutes=a.minutes,
+            iterations=a.iterations,
+            threads=a.threads,
+            lr=a.lr,
+            init=a.init,
+            config=cfg,
+            **kw,
         )
     cal = fit_calibration(model, bank, scales=(s,))
     out = a.out or f"{WEIGHTS_PATH}/defocus-cnn-x{s}.safetensors"
@@ -493,7 +522,7 @@ def _main_scale(a: argparse.Namespace) -> None:
         arch="defocus-cnn",
         task="defocus",
         scale=1,
-        config=CNN_CONFIG,
+        config=cfg,
         name=f"defocus-cnn-x{s}",
         extra={
             "calibration": cal,

@@ -21,6 +21,7 @@ from blurwise.routing.plan import (
     DEFAULT_CONTEXT,
     DEFAULT_OVERLAP,
     DEFAULT_PATCH,
+    DEFAULT_SIDE_CONTEXT,
     DEFAULT_THRESHOLD_HR,
     HEAVY,
     LIGHT,
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "DEFAULT_OVERLAP",
     "DEFAULT_PATCH",
+    "DEFAULT_SIDE_CONTEXT",
     "DEFAULT_THRESHOLD_HR",
     "HEAVY",
     "LIGHT",
@@ -51,6 +53,7 @@ __all__ = [
     "Tile",
     "default_threshold",
     "defocus_scores",
+    "default_stat",
     "default_threshold_hr",
     "estimate_lr_map",
     "lr_map_kwargs",
@@ -67,11 +70,6 @@ __all__ = [
     "upscale_routed",
 ]
 
-# MACs per LR pixel assumed for the classical (edge + segment) defocus map when the estimator does
-# not report its own: Gaussian re-blur and gradients at two scales, Canny, a guided filter (~6 box
-# filters) and segment statistics come to roughly 200 multiply-adds per pixel.
-DEFAULT_MAP_MACS_PER_PIXEL = 200.0
-
 # The defocus-map estimator routed SR uses at each scale when the caller does not choose one (keyword
 # arguments of ``blurwise.defocus.estimate_defocus``); other scales use the estimator's own default.
 # Chosen by ``benchmarks/routed_sr.py --calibrate N --calibrate-maps ...`` on *training* renders.
@@ -86,6 +84,10 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 # The default threshold (sigma_HR px) calibrated with each scale's default estimator (same sweep).
 # Below 0.5 px the maps change little (their calibrated output has a floor there).
 LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.5, 4: 0.5}
+# The per-patch statistic of the map (``defocus_scores``) used with each scale's default estimator:
+# "min" (one in-focus pixel keeps a patch heavy) or a low percentile, which tolerates the isolated
+# false "in focus" pixels of an estimated map (same sweep, ``--calibrate-stats``). Given maps use "min".
+LR_MAP_STAT: dict[int, str | float] = {2: "min", 4: "min"}
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
@@ -249,27 +251,27 @@ def default_threshold_hr(scale: int, map_kwargs: dict[str, Any] | None = None, d
     return DEFAULT_THRESHOLD_HR
 
 
-def map_macs(shape: tuple[int, int], method: str = "auto", segmenter: str = "auto") -> float:
-    """MACs of estimating the defocus map of an LR image of ``shape``, for the FLOPs accounting.
+def default_stat(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bool = False) -> str | float:
+    """Default per-patch statistic for maps made by ``estimate_lr_map(.., **map_kwargs)``: the one
+    calibrated with the scale's default estimator when that is in use, else "min" (conservative)."""
+    used = lr_map_kwargs(scale, depth, **(map_kwargs or {}))
+    if used and used == lr_map_kwargs(scale) and int(scale) in LR_MAP_STAT:
+        return LR_MAP_STAT[int(scale)]
+    return "min"
 
-    Uses ``blurwise.defocus.estimate_macs(h, w, method=...)`` when the defocus package provides
-    it, else ``DEFAULT_MAP_MACS_PER_PIXEL`` per pixel (an estimate for the classical estimator).
-    """
-    try:
-        from blurwise import defocus
 
-        est = getattr(defocus, "estimate_macs", None)
-        if callable(est):
-            return float(est(shape[0], shape[1], method=method, segmenter=segmenter))
-    except ImportError:
-        pass
-    return float(shape[0] * shape[1] * DEFAULT_MAP_MACS_PER_PIXEL)
+def map_macs(shape: tuple[int, int], method: str = "auto", segmenter: str = "auto", lr_scale: int = 1) -> float:
+    """MACs of estimating the defocus map of an LR image of ``shape`` (x``lr_scale``), for the FLOPs accounting
+    (:func:`blurwise.defocus.estimate_macs`: the classical filters' count, or the network's measured MACs)."""
+    from blurwise.defocus import estimate_macs
+
+    return float(estimate_macs(shape[0], shape[1], method=method, segmenter=segmenter, lr_scale=lr_scale))
 
 
 def lr_map_macs(shape: tuple[int, int], scale: int, depth: bool = False, **kw: Any) -> float:
     """MACs of the map :func:`estimate_lr_map` makes with these settings (same resolution of the defaults)."""
     mk = lr_map_kwargs(scale, depth, **kw)
-    return map_macs(shape, mk.get("method", "auto"), mk.get("segmenter", "auto"))
+    return map_macs(shape, mk.get("method", "auto"), mk.get("segmenter", "auto"), lr_scale=scale)
 
 
 def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None, **kw: Any) -> np.ndarray:
@@ -304,8 +306,9 @@ def upscale_routed(
     patch: int = DEFAULT_PATCH,
     overlap: int = DEFAULT_OVERLAP,
     context: int = DEFAULT_CONTEXT,
+    side_context: int | None = DEFAULT_SIDE_CONTEXT,
     max_tile: int = 256,
-    stat: str | float = "min",
+    stat: str | float | None = None,
     blend: str = "linear",
     half: bool = False,
     seed: int = 0,
@@ -323,8 +326,9 @@ def upscale_routed(
     defocused patches. ``scorer`` = "defocus" | "texture" | "random" picks what the patches are
     ranked by (texture and random need a threshold in their own units or a budget). ``stat`` is the
     per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
-    percentile). Grid: ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px, tiles up to
-    ``max_tile``; ``half`` runs fp16 on CUDA.
+    percentile; None: :func:`default_stat` for an estimated map, "min" for a given one). Grid:
+    ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
+    sides that border only cheaper routes), tiles up to ``max_tile``; ``half`` runs fp16 on CUDA.
     """
     t_start = time.perf_counter()
     arr = np.asarray(lr, dtype=np.float32)
@@ -347,6 +351,10 @@ def upscale_routed(
         m_macs = lr_map_macs((h, w), s, depth is not None, **(map_kwargs or {}))
         if threshold is None and budget is None and scorer == "defocus":
             threshold = default_threshold_hr(s, map_kwargs, depth is not None) / s  # calibrated with this map
+        if stat is None:
+            stat = default_stat(s, map_kwargs, depth is not None)
+    if stat is None:
+        stat = "min"
     if sigma_lr is not None:
         sigma_lr = np.asarray(sigma_lr, dtype=np.float32)
         if sigma_lr.shape != (h, w):
@@ -363,6 +371,7 @@ def upscale_routed(
         patch=patch,
         overlap=overlap,
         context=context,
+        side_context=side_context,
         max_tile=max_tile,
         stat=stat,
         heavy_macs=hi.macs_per_pixel,
