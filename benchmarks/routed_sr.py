@@ -47,6 +47,7 @@ from blurwise.routing import (  # noqa: E402
     DEFAULT_CONTEXT,
     DEFAULT_OVERLAP,
     DEFAULT_PATCH,
+    DEFAULT_SIDE_CONTEXT,
     DEFAULT_THRESHOLD_HR,
     default_stat,
     default_threshold_hr,
@@ -296,7 +297,9 @@ def method_table(recs: list[dict], s: int, thresholds_hr: list[float], with_eff:
     for th in thresholds_hr:
         a = agg(recs, "routed", th)
         tag = " **(default)**" if th == default_threshold_hr(s) else ""
-        lines.append(row(f"routed, sigma_HR >= {th:g} px (LR {th / s:.3g}){tag}", a))
+        st = default_stat(s)
+        st = "" if st == "min" else f", p{st:g}"
+        lines.append(row(f"routed, sigma_HR >= {th:g} px (LR {th / s:.3g}){st}{tag}", a))
         if th == default_threshold_hr(s):
             default = a
     if all("oracle" in r for r in recs):
@@ -772,8 +775,11 @@ def main(argv: list[str] | None = None) -> int:
     md += [
         "## How routing works and why these defaults",
         "",
-        f"- **Grid**: {DEFAULT_PATCH} x {DEFAULT_PATCH} LR px patches. A patch goes to EBM-SR only if the *minimum* "
-        f"sigma over it and {DEFAULT_OVERLAP} px around it is >= the threshold (any in-focus pixel keeps it heavy). "
+        f"- **Grid**: {DEFAULT_PATCH} x {DEFAULT_PATCH} LR px patches. A patch goes to EBM-SR only if a low statistic "
+        f"of the sigma over it and {DEFAULT_OVERLAP} px around it is >= the threshold: the *minimum* for a given map "
+        "(any in-focus pixel keeps it heavy), a calibrated low percentile for the estimated map (per scale, "
+        "`LR_MAP_STAT`: it tolerates the map's isolated false 'in focus' pixels, which would otherwise break the "
+        "defocused area into fragments that each need a context ring). "
         "Small patches lose little of the defocused area to quantisation (see the grid-design table).",
         "- **Tiles**: heavy patches are covered by a cost-aware guillotine partition: the tight bounding box of "
         "the heavy patches is cut where two boxes with their context cost fewer window pixels than one; a light "
@@ -782,15 +788,20 @@ def main(argv: list[str] | None = None) -> int:
         "when that is cheaper. If routing would not save compute at all, everything runs heavy (fallback).",
         f"- **Context and blending**: each tile's window adds {DEFAULT_OVERLAP} px (blend band) + {DEFAULT_CONTEXT} px "
         "(context) per interior side, clamped at the image border (no padding there, so border pixels equal a "
-        "whole-image run). Blend weights are each tile's indicator smoothed by a linear ramp 2 x overlap x scale "
-        "HR px wide; the tiles partition the image, so the weights sum to exactly 1 everywhere (tested).",
+        f"whole-image run); a heavy tile's side that borders only cheaper routes gets {DEFAULT_SIDE_CONTEXT} px of "
+        "context instead (the outputs across it differ anyway; the cover's cost counts it, so fragmented heavy "
+        "areas are covered more tightly). Blend weights are each tile's indicator smoothed by a linear ramp "
+        "2 x overlap x scale HR px wide; the tiles partition the image, so the weights sum to exactly 1 "
+        "everywhere (tested).",
         "- **Default map and threshold per scale**: "
         + "; ".join(
-            f"x{s}: {lr_map_kwargs(s).get('method', 'edge/DGS')} map, sigma_HR >= {default_threshold_hr(s):g} px"
+            f"x{s}: {lr_map_kwargs(s).get('method', 'edge/DGS')} map, sigma_HR >= {default_threshold_hr(s):g} px, "
+            f"patch statistic {default_stat(s)}"
             for s in scales
         )
-        + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR`, chosen with `--calibrate N --calibrate-maps "
-        "learned,edge,learned+slic` on training renders: the x4 learned map (`defocus-cnn-x4`, trained on LR x4 "
+        + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR` / `LR_MAP_STAT`, chosen with `--calibrate N "
+        "--calibrate-maps ... --calibrate-stats ... --calibrate-seeds ...` on training renders by the rule stated "
+        "under the calibration table: the x4 learned map (`defocus-cnn-x4`, trained on LR x4 "
         "renders of training images) separates sub-LR-pixel blur that the edge estimate cannot). "
         f"Without a per-scale map: sigma_HR = {DEFAULT_THRESHOLD_HR:g} px (LR map: / scale). reference.md: bicubic x4 "
         "PSNR on Gaussian-defocused content is 25.9 dB in focus, 32.5 dB at 1 px, 41.3 dB at 2 px, so routing "
