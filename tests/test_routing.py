@@ -531,6 +531,11 @@ def test_lr_map_kwargs_per_scale_defaults(monkeypatch):
     assert routing.default_threshold_hr(4, {"method": "edge"}) == routing.DEFAULT_THRESHOLD_HR
     assert routing.default_threshold_hr(4, depth=True) == routing.DEFAULT_THRESHOLD_HR
     assert routing.default_threshold_hr(2) == routing.DEFAULT_THRESHOLD_HR
+    monkeypatch.setattr(routing, "LR_MAP_STAT", {4: 20.0})
+    assert routing.default_stat(4) == 20.0
+    assert routing.default_stat(4, {"method": "edge"}) == "min"  # another estimator: the conservative minimum
+    assert routing.default_stat(4, depth=True) == "min"
+    assert routing.default_stat(2) == "min"
     monkeypatch.setattr(learned, "scale_model_available", lambda s: False)
     assert routing.lr_map_kwargs(4) == {}
     assert routing.map_macs((10, 10), "learned", "none") > routing.map_macs((10, 10), "edge")

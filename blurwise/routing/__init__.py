@@ -72,22 +72,23 @@ __all__ = [
 
 # The defocus-map estimator routed SR uses at each scale when the caller does not choose one (keyword
 # arguments of ``blurwise.defocus.estimate_defocus``); other scales use the estimator's own default.
-# Chosen by ``benchmarks/routed_sr.py --calibrate N --calibrate-maps ...`` on *training* renders.
 # Both scales use their per-scale learned estimator (defocus-cnn-x2/-x4, trained on LR renders of
-# training images; no segment refinement). On 12 BSD200 training renders (routed_sr.py --calibrate 12
-# --calibrate-maps learned,edge,learned+slic), at sigma_HR 0.5 px:
-#   x4: -0.010 dB mean / -0.051 dB worst, 48% cut, where the edge/DGS map needs 1 px for -0.035 / -0.39 dB
-#       and cuts 17%; the DGS-refined learned map cuts more but loses 0.05-0.08 dB; a second, longer x4
-#       round (6 more renders per image) cut 52% at -0.038 / -0.29 dB and was not shipped.
-#   x2: -0.001 dB mean / -0.106 dB worst, 67% cut (efficiency 0.89), where edge/DGS at 1 px cuts 27%.
+# training images; no segment refinement): the edge/DGS map cannot tell sub-LR-pixel blur apart
+# (x4, 12 training renders, sigma_HR 1 px: -0.035 dB mean / -0.39 dB worst for a 17% cut).
 LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmenter": "none"} for s in (2, 4)}
-# The default threshold (sigma_HR px) calibrated with each scale's default estimator (same sweep).
-# Below 0.5 px the maps change little (their calibrated output has a floor there).
-LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.5, 4: 0.5}
-# The per-patch statistic of the map (``defocus_scores``) used with each scale's default estimator:
-# "min" (one in-focus pixel keeps a patch heavy) or a low percentile, which tolerates the isolated
-# false "in focus" pixels of an estimated map (same sweep, ``--calibrate-stats``). Given maps use "min".
-LR_MAP_STAT: dict[int, str | float] = {2: "min", 4: "min"}
+# Threshold (sigma_HR px) and per-patch statistic of the map (``defocus_scores``) used with each
+# scale's default estimator: "min" (one in-focus pixel keeps a patch heavy) or a low percentile,
+# which tolerates the isolated false "in focus" pixels of an estimated map (they would break the
+# defocused area into fragments that each need a context ring). Given maps use "min".
+# Chosen by ``benchmarks/routed_sr.py --calibrate 12 --calibrate-stats ... --calibrate-seeds
+# 1000,2000,3000`` (36 renders of 12 BSD200 *training* images the maps never trained on) as the largest
+# cut within 0.03 dB of the heavy model on average and 0.3 dB on every render (side context 1 px):
+#   x4: p20 at 0.625 px: -0.028 dB mean / -0.147 worst, 55.9% cut (min at 0.5 px: -0.012 / -0.085, 48.5%;
+#       p20 at 0.5 px: -0.031, 57.0%). A 4-level map (defocus-cnn with a 1/8 level, 80 px crops, 20k
+#       steps) was no better at equal loss (min at 0.75 px: -0.035 dB, 56.1%; p10 at 0.875: -0.024, 51.2%).
+#   x2: p10 at 0.75 px: +0.026 / -0.119, 54.5% cut (at 0.5 px one render loses 0.50 dB).
+LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.75, 4: 0.625}
+LR_MAP_STAT: dict[int, str | float] = {2: 10.0, 4: 20.0}
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
