@@ -660,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                     e["ideal"] = float(np.mean(m_lr > 0.5)) * (1 - r_l)
             else:
                 frac = (rec["est_fraction"], "estimated")
+            rec["sr_train_source"] = str(it.get("source", "")).startswith("sr/train/")
             recs[kind].append(rec)
             ids[kind].append(it["id"])
             fracs[kind].append((kind, frac[0], frac[1]))
@@ -700,6 +701,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"- PSNR within {ACCEPT['dpsnr']} dB of heavy: {dflt['psnr'] - off['psnr']:+.3f} dB "
                         f"({'PASS' if dflt['psnr'] - off['psnr'] >= -ACCEPT['dpsnr'] else 'FAIL'})",
                     ]
+                    clean = [r for r in recs[kind] if not r["sr_train_source"]]
+                    if 0 < len(clean) < len(recs[kind]):
+                        c_off, c_d = agg(clean, "off"), agg(clean, "routed", default_threshold_hr(s))
+                        checks.append(
+                            f"- (split check, not the acceptance figure) the {len(clean)} synthetic renders of "
+                            f"images the SR models never trained on (without the {len(recs[kind]) - len(clean)} "
+                            f"renders of `sr/train` DIV2K images): {c_d['psnr'] - c_off['psnr']:+.3f} dB, "
+                            f"cut {100 * (1 - c_d['flops']):.1f}%, efficiency {fmt(c_d.get('eff'))}, "
+                            f"{c_off['t'] / c_d['t']:.2f}x"
+                        )
             elif s == 4:
                 checks.append(
                     f"- real photos lose <= {ACCEPT['dpsnr']} dB: {dflt['psnr'] - off['psnr']:+.3f} dB "
