@@ -86,9 +86,9 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 #   x4: p20 at 0.625 px: -0.028 dB mean / -0.147 worst, 55.9% cut (min at 0.5 px: -0.012 / -0.085, 48.5%;
 #       p20 at 0.5 px: -0.031, 57.0%). A 4-level map (defocus-cnn with a 1/8 level, 80 px crops, 20k
 #       steps) was no better at equal loss (min at 0.75 px: -0.035 dB, 56.1%; p10 at 0.875: -0.024, 51.2%).
-#   x2: p10 at 0.75 px: +0.026 / -0.119, 54.5% cut (at 0.5 px one render loses 0.50 dB).
-LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.75, 4: 0.625}
-LR_MAP_STAT: dict[int, str | float] = {2: 10.0, 4: 20.0}
+#   x2: p20 at 0.625 px: +0.022 / -0.226, 64.4% cut (at 0.5 px one render loses 0.50-0.58 dB).
+LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.625, 4: 0.625}
+LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 20.0}
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
