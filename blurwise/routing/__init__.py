@@ -242,12 +242,17 @@ def lr_map_kwargs(scale: int, depth: bool = False, **kw: Any) -> dict[str, Any]:
     return base
 
 
+def _default_map_in_use(scale: int, map_kwargs: dict[str, Any] | None, depth: bool) -> bool:
+    """Whether these map settings resolve to the scale's default (calibrated) estimator."""
+    used = lr_map_kwargs(scale, depth, **(map_kwargs or {}))
+    return bool(used) and used == lr_map_kwargs(scale)
+
+
 def default_threshold_hr(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bool = False) -> float:
     """Default routing threshold (sigma_HR px) for maps made by ``estimate_lr_map(.., **map_kwargs)``:
     the value calibrated with the scale's default estimator when that is the one in use, else
     ``DEFAULT_THRESHOLD_HR`` (calibrated with the edge/DGS map)."""
-    used = lr_map_kwargs(scale, depth, **(map_kwargs or {}))
-    if used and used == lr_map_kwargs(scale) and int(scale) in LR_MAP_THRESHOLD_HR:
+    if _default_map_in_use(scale, map_kwargs, depth) and int(scale) in LR_MAP_THRESHOLD_HR:
         return LR_MAP_THRESHOLD_HR[int(scale)]
     return DEFAULT_THRESHOLD_HR
 
@@ -255,8 +260,7 @@ def default_threshold_hr(scale: int, map_kwargs: dict[str, Any] | None = None, d
 def default_stat(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bool = False) -> str | float:
     """Default per-patch statistic for maps made by ``estimate_lr_map(.., **map_kwargs)``: the one
     calibrated with the scale's default estimator when that is in use, else "min" (conservative)."""
-    used = lr_map_kwargs(scale, depth, **(map_kwargs or {}))
-    if used and used == lr_map_kwargs(scale) and int(scale) in LR_MAP_STAT:
+    if _default_map_in_use(scale, map_kwargs, depth) and int(scale) in LR_MAP_STAT:
         return LR_MAP_STAT[int(scale)]
     return "min"
 

@@ -463,22 +463,26 @@ def _grow_sides(box: Box, by: tuple[int, int, int, int], shape: tuple[int, int])
     return (max(y0 - t, 0), min(y1 + b, shape[0]), max(x0 - lf, 0), min(x1 + rt, shape[1]))
 
 
-def _side_pads(grid: np.ndarray, cells: Box, pad: int, cheap_pad: int) -> tuple[int, int, int, int]:
-    """Window growth (top, bottom, left, right) of a heavy tile: the full ``pad`` on a side that touches
-    another heavy cell (incl. diagonally), where the two heavy outputs must agree as in a whole-image
-    run, and ``cheap_pad`` on a side that touches only cheaper routes, whose outputs differ anyway."""
-    if cheap_pad >= pad:
-        return (pad, pad, pad, pad)
-    r0, r1, c0, c1 = cells
-    gh, gw = grid.shape
-    heavy = grid == HEAVY
-    ca, cb = max(c0 - 1, 0), min(c1 + 1, gw)
-    ra, rb = max(r0 - 1, 0), min(r1 + 1, gh)
-    top = r0 > 0 and bool(heavy[r0 - 1, ca:cb].any())
-    bottom = r1 < gh and bool(heavy[r1, ca:cb].any())
-    left = c0 > 0 and bool(heavy[ra:rb, c0 - 1].any())
-    right = c1 < gw and bool(heavy[ra:rb, c1].any())
-    return tuple(pad if side else cheap_pad for side in (top, bottom, left, right))  # type: ignore[return-value]
+def _heavy_sides(grid: np.ndarray, pad: int, cheap_pad: int) -> Callable[..., tuple[Any, Any, Any, Any]]:
+    """``sides(r0, r1, c0, c1)`` -> window growth (top, bottom, left, right) of a heavy rectangle of cells
+    (vectorised over arrays of rectangles): the full ``pad`` on a side that touches another heavy cell
+    of ``grid`` (incl. diagonally), where the two heavy outputs must agree as in a whole-image run, and
+    ``cheap_pad`` on a side that touches only cheaper routes, whose outputs differ anyway."""
+    # Prefix sums of the heavy cells, padded by one empty cell all round: any strip in O(1).
+    cum = np.pad(np.pad(grid == HEAVY, 1).astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def any_heavy(a0: Any, a1: Any, b0: Any, b1: Any) -> Any:  # cells [a0, a1) x [b0, b1), unpadded coords
+        a0, a1, b0, b1 = a0 + 1, a1 + 1, b0 + 1, b1 + 1
+        return (cum[a1, b1] - cum[a0, b1] - cum[a1, b0] + cum[a0, b0]) > 0
+
+    def sides(r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[Any, Any, Any, Any]:
+        if cheap_pad >= pad:
+            return (pad, pad, pad, pad)
+        strips = ((r0 - 1, r0, c0 - 1, c1 + 1), (r1, r1 + 1, c0 - 1, c1 + 1), (r0 - 1, r1 + 1, c0 - 1, c0))
+        strips += ((r0 - 1, r1 + 1, c1, c1 + 1),)
+        return tuple(np.where(any_heavy(*st), pad, cheap_pad) for st in strips)  # type: ignore[return-value]
+
+    return sides
 
 
 def _decide(scores: np.ndarray, thresholds: tuple[float, ...], routes: int) -> np.ndarray:
@@ -527,25 +531,12 @@ def _build(
         return (int(ys[r0]), int(ys[r1]), int(xs[c0]), int(xs[c1]))
 
     cheap_pad = overlap + side_context
-    # Prefix sums of the heavy cells (padded by one cell all round): "is there a heavy cell in this
-    # strip next to the rectangle" in O(1), so the cover's cost knows which sides need full context.
-    hp = np.pad(grid == HEAVY, 1).astype(np.int32)
-    cum = np.pad(hp.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-
-    def any_heavy(a0: Any, a1: Any, b0: Any, b1: Any) -> Any:  # cells [a0, a1) x [b0, b1), unpadded coords
-        a0, a1, b0, b1 = a0 + 1, a1 + 1, b0 + 1, b1 + 1
-        return (cum[a1, b1] - cum[a0, b1] - cum[a1, b0] + cum[a0, b0]) > 0
+    sides = _heavy_sides(grid, pad, cheap_pad)  # the cover's cost knows which sides need full context
 
     def window_cost(r0: Any, r1: Any, c0: Any, c1: Any) -> Any:
         # Window pixels (core grown by overlap + context on sides next to other heavy cells, by overlap
         # + side_context elsewhere; clamped) plus a per-tile charge; vectorised over candidate boxes.
-        if cheap_pad >= pad:
-            pt = pb = pl = pr = pad
-        else:
-            pt = np.where(any_heavy(r0 - 1, r0, c0 - 1, c1 + 1), pad, cheap_pad)
-            pb = np.where(any_heavy(r1, r1 + 1, c0 - 1, c1 + 1), pad, cheap_pad)
-            pl = np.where(any_heavy(r0 - 1, r1 + 1, c0 - 1, c0), pad, cheap_pad)
-            pr = np.where(any_heavy(r0 - 1, r1 + 1, c1, c1 + 1), pad, cheap_pad)
+        pt, pb, pl, pr = sides(r0, r1, c0, c1)
         h = np.minimum(ys[r1] + pb, shape[0]) - np.maximum(ys[r0] - pt, 0)
         w = np.minimum(xs[c1] + pr, shape[1]) - np.maximum(xs[c0] - pl, 0)
         return h * w + tile_cost
@@ -556,9 +547,10 @@ def _build(
     rects = guillotine_cover(grid == HEAVY, window_cost, (cells, cells))
     for r0, r1, c0, c1 in rects:
         grid[r0:r1, c0:c1] = HEAVY
+    final_sides = _heavy_sides(grid, pad, cheap_pad)  # neighbours after the promotion
     for r0, r1, c0, c1 in rects:
         core = core_of(r0, r1, c0, c1)
-        window = _grow_sides(core, _side_pads(grid, (r0, r1, c0, c1), pad, cheap_pad), shape)
+        window = _grow_sides(core, tuple(int(v) for v in final_sides(r0, r1, c0, c1)), shape)  # type: ignore[arg-type]
         tiles.append(Tile(HEAVY, core, _grow(core, overlap, shape), window))
     for r in range(1, routes):
         for r0, r1, c0, c1 in merge_rectangles(grid == r, (cells, cells)):
