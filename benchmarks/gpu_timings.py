@@ -134,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     lines += md_table(["model", "weights", "params", "fp32 ms", "fp16 ms"], variants)
     if not args.skip_routed:
         lines += ["", "## Routed upscale of examples/defocus_scene.png (whole pipeline, no file I/O), fp16", ""]
-        lines += ["The defocus map (edge/DGS estimator) runs on the CPU of the GPU machine; its share shows in the "
-                  "summary's timings.", ""]  # fmt: skip
+        lines += ["The default defocus map at x4/x2 (the learned LR estimator) runs on the GPU with the SR models; "
+                  "the routing plan runs on the CPU, the blend on the GPU. The summary shows each share. At this "
+                  "size the heavy model takes tens of milliseconds on the GPU, so the fixed costs of routing "
+                  "(map, plan, gathering tiles, blending) outweigh the FLOPs it saves: routing pays on the CPU "
+                  "(docs/results/routed_sr.md), not on this GPU at this size.", ""]  # fmt: skip
         lines += md_table(["scale", "LR size", "route off s", "routed s", "speed-up", "routed summary"],
                           routed_rows(dev, max(3, args.repeats // 4)))  # fmt: skip
     print("\n".join(lines))
