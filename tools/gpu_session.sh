@@ -9,7 +9,7 @@ set -u
 OUT=${OUT:-/tmp/gpu_out}
 DEV=${DEV:-cuda}
 SCALE_T=${SCALE_T:-1}          # multiplies every time budget (dry runs)
-JOBS=${JOBS:-sr,lprn,ablation} # which trainings run (comma-separated); timings always run on CUDA
+JOBS=${JOBS:-sr,lprn,ablation} # which trainings run (comma-separated); timings run on CUDA unless SKIP_TIMINGS=1
 LPRN_T=${LPRN_T:-390}          # LPRN budget in seconds (before SCALE_T); LPRN_SET: extra --set options
 LPRN_WORKERS=${LPRN_WORKERS:-5}
 PY=${PY:-python3}
@@ -57,7 +57,7 @@ if has ablation; then ( $T configs/deblur_abl_*.toml --device $DEV --no-resume $
 # shellcheck disable=SC2086
 wait $J_PR $J_SR $J_LP $J_AB
 say "training done"; pack
-if [ "$DEV" = cuda ]; then
+if [ "$DEV" = cuda ] && [ -z "${SKIP_TIMINGS:-}" ]; then
   timeout 90 $PY benchmarks/gpu_timings.py --repeats 20 > "$OUT/timings.log" 2>&1; say "timings rc $?"
 fi
 kill $PACKER 2>/dev/null; pack
