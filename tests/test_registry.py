@@ -126,7 +126,10 @@ class TestSafetensors:
         )
         loaded, info = load_model(p)
         x = torch.rand(1, m.in_channels, 9, 10)
+        m = m.to(memory_format=torch.channels_last)  # loaded models are channels-last: same layout, same rounding
         torch.testing.assert_close(_out(loaded, x), _out(m, x), atol=0, rtol=0)
+        conv_weights = [q for q in loaded.parameters() if q.dim() == 4]
+        assert all(q.is_contiguous(memory_format=torch.channels_last) for q in conv_weights)
         assert info.arch == name and info.task == task and info.scale == scale
         assert info.metadata == {"iterations": 7, "val_psnr": 30.5}
         assert info.in_channels == m.in_channels and info.macs_per_pixel > 0
