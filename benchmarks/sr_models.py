@@ -465,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             *md_table(["model", "params", "GMACs", "GFLOPs", "CPU s / MP out", "training budget"], rows, "lrrrrl"),
             "",
             f"GMACs/GFLOPs: `blurwise.metrics.flops` (FlopCounterMode; FLOPs = 2 x MACs; EBM-SR's bicubic "
-            f"upsampling is not a counted op). CPU time: median of {a.repeats} forward passes (after one warm-up) "
-            f"in this process, torch threads = {torch.get_num_threads()}; bicubic = the numpy MATLAB `imresize`.",
+            f"upsampling is a fixed LR convolution and counts). CPU time: median of {a.repeats} forward passes "
+            f"(after one warm-up) in this process, torch threads = {torch.get_num_threads()}; bicubic = the numpy "
+            "MATLAB `imresize`.",
             "",
         ]
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from blurwise.metrics.flops import count_macs
 from blurwise.models import create_model
-from blurwise.models.ebmsr import EBMSR, distill_loss
+from blurwise.models.ebmsr import EBMSR, BicubicPhases, distill_loss
 from blurwise.models.lprn import LPRN
 from blurwise.models.registry import count_params
 
@@ -199,6 +199,21 @@ class TestEBMSR:
             y = m(x)
         ref = F.interpolate(x[:, :3], scale_factor=2, mode="bicubic", align_corners=False)
         torch.testing.assert_close(y, ref)
+
+    @pytest.mark.parametrize("scale", [2, 3, 4])
+    @pytest.mark.parametrize("size", [(1, 1), (2, 5), (7, 9)])
+    def test_bicubic_phases_equal_interpolate(self, scale, size):
+        # the LR-filter form of bicubic upsampling (+ pixel shuffle) is F.interpolate's, borders included
+        x = torch.rand(2, 3, *size, dtype=torch.float64)
+        up = BicubicPhases(scale).double()
+        y = F.pixel_shuffle(up(x), scale)
+        ref = F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False)
+        torch.testing.assert_close(y, ref, atol=1e-7, rtol=0)
+
+    def test_bicubic_phases_are_fixed(self):
+        m = EBMSR(scale=4, channels=8, n_blocks=1)
+        assert not any(k.startswith("bicubic") for k in m.state_dict())  # shipped weights load unchanged
+        assert all(not n.startswith("bicubic") for n, _ in m.named_parameters())  # never trained
 
     def test_sigma_conditions_output(self):
         torch.manual_seed(0)

@@ -43,6 +43,43 @@ class SFTBlock(nn.Module):
         return f + self.act(self.conv(self.sft(f, cond)))
 
 
+def bicubic_phase_taps(scale: int, a: float = -0.75) -> torch.Tensor:
+    """Bicubic upsampling by ``scale`` as LR filters, one per output sub-pixel: (s*s, 1, 5, 5) for a
+    pixel shuffle, equal to ``F.interpolate(mode="bicubic", align_corners=False)`` on a 2 px replicate pad.
+
+    Upsampling this way runs at LR resolution and shares the tail's pixel shuffle, instead of filtering
+    s*s times as many HR pixels and adding two HR images (a third of EBM-SR's CPU time at x4).
+    """
+
+    def w(x: float) -> float:  # Keys' cubic convolution kernel, PyTorch's A = -0.75
+        x = abs(x)
+        if x <= 1:
+            return (a + 2) * x**3 - (a + 3) * x**2 + 1
+        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a if x < 2 else 0.0
+
+    rows = torch.zeros(scale, 5, dtype=torch.float64)
+    for p in range(scale):
+        d = (p + 0.5) / scale - 0.5  # source offset of sub-pixel p from its LR pixel
+        fl = int(torch.floor(torch.tensor(d)).item())
+        t = d - fl
+        for j, wt in enumerate((w(1 + t), w(t), w(1 - t), w(2 - t))):
+            rows[p, fl - 1 + j + 2] += wt
+    taps = rows[:, None, :, None] * rows[None, :, None, :]  # (py, px, 5, 5): outer product per phase
+    return taps.reshape(scale * scale, 1, 5, 5).float()
+
+
+class BicubicPhases(nn.Conv2d):
+    """Fixed grouped conv (not trained, not in the state dict): bicubic upsampling of ``channels`` by
+    ``scale`` as ``s*s`` sub-pixel channels per input channel, ready for a pixel shuffle. A conv module,
+    so the MAC counters see its cost."""
+
+    def __init__(self, scale: int, channels: int = 3) -> None:
+        s2 = scale * scale
+        super().__init__(channels, channels * s2, 5, padding=2, padding_mode="replicate", groups=channels, bias=False)
+        del self.weight
+        self.register_buffer("weight", bicubic_phase_taps(scale).repeat(channels, 1, 1, 1), persistent=False)
+
+
 SIGMA_MAX_HR = 6.0  # largest Gaussian sigma (HR px) of the defocused-SR training renders (max CoC ~25 px)
 
 
@@ -74,6 +111,7 @@ class EBMSR(nn.Module):
         self.head = nn.Conv2d(4, channels, 3, padding=1)
         self.blocks = nn.ModuleList(SFTBlock(channels, cond_channels) for _ in range(n_blocks))
         self.tail = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.bicubic = BicubicPhases(scale)  # fixed LR filters, shares the tail's pixel shuffle
         with torch.no_grad():  # start close to plain bicubic
             self.tail[0].weight.mul_(0.1)
             self.tail[0].bias.zero_()
@@ -87,8 +125,7 @@ class EBMSR(nn.Module):
         f = self.head(torch.cat([rgb, sigma], dim=1))
         for blk in self.blocks:
             f = blk(f, cond)
-        up = F.interpolate(rgb, scale_factor=float(self.scale), mode="bicubic", align_corners=False)
-        return up + self.tail(f)
+        return self.tail[1](self.tail[0](f) + self.bicubic(rgb))  # one pixel shuffle for residual and bicubic
 
 
 # --------------------------------------------------------------------------- distillation loss
