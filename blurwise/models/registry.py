@@ -328,6 +328,9 @@ def load_model(
 ) -> tuple[nn.Module, ModelInfo]:
     """Load a ready model by registered name or weights path; returns (model in eval mode, info).
 
+    blurwise's own architectures come back with channels-last weights (see :func:`_ready`); published
+    models read by the foreign loader keep their layout.
+
     ``.safetensors`` files carry their config; pickled ``.pth``/``.pt`` files are refused unless
     ``trust_pickle`` (then read with ``torch.load(weights_only=True)`` and matched against the
     known published layouts). ``allow_untrained`` builds a registered variant without weights
