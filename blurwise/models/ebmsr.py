@@ -9,6 +9,7 @@ About 3% of the MACs per pixel of the ``edsr-s`` teacher it is distilled from (s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -60,10 +61,10 @@ def bicubic_phase_taps(scale: int, a: float = -0.75) -> torch.Tensor:
     rows = torch.zeros(scale, 5, dtype=torch.float64)
     for p in range(scale):
         d = (p + 0.5) / scale - 0.5  # source offset of sub-pixel p from its LR pixel
-        fl = int(torch.floor(torch.tensor(d)).item())
+        fl = math.floor(d)
         t = d - fl
-        for j, wt in enumerate((w(1 + t), w(t), w(1 - t), w(2 - t))):
-            rows[p, fl - 1 + j + 2] += wt
+        for j, wt in enumerate((w(1 + t), w(t), w(1 - t), w(2 - t))):  # LR taps fl-1 .. fl+2, window -2 .. 2
+            rows[p, fl + 1 + j] += wt
     taps = rows[:, None, :, None] * rows[None, :, None, :]  # (py, px, 5, 5): outer product per phase
     return taps.reshape(scale * scale, 1, 5, 5).float()
 
