@@ -34,28 +34,27 @@ say "data ready"
 T="$PY -m blurwise.train"
 LONG="--set optim.iterations=1000000 --set data.length=200000 --set train.log_every=100"
 has() { case ",$JOBS," in *",$1,"*) return 0 ;; esac; return 1; }
-J_PR=; J_SR=; J_LP=; J_AB=
+PIDS=()  # the training jobs (wait must not wait on the packer loop)
 if has sr; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml --workers 4 > "$OUT/prerender.log" 2>&1
-  say "prerender done" ) & J_PR=$!; fi
-if has sr; then ( $T configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=edsr-s-x4 \
+  say "prerender done" ) & PIDS+=($!)
+  ( $T configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=edsr-s-x4 \
     --set train.time_budget=$SR_T --set optim.lr=2e-4 --set optim.warmup=100 --set data.batch=32 --set data.patch=192 \
     --set data.num_workers=4 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/sr.log" 2>&1
   say "sr done: $(tail -1 "$OUT/sr.log")"
   $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
     --set train.time_budget=$DI_T --set optim.lr=1e-3 --set data.batch=32 --set data.num_workers=4 \
     --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/distill.log" 2>&1
-  say "distill done: $(tail -1 "$OUT/distill.log")" ) & J_SR=$!; fi
+  say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!); fi
 if has lprn; then ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
     --set train.time_budget=$LP_T --set data.batch=16 --set data.patch=192 --set optim.warmup=200 \
     --set data.num_workers=$LPRN_WORKERS --set val.every=1000 --set train.checkpoint_every=1000 ${LPRN_SET:-} \
     > "$OUT/lprn.log" 2>&1
-  say "lprn done: $(tail -1 "$OUT/lprn.log")" ) & J_LP=$!; fi
+  say "lprn done: $(tail -1 "$OUT/lprn.log")" ) & PIDS+=($!); fi
 if has ablation; then ( $T configs/deblur_abl_*.toml --device $DEV --no-resume $LONG \
     --set train.time_budget=$AB_T --set data.batch=8 --set data.patch=128 --set optim.warmup=200 \
     --set data.num_workers=5 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/ablation.log" 2>&1
-  say "ablation done: $(tail -9 "$OUT/ablation.log" | tr '\n' ' ')" ) & J_AB=$!; fi
-# shellcheck disable=SC2086
-wait $J_PR $J_SR $J_LP $J_AB
+  say "ablation done: $(tail -9 "$OUT/ablation.log" | tr '\n' ' ')" ) & PIDS+=($!); fi
+if [ ${#PIDS[@]} -gt 0 ]; then wait "${PIDS[@]}"; fi
 say "training done"; pack
 if [ "$DEV" = cuda ] && [ -z "${SKIP_TIMINGS:-}" ]; then
   timeout 90 $PY benchmarks/gpu_timings.py --repeats 20 > "$OUT/timings.log" 2>&1; say "timings rc $?"
