@@ -654,7 +654,9 @@ def plan_routes(
             ts = plan.tiles_of(r)
             if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
                 plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or r == LIGHT
-        if fallback and do_fallback and (grid != HEAVY).any():
+        # The heavy model everywhere costs at least the whole image (tiles add context) plus the map.
+        floor = 1.0 + plan.map_macs / max(plan.full_heavy_macs, 1e-12)
+        if fallback and do_fallback and (grid != HEAVY).any() and plan.macs_fraction >= floor:
             # Routing must pay for itself: if the cheap routes plus their context cost more than
             # the heavy model everywhere, run the heavy model everywhere (best quality, less compute).
             every = make((np.inf,) * len(th), do_fallback=False)
