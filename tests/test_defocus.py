@@ -378,6 +378,23 @@ class TestLearned:
         with pytest.raises(ValueError, match="3 or 4"):
             create_model("defocus-cnn", channels=(16, 32))
 
+    def test_loss_threshold_term(self) -> None:
+        """The routing-side term only acts with a threshold and a weight, and it ranks a map that puts
+        every pixel on the right side of the threshold above one that does not, at equal L1."""
+        import torch
+
+        from blurwise.defocus.learned import defocus_loss
+
+        target = torch.tensor([0.14, 0.16]).view(1, 1, 1, 2)
+        right = torch.tensor([0.10, 0.20]).view(1, 1, 1, 2)  # both pixels on their side of 0.15
+        wrong = torch.tensor([0.18, 0.12]).view(1, 1, 1, 2)  # the same absolute errors, sides swapped
+        plain_r, plain_w = defocus_loss(right, target), defocus_loss(wrong, target)
+        assert defocus_loss(right, target, 0.15, 0.0) == plain_r  # no weight: the plain loss
+        assert defocus_loss(right, target, None, 1.0) == plain_r  # no threshold: the plain loss
+        torch.testing.assert_close(plain_r, plain_w, atol=0.01, rtol=0)
+        assert defocus_loss(right, target, 0.15, 1.0) + 0.5 < defocus_loss(wrong, target, 0.15, 1.0)
+        assert defocus_loss(right, target, 0.15, 1.0) > plain_r
+
     def test_map_macs_follow_the_model_in_use(self, monkeypatch) -> None:
         from blurwise import defocus
         from blurwise.defocus import learned

@@ -209,13 +209,24 @@ def sample_crop(
 # --------------------------------------------------------------------------- training
 
 
-def defocus_loss(pred, target):  # type: ignore[no-untyped-def]
-    """L1 on sigma plus L1 on log(1 + 4 sigma): the sub-pixel range routing decides on counts too."""
+def defocus_loss(pred, target, threshold: float | None = None, weight: float = 0.0, tau: float = 0.02):  # type: ignore[no-untyped-def]
+    """L1 on sigma plus L1 on log(1 + 4 sigma): the sub-pixel range routing decides on counts too.
+
+    With ``threshold`` (sigma px of the map) and ``weight`` > 0, a logistic term on ``pred - threshold``
+    (width ``tau`` px) against ``target >= threshold`` as well: routing only asks which side of its
+    threshold a pixel lies on, and at x4 that boundary sits where blur is hardest to see, so the
+    regression terms alone leave the two sides squeezed together (they predict a median there).
+    """
     import torch
+    import torch.nn.functional as F
 
     l1 = torch.mean(torch.abs(pred - target))
     llog = torch.mean(torch.abs(torch.log1p(4.0 * pred) - torch.log1p(4.0 * target)))
-    return l1 + 0.5 * llog
+    loss = l1 + 0.5 * llog
+    if threshold is not None and weight > 0:
+        side = (target >= threshold).to(pred.dtype)
+        loss = loss + weight * F.binary_cross_entropy_with_logits((pred - threshold) / tau, side)
+    return loss
 
 
 def train_defocus_cnn(
@@ -236,6 +247,8 @@ def train_defocus_cnn(
     scale_probs: tuple[float, ...] = SCALE_PROBS,
     init: str | None = None,
     config: dict[str, Any] | None = None,
+    threshold: float | None = None,
+    threshold_weight: float = 0.0,
 ) -> Any:
     """Train DefocusCNN on a render bank for at most ``minutes`` / ``iterations``; returns the model.
 
@@ -244,7 +257,8 @@ def train_defocus_cnn(
     fraction of the bank is never trained on (it calibrates the model afterwards). ``init`` names
     weights to start from (e.g. the shipped ``defocus-cnn`` when training a per-scale model);
     ``config`` the architecture (``CNN_CONFIG`` by default): layers the init lacks (a 4th level)
-    start from their own initialisation.
+    start from their own initialisation. ``threshold``/``threshold_weight``: the routing-side term of
+    :func:`defocus_loss` (sigma in the bank's LR px).
     """
     import torch
 
@@ -296,7 +310,7 @@ def train_defocus_cnn(
                 ys.append(crop[1][None])
         x = torch.from_numpy(np.stack(xs))
         y = torch.from_numpy(np.stack(ys))
-        loss = defocus_loss(model(x), y)
+        loss = defocus_loss(model(x), y, threshold, threshold_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -435,6 +449,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--patch", type=int, default=40, help="per-scale training: LR crop size")
     ap.add_argument("--batch", type=int, default=16, help="per-scale training: crops per step")
     ap.add_argument("--run", default=None, help="per-scale training: checkpoint folder (default WORK/xS)")
+    ap.add_argument(
+        "--threshold-hr",
+        type=float,
+        default=0.0,
+        help="per-scale training: routing threshold (sigma_HR px) of the logistic loss term (0 = none)",
+    )
+    ap.add_argument("--threshold-weight", type=float, default=0.5, help="weight of that term")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.scale:
@@ -512,6 +533,8 @@ def _main_scale(a: argparse.Namespace) -> None:
             lr=a.lr,
             init=a.init,
             config=cfg,
+            threshold=a.threshold_hr / s if a.threshold_hr > 0 else None,
+            threshold_weight=a.threshold_weight if a.threshold_hr > 0 else 0.0,
             **kw,
         )
     cal = fit_calibration(model, bank, scales=(s,))
@@ -538,6 +561,7 @@ def _main_scale(a: argparse.Namespace) -> None:
                 "iterations": a.iterations,
                 "lr_patch": kw["patch"],
                 "batch": kw["batch"],
+                **({"threshold_hr": a.threshold_hr, "threshold_weight": a.threshold_weight} if a.threshold_hr else {}),
             },
         },
     )
