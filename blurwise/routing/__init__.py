@@ -83,12 +83,14 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 # Chosen by ``benchmarks/routed_sr.py --calibrate 12 --calibrate-stats ... --calibrate-seeds
 # 1000,2000,3000`` (36 renders of 12 BSD200 *training* images the maps never trained on) as the largest
 # cut within 0.03 dB of the heavy model on average and 0.3 dB on every render (side context 1 px):
-#   x4: p20 at 0.625 px: -0.028 dB mean / -0.147 worst, 55.9% cut (min at 0.5 px: -0.012 / -0.085, 48.5%;
-#       p20 at 0.5 px: -0.031, 57.0%). A 4-level map (defocus-cnn with a 1/8 level, 80 px crops, 20k
-#       steps) was no better at equal loss (min at 0.75 px: -0.035 dB, 56.1%; p10 at 0.875: -0.024, 51.2%).
+#   x4: p30 at 0.625 px: -0.029 dB mean / -0.269 worst, 57.9% cut (p20: -0.024 / -0.255, 54.9%; p40 at
+#       0.75 px: -0.030, 56.9%), with the map fine-tuned with the threshold term of ``defocus_loss``
+#       (weight 0.5; the map before it: p20 at 0.625 px -0.028 dB, 55.7%, p30 -0.037 dB, 58.4%; weight 1.0
+#       for 20k more steps was worse: p20 at 0.625 px -0.037 dB, 57.2%). A 4-level map (1/8 level, 80 px
+#       crops, 20k steps) was no better at equal loss (min at 0.75 px: -0.035 dB, 56.1%).
 #   x2: p20 at 0.625 px: +0.022 / -0.226, 64.4% cut (at 0.5 px one render loses 0.50-0.58 dB).
 LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.625, 4: 0.625}
-LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 20.0}
+LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 30.0}
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
