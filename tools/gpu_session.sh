@@ -12,8 +12,14 @@ SCALE_T=${SCALE_T:-1}          # multiplies every time budget (dry runs)
 JOBS=${JOBS:-sr,lprn,ablation} # which trainings run (comma-separated); timings run on CUDA unless SKIP_TIMINGS=1
 LPRN_T=${LPRN_T:-390}          # LPRN budget in seconds (before SCALE_T); LPRN_SET: extra --set options
 LPRN_WORKERS=${LPRN_WORKERS:-5}
+# Heavy x4 + EBM-SR: SR_SECONDS / DISTILL_SECONDS budgets, SR_INIT (empty = from scratch), SR_SET / DI_SET
+# extra --set options (last, so they override). A clean split for defocus-sr's DIV2K renders (the heavy
+# model and its student never see sr/train/DIV2K6):
+#   JOBS=sr SR_INIT= SR_SECONDS=420 SR_SET='--set optim.lr=4e-4 --set data.roots=["sr/train/T91","sr/train/BSD200"]'
+#   DI_SET='--set data.roots=["sr/train/T91","sr/train/BSD200"]' bash tools/gpu_session.sh
+SR_INIT=${SR_INIT-edsr-s-x4}
 PY=${PY:-python3}
-SR_T=$(awk "BEGIN{print 280*$SCALE_T}"); DI_T=$(awk "BEGIN{print 115*$SCALE_T}")
+SR_T=$(awk "BEGIN{print ${SR_SECONDS:-280}*$SCALE_T}"); DI_T=$(awk "BEGIN{print ${DISTILL_SECONDS:-115}*$SCALE_T}")
 LP_T=$(awk "BEGIN{print $LPRN_T*$SCALE_T}"); AB_T=$(awk "BEGIN{print 380*$SCALE_T}")
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 BLURWISE_DATA=${BLURWISE_DATA_GPU:-/tmp/bw_data} BLURWISE_RUNS=${BLURWISE_RUNS_GPU:-/tmp/bw_runs}
 mkdir -p "$OUT" "$BLURWISE_RUNS"
@@ -37,13 +43,13 @@ has() { case ",$JOBS," in *",$1,"*) return 0 ;; esac; return 1; }
 PIDS=()  # the training jobs (wait must not wait on the packer loop)
 if has sr; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml --workers 4 > "$OUT/prerender.log" 2>&1
   say "prerender done" ) & PIDS+=($!)
-  ( $T configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=edsr-s-x4 \
+  ( $T configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=$SR_INIT \
     --set train.time_budget=$SR_T --set optim.lr=2e-4 --set optim.warmup=100 --set data.batch=32 --set data.patch=192 \
-    --set data.num_workers=4 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/sr.log" 2>&1
+    --set data.num_workers=4 --set val.every=1000 --set train.checkpoint_every=1000 ${SR_SET:-} > "$OUT/sr.log" 2>&1
   say "sr done: $(tail -1 "$OUT/sr.log")"
   $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
     --set train.time_budget=$DI_T --set optim.lr=1e-3 --set data.batch=32 --set data.num_workers=4 \
-    --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/distill.log" 2>&1
+    --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1
   say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!); fi
 if has lprn; then ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
     --set train.time_budget=$LP_T --set data.batch=16 --set data.patch=192 --set optim.warmup=200 \
