@@ -519,6 +519,7 @@ def _main_scale(a: argparse.Namespace) -> None:
     if a.bank_only:
         return
     kw = {"scales": (s,), "scale_probs": (1.0,), "patch": a.patch, "batch": a.batch}
+    thr = {"threshold_hr": a.threshold_hr, "threshold_weight": a.threshold_weight} if a.threshold_hr > 0 else {}
     if a.no_train:
         model = create_model("defocus-cnn", **cfg)
         model.load_state_dict(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
@@ -533,8 +534,8 @@ def _main_scale(a: argparse.Namespace) -> None:
             lr=a.lr,
             init=a.init,
             config=cfg,
-            threshold=a.threshold_hr / s if a.threshold_hr > 0 else None,
-            threshold_weight=a.threshold_weight if a.threshold_hr > 0 else 0.0,
+            threshold=a.threshold_hr / s if thr else None,
+            threshold_weight=a.threshold_weight,
             **kw,
         )
     cal = fit_calibration(model, bank, scales=(s,))
@@ -561,7 +562,7 @@ def _main_scale(a: argparse.Namespace) -> None:
                 "iterations": a.iterations,
                 "lr_patch": kw["patch"],
                 "batch": kw["batch"],
-                **({"threshold_hr": a.threshold_hr, "threshold_weight": a.threshold_weight} if a.threshold_hr else {}),
+                **thr,
             },
         },
     )
