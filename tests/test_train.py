@@ -198,6 +198,17 @@ class TestSmoke:
         assert late < early
         assert res.final_val is not None and res.final_val > 10
 
+    def test_cpu_bf16_autocast_trains(self, tmp_path, tiny_data):
+        from blurwise.train.dist import amp_dtype
+
+        cpu = torch.device("cpu")
+        assert amp_dtype("bf16", cpu) is torch.bfloat16
+        assert amp_dtype("auto", cpu) is None and amp_dtype("fp16", cpu) is None  # CPU default stays fp32
+        o = {"output.dir": str(tmp_path / "run"), "train.amp": "bf16"}
+        res = run(_cfg(tmp_path, DEBLUR_TOML), device="cpu", overrides=o)
+        early, late = _early_late(res)
+        assert late < early and all(math.isfinite(loss) for _, loss in res.losses)
+
     def test_distill_lowers_loss(self, tmp_path, tiny_data):
         from blurwise.models import load_model
 

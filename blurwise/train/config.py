@@ -129,7 +129,7 @@ class ValConfig:
 class TrainConfig:
     """Run mechanics: precision, logging and checkpoint intervals, CPU threads."""
 
-    amp: str = "auto"  # auto | bf16 | fp16 | off (CUDA only; CPU always fp32)
+    amp: str = "auto"  # auto | bf16 | fp16 | off (CUDA); on a CPU "bf16" autocasts to bf16, anything else is fp32
     log_every: int = 10
     checkpoint_every: int = 250
     threads: int = 0  # torch CPU threads; 0 = leave torch's default

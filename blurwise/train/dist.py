@@ -110,8 +110,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``amp`` (auto -> bf16 where supported, else fp16) on CUDA; None elsewhere."""
-    if device.type != "cuda" or amp == "off":
+    """Autocast dtype for ``amp``: on CUDA auto -> bf16 where supported, else fp16; on a CPU only an
+    explicit ``bf16`` (3-4x faster training on CPUs with AMX/AVX512-BF16 units, e.g. LPRN 0.43 vs
+    1.52 s per 8 x 128 px step on one core); None (fp32) otherwise."""
+    if amp == "off":
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if amp == "bf16" else None
+    if device.type != "cuda":
         return None
     if amp == "fp16":
         return torch.float16
