@@ -130,7 +130,11 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--tile-pad", type=_nonneg, default=16, help="tile overlap in input pixels (default 16)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU)")
     g.add_argument("--fp32", action="store_true", help="full precision on GPU (default there: half)")
-    g.add_argument("--half", choices=["fp16", "bf16"], help="half-precision type on GPU (default fp16)")
+    g.add_argument(
+        "--half",
+        choices=["fp16", "bf16"],
+        help="half precision: fp16 (GPU default) or bf16; on a CPU only bf16 (fast on CPUs with AMX)",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster on big jobs)")
     g.add_argument("--trust-pickle", action="store_true", help="allow pickled .pth weights (read weights_only)")
 
@@ -241,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-t", "--tile", type=_nonneg, default=0)
     sp.add_argument("--tile-pad", type=_nonneg, default=16)
     sp.add_argument("--device", default="auto")
-    sp.add_argument("--half", choices=["fp16", "bf16"], help="half precision (GPU)")
+    sp.add_argument("--half", choices=["fp16", "bf16"], help="half precision (GPU; bf16 on a CPU)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
 
     sp = add(

@@ -345,6 +345,15 @@ class TestExecute:
         np.testing.assert_allclose(a, b, atol=1e-6)
         np.testing.assert_allclose(a, c, atol=1e-6)
 
+    def test_bf16_on_cpu_is_close_to_fp32(self, pair):
+        (h, _), (lm, _) = pair
+        lr, sig = rgb(48, 64), two_region_map()
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=8, max_tile=16, allow_full=False)
+        a, _ = execute_plan(lr, p, {HEAVY: h, LIGHT: lm}, sig)
+        b, _ = execute_plan(lr, p, {HEAVY: h, LIGHT: lm}, sig, half="bf16")
+        assert b.dtype == np.float32 and np.isfinite(b).all()
+        assert 0 < np.abs(a - b).max() < 0.05  # really ran in bf16 (8-bit mantissa), and only rounding apart
+
     def test_light_route_gets_the_sigma_channel(self):
         heavy = TinySR(2, 3)
         sig = np.zeros((32, 64), np.float32)

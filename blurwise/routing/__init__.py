@@ -317,7 +317,7 @@ def upscale_routed(
     max_tile: int = 256,
     stat: str | float | None = None,
     blend: str = "linear",
-    half: bool = False,
+    half: bool | str = False,
     seed: int = 0,
     allow_untrained: bool = False,
     check_teacher: bool = True,
@@ -335,7 +335,8 @@ def upscale_routed(
     per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
     percentile; None: :func:`default_stat` for an estimated map, "min" for a given one). Grid:
     ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
-    sides that border only cheaper routes), tiles up to ``max_tile``; ``half`` runs fp16 on CUDA.
+    sides that border only cheaper routes), tiles up to ``max_tile``; ``half`` (True/"fp16"/"bf16")
+    autocasts both routes' models as ``tiling.run_tiled`` does: fp16 or bf16 on CUDA, bf16 on a CPU.
     """
     t_start = time.perf_counter()
     arr = np.asarray(lr, dtype=np.float32)
