@@ -107,8 +107,18 @@ def load_pair(scale: int, heavy_name: str | None, allow_untrained: bool, device:
     return out
 
 
-def defocus_items(eval_dir: Path, quick: bool, limit: int | None) -> tuple[Path, list[dict], bool]:
-    """The defocus-sr items (written with make_eval first if missing)."""
+def pick(n: int, limit: int | None, how: str) -> list[int]:
+    """Indices of the items a ``--limit`` keeps out of ``n``: the first ``limit``, or ``limit`` spread evenly
+    (first and last included), so a few items per subset still cover different source images."""
+    if not limit or limit >= n:
+        return list(range(n))
+    if how == "spread":
+        return sorted({int(round(v)) for v in np.linspace(0, n - 1, limit)})
+    return list(range(limit))
+
+
+def defocus_items(eval_dir: Path, quick: bool, limit: int | None, how: str = "first") -> tuple[Path, list[dict], bool]:
+    """The defocus-sr items (written with make_eval first if missing), ``limit`` per subset picked by ``how``."""
     from blurwise.data import make_eval, read_manifest
 
     mpath = eval_dir / "defocus-sr" / "manifest.json"
@@ -129,19 +139,22 @@ def defocus_items(eval_dir: Path, quick: bool, limit: int | None) -> tuple[Path,
         per: dict[str, list[dict]] = {}
         for it in items:
             per.setdefault(it["subset"], []).append(it)
-        items = [it for v in per.values() for it in v[:limit]]
+        items = [v[i] for v in per.values() for i in pick(len(v), limit, how)]
     return eval_dir, items, small
 
 
-def infocus_images(quick: bool, limit: int | None) -> list[tuple[str, np.ndarray]]:
+def infocus_images(quick: bool, limit: int | None, how: str = "first") -> list[tuple[str, np.ndarray]]:
     from blurwise.data.datasets import read_rgb
     from blurwise.data.paths import data_path
 
     out = []
     for name in ("Set14", "B100"):
         files = sorted(data_path("sr", "test", name).glob("*.png"))
-        n = (1 if name == "Set14" else 0) if quick else (limit or len(files))
-        out += [(f"{name}/{f.stem}", read_rgb(f)) for f in files[:n]]
+        if quick:
+            keep = [0] if name == "Set14" else []
+        else:
+            keep = pick(len(files), limit, how)
+        out += [(f"{name}/{files[i].stem}", read_rgb(files[i])) for i in keep]
     return out
 
 
@@ -544,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heavy", default=None, help="heavy model name (default edsr-s-xS)")
     ap.add_argument("--eval-dir", default=os.environ.get("BLURWISE_EVAL", str(Path.home() / ".cache/blurwise/eval")))
     ap.add_argument("--limit", type=int, default=None, help="images per subset")
+    ap.add_argument(
+        "--pick", choices=["first", "spread"], default="first", help="with --limit: the first N, or N spread evenly"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-lr", type=int, default=None, help="centre-crop LR images to at most N x N (quick: 48)")
     ap.add_argument("--thresholds", default=None, help="sigma_HR px, comma-separated")
@@ -585,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.budgets
         else ([0.5] if args.quick else [0.3, 0.4, 0.5, 0.6, 0.75, 0.9])
     )
-    eval_dir, items, small = defocus_items(Path(args.eval_dir), args.quick, args.limit)
-    infocus = infocus_images(args.quick, args.limit)
+    eval_dir, items, small = defocus_items(Path(args.eval_dir), args.quick, args.limit, args.pick)
+    infocus = infocus_images(args.quick, args.limit, args.pick)
     t_start = time.time()
     out_md = Path(args.out)
     n_synth = sum(it["kind"] == "synthetic" for it in items)
