@@ -395,6 +395,25 @@ class TestLearned:
         assert defocus_loss(right, target, 0.15, 1.0) + 0.5 < defocus_loss(wrong, target, 0.15, 1.0)
         assert defocus_loss(right, target, 0.15, 1.0) > plain_r
 
+    def test_exported_training_metadata_is_the_checkpoints(self, tmp_path) -> None:
+        """Weights exported with --no-train record how the checkpoint was trained, not the CLI defaults."""
+        from blurwise.defocus import learned
+        from blurwise.models import load_model
+
+        rng = np.random.default_rng(0)
+        images = [(rng.random((48, 48, 3)) * 255).astype(np.uint8) for _ in range(6)]
+        sigmas = [rng.random((48, 48)).astype(np.float16) for _ in range(6)]
+        (tmp_path / "x4").mkdir()
+        learned._save_bank(tmp_path / "x4" / "bank_x4.npz", [f"r{i}" for i in range(6)], {
+            "images_4": images, "sigmas_4": sigmas,
+        })  # fmt: skip
+        common = ["--work", str(tmp_path), "--scale", "4", "--init", "", "--patch", "16", "--batch", "2"]
+        learned.main([*common, "--iterations", "3", "--lr", "1e-4", "--out", str(tmp_path / "a.safetensors")])
+        learned.main([*common, "--no-train", "--out", str(tmp_path / "b.safetensors")])
+        for name in ("a", "b"):
+            tr = load_model(tmp_path / f"{name}.safetensors")[1].metadata["training"]
+            assert (tr["iterations"], tr["lr"], tr["steps"], tr["renders_per_image"]) == (3, 1e-4, 3, 4), name
+
     def test_map_macs_follow_the_model_in_use(self, monkeypatch) -> None:
         from blurwise import defocus
         from blurwise.defocus import learned

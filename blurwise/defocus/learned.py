@@ -249,6 +249,7 @@ def train_defocus_cnn(
     config: dict[str, Any] | None = None,
     threshold: float | None = None,
     threshold_weight: float = 0.0,
+    settings: dict[str, Any] | None = None,
 ) -> Any:
     """Train DefocusCNN on a render bank for at most ``minutes`` / ``iterations``; returns the model.
 
@@ -258,7 +259,8 @@ def train_defocus_cnn(
     weights to start from (e.g. the shipped ``defocus-cnn`` when training a per-scale model);
     ``config`` the architecture (``CNN_CONFIG`` by default): layers the init lacks (a 4th level)
     start from their own initialisation. ``threshold``/``threshold_weight``: the routing-side term of
-    :func:`defocus_loss` (sigma in the bank's LR px).
+    :func:`defocus_loss` (sigma in the bank's LR px). The checkpoint records these settings (plus the
+    caller's ``settings``), so weights exported from it later say how they were trained.
     """
     import torch
 
@@ -296,6 +298,11 @@ def train_defocus_cnn(
         step = int(st["step"])
         rng = np.random.default_rng(seed + step)
         log.info("resumed at step %d", step)
+    recorded = {
+        "init": init, "lr": lr, "minutes": minutes, "iterations": iterations, "lr_patch": patch, "batch": batch,
+        "seed": seed, **({"threshold": threshold, "threshold_weight": threshold_weight} if threshold else {}),
+        **(settings or {}),
+    }  # fmt: skip
     t_end = time.time() + minutes * 60.0
     model.train()
     logf = open(out_dir / "train.log", "a")  # noqa: SIM115 - kept open for the loop
@@ -328,8 +335,12 @@ def train_defocus_cnn(
         if step % checkpoint_every == 0 or step >= iterations or time.time() >= t_end:
             tmp = out_dir / "last.pt.tmp"
             torch.save(
-                {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, tmp
-            )
+                {
+                    "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                    "settings": recorded,
+                },
+                tmp,
+            )  # fmt: skip
             tmp.replace(ckpt)
     logf.close()
     return model.eval()
@@ -520,6 +531,10 @@ def _main_scale(a: argparse.Namespace) -> None:
         return
     kw = {"scales": (s,), "scale_probs": (1.0,), "patch": a.patch, "batch": a.batch}
     thr = {"threshold_hr": a.threshold_hr, "threshold_weight": a.threshold_weight} if a.threshold_hr > 0 else {}
+    data = {
+        "data": [*ROUTING_ROOTS[:1], f"{ROUTING_ROOTS[1]} (minus the first {ROUTING_CALIB_SKIP})"],
+        "renderer": "blurwise.data.datasets.render_item (the defocus-sr recipe)",
+    }
     if a.no_train:
         model = create_model("defocus-cnn", **cfg)
         model.load_state_dict(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
@@ -536,8 +551,13 @@ def _main_scale(a: argparse.Namespace) -> None:
             config=cfg,
             threshold=a.threshold_hr / s if thr else None,
             threshold_weight=a.threshold_weight,
+            settings={"renders_per_image": a.renders, "bank_seed": a.seed, **thr},
             **kw,
         )
+    # The training metadata is the checkpoint's own record (also under --no-train, where this command
+    # line's defaults say nothing about how the checkpoint was trained).
+    ck = torch.load(work / "last.pt", map_location="cpu", weights_only=False)  # our own checkpoint
+    training = {**data, **ck.get("settings", {"settings": "not recorded in the checkpoint"}), "steps": ck["step"]}
     cal = fit_calibration(model, bank, scales=(s,))
     out = a.out or f"{WEIGHTS_PATH}/defocus-cnn-x{s}.safetensors"
     save_weights(
@@ -551,19 +571,7 @@ def _main_scale(a: argparse.Namespace) -> None:
         extra={
             "calibration": cal,
             "lr_scale": s,
-            "training": {
-                "data": [*ROUTING_ROOTS[:1], f"{ROUTING_ROOTS[1]} (minus the first {ROUTING_CALIB_SKIP})"],
-                "renderer": "blurwise.data.datasets.render_item (the defocus-sr recipe)",
-                "renders_per_image": a.renders,
-                "init": a.init,
-                "bank_seed": a.seed,
-                "lr": a.lr,
-                "minutes": a.minutes,
-                "iterations": a.iterations,
-                "lr_patch": kw["patch"],
-                "batch": kw["batch"],
-                **thr,
-            },
+            "training": training,
         },
     )
     log.info("saved %s", out)
