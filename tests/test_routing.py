@@ -579,3 +579,19 @@ def test_budget_on_a_flat_map_is_met_finely_smoothest_first(pair):
     assert 0.4 <= rep.flops_fraction <= 0.6  # without the tie-break: all light or all heavy
     rm = rep.plan.route_map()
     assert (rm[:, 32:] == LIGHT).mean() > (rm[:, :32] == LIGHT).mean()
+
+
+def test_smooth_patches_go_light_only_when_asked(pair):
+    """``smooth``: flat content goes light although the map calls it in focus; textured content stays heavy."""
+    rng = np.random.default_rng(0)
+    lr = np.full((64, 64, 3), 0.5, np.float32)
+    lr[:, :32] += rng.normal(0, 0.1, (64, 32, 3)).astype(np.float32)  # textured left half, flat right half
+    sig = np.zeros((64, 64), np.float32)  # the map sees no blur anywhere
+    _, plain = upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=0.5)
+    assert (plain.plan.route_map() == HEAVY).all() and plain.smooth_share == 0.0
+    _, rep = upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=0.5, smooth=3.0)
+    rm = rep.plan.route_map()
+    assert (rm[:, :28] == HEAVY).all() and (rm[:, 36:] == LIGHT).all()
+    assert 0.3 < rep.smooth_share < 0.6 and "smooth" in rep.summary()
+    with pytest.raises(UsageError, match="smooth"):
+        upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, budget=0.5, smooth=3.0)

@@ -119,6 +119,7 @@ class RouteReport:
     light: str = ""
     plan: RoutePlan | None = None
     sigma_lr: np.ndarray | None = None  # the defocus map used (given or estimated), for --save-map
+    smooth_share: float = 0.0  # share of patches sent light only for being smooth (``smooth``)
 
     @property
     def total_macs(self) -> float:
@@ -155,6 +156,8 @@ class RouteReport:
     def summary(self) -> str:
         """One line: route shares, FLOPs % of the full heavy model, time per stage."""
         routes = " / ".join(f"{k} {100 * v:.0f}%" for k, v in self.fractions.items())
+        if self.smooth_share:
+            routes += f" (smooth {100 * self.smooth_share:.0f}%)"
         t = self.timings
         stages = ", ".join(f"{k} {t[k]:.2f}" for k in ("map", "plan", *ROUTE_NAMES, "blend") if k in t)
         return (
@@ -322,6 +325,7 @@ def upscale_routed(
     allow_untrained: bool = False,
     check_teacher: bool = True,
     map_kwargs: dict[str, Any] | None = None,
+    smooth: float | None = None,
 ) -> tuple[np.ndarray, RouteReport]:
     """Defocus-aware SR of ``lr`` (float32 HWC RGB in [0, 1]): returns (SR image, RouteReport).
 
@@ -337,6 +341,11 @@ def upscale_routed(
     ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
     sides that border only cheaper routes), tiles up to ``max_tile``; ``half`` (True/"fp16"/"bf16")
     autocasts both routes' models as ``tiling.run_tiled`` does: fp16 or bf16 on CUDA, bf16 on a CPU.
+    ``smooth`` (defocus routing with a threshold; off by default): a patch whose texture score
+    (:func:`texture_scores`, -log10 of its gradient energy) is at least ``smooth`` goes light even where
+    the map calls it in focus. Smooth content gives the heavy model nothing to add, and mild defocus
+    (a fraction of an LR pixel) is invisible to the map exactly there; the report's ``smooth_share`` says
+    how many patches went light for this reason alone.
     """
     t_start = time.perf_counter()
     arr = np.asarray(lr, dtype=np.float32)
@@ -387,7 +396,17 @@ def upscale_routed(
         map_macs=m_macs,
         scorer=scorer,
     )
-    if scorer == "defocus":
+    smooth_share = 0.0
+    if smooth is not None and (scorer != "defocus" or budget is not None):
+        raise UsageError("smooth applies to defocus routing with a threshold, not to a budget or other scorers")
+    if scorer == "defocus" and smooth is not None:
+        scores = defocus_scores(sigma_lr, patch=patch, margin=overlap, stat=stat)  # type: ignore[arg-type]
+        t_light = threshold if threshold is not None else default_threshold(s)
+        t_light = float(t_light[0] if isinstance(t_light, (tuple, list)) else t_light)
+        flat = (texture_scores(arr, patch=patch, margin=overlap) >= float(smooth)) & (scores < t_light)
+        smooth_share = float(flat.mean())
+        plan = plan_routes(scores=np.where(flat, t_light, scores), shape=(h, w), **common)  # type: ignore[arg-type]
+    elif scorer == "defocus":
         # a budget on a map with flat stretches is met finely by ranking equal-blur patches by texture
         ties = texture_scores(arr, patch=patch, margin=overlap) if budget is not None else None
         plan = plan_routes(sigma_lr, tie_scores=ties, **common)  # type: ignore[arg-type]
@@ -417,6 +436,7 @@ def upscale_routed(
         light=li.name,
         plan=plan,
         sigma_lr=sigma_lr,
+        smooth_share=smooth_share,
     )
     return sr, report
 
