@@ -49,6 +49,7 @@ from blurwise.routing import (  # noqa: E402
     DEFAULT_PATCH,
     DEFAULT_SIDE_CONTEXT,
     DEFAULT_THRESHOLD_HR,
+    default_smooth,
     default_stat,
     default_threshold_hr,
     estimate_lr_map,
@@ -311,7 +312,8 @@ def method_table(recs: list[dict], s: int, thresholds_hr: list[float], with_eff:
         a = agg(recs, "routed", th)
         tag = " **(default)**" if th == default_threshold_hr(s) else ""
         st = default_stat(s)
-        st = "" if st == "min" else f", p{st:g}"
+        sm = default_smooth(s)
+        st = ("" if st == "min" else f", p{st:g}") + ("" if sm is None else f", smooth {sm:g}")
         lines.append(row(f"routed, sigma_HR >= {th:g} px (LR {th / s:.3g}){st}{tag}", a))
         if th == default_threshold_hr(s):
             default = a
@@ -373,19 +375,21 @@ def calibrate(
     maps: tuple[str, ...] = ("default",),
     stats: tuple[str | float, ...] = ("min",),
     seeds: tuple[int, ...] = (1000,),
+    smooths: tuple[float | None, ...] = (None,),
 ) -> list[str]:
     """Threshold sweep on defocus renders of *training* images (sr/train BSD200): PSNR loss vs the heavy
     model and FLOPs cut, routing on the GT map and on maps estimated from the LR image (``maps``: names of
     ``MAP_SPECS``; ``default`` = what ``blurwise upscale`` uses) with each per-patch statistic of
-    ``stats``; every image is rendered once per seed base in ``seeds`` (seed base + image index)."""
+    ``stats`` and each ``smooth`` of ``smooths`` (``upscale_routed``'s smooth-patch rule; None = off); every
+    image is rendered once per seed base in ``seeds`` (seed base + image index)."""
     from blurwise.data.datasets import list_images, read_rgb, render_item
     from blurwise.data.paths import data_path
 
     files = list_images(data_path("sr", "train", "BSD200"))[:n]
     heavy, light = pair["heavy"], pair["light"]
     names = ["estimated" if m == "default" else f"estimated ({m})" for m in maps]
-    keys = [("GT", "min", t) for t in thresholds_hr]
-    keys += [(m, st, t) for m in names for st in stats for t in thresholds_hr]
+    keys = [("GT", "min", t, None) for t in thresholds_hr]
+    keys += [(m, st, t, sm) for m in names for st in stats for sm in smooths for t in thresholds_hr]
     loss: dict[tuple, list[float]] = {k: [] for k in keys}
     cut: dict[tuple, list[float]] = {k: [] for k in keys}
     ideal: dict[tuple, list[float]] = {k: [] for k in keys}
@@ -396,7 +400,8 @@ def calibrate(
             lr, hr, gt = r["lr"].astype(np.float32) / 255, r["hr"], r["sigma_lr"]
             p0 = quality(run_off(heavy, lr, s, dev), hr, s)[0]
             est = {nm: estimate_lr_map(lr, s, **MAP_SPECS[m]) for nm, m in zip(names, maps, strict=True)}
-            for m, st, t in keys:
+            for k in keys:
+                m, st, t, sm = k
                 sr, rep = upscale_routed(
                     lr,
                     heavy=heavy,
@@ -404,11 +409,12 @@ def calibrate(
                     sigma_lr=gt if m == "GT" else est[m],
                     threshold=t / s,
                     stat=st,
+                    smooth=sm,
                     device=dev,
                 )
-                loss[(m, st, t)].append(quality(sr, hr, s)[0] - p0)
-                cut[(m, st, t)].append(rep.flops_cut)
-                ideal[(m, st, t)].append(float((gt >= t / s).mean()) * light_share)
+                loss[k].append(quality(sr, hr, s)[0] - p0)
+                cut[k].append(rep.flops_cut)
+                ideal[k].append(float((gt >= t / s).mean()) * light_share)
     seed_txt = ", ".join(f"{b}+i" for b in seeds)
     lines = [
         f"Calibration at x{s}: {len(files)} BSD200 *training* images (never seen by the map's training) rendered "
@@ -416,28 +422,29 @@ def calibrate(
         "estimated from the LR image (as `blurwise upscale` does), per-patch statistic `min` or a percentile. "
         "The map-estimation cost is not counted in the estimated rows' cut here (it is in every table above).",
         "",
-        "| map | patch statistic | threshold sigma_HR px | mean delta PSNR vs heavy | worst | FLOPs cut | ideal cut | "
-        "efficiency |",
-        "|---|---|---|---|---|---|---|---|",
+        "| map | patch statistic | smooth patches light | threshold sigma_HR px | mean delta PSNR vs heavy | worst | "
+        "FLOPs cut | ideal cut | efficiency |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for k in keys:
         eff = sum(cut[k]) / max(sum(ideal[k]), 1e-9)
         st = k[1] if k[1] == "min" else f"p{k[1]:g}"
         lines.append(
-            f"| {k[0]} | {st} | {k[2]:g} | {np.mean(loss[k]):+.4f} | {np.min(loss[k]):+.4f} | "
-            f"{100 * np.mean(cut[k]):.1f}% | {100 * np.mean(ideal[k]):.1f}% | {eff:.2f} |"
+            f"| {k[0]} | {st} | {'-' if k[3] is None else f'>= {k[3]:g}'} | {k[2]:g} | {np.mean(loss[k]):+.4f} | "
+            f"{np.min(loss[k]):+.4f} | {100 * np.mean(cut[k]):.1f}% | {100 * np.mean(ideal[k]):.1f}% | {eff:.2f} |"
         )
     est0 = names[0]
     ok = [k for k in keys if k[0] == est0 and np.mean(loss[k]) >= CAL_MEAN_DB and np.min(loss[k]) >= CAL_WORST_DB]
     best = max(ok, key=lambda k: np.mean(cut[k])) if ok else None
     pick = "none"
     if best is not None:
-        pick = f"statistic {best[1]}, sigma_HR {best[2]:g} px ({100 * np.mean(cut[best]):.1f}% cut)"
+        sm = "" if best[3] is None else f", smooth patches (texture score >= {best[3]:g}) light"
+        pick = f"statistic {best[1]}{sm}, sigma_HR {best[2]:g} px ({100 * np.mean(cut[best]):.1f}% cut)"
     lines += [
         "",
         f"Largest cut whose {est0}-map routing stays within {-CAL_MEAN_DB:g} dB on average (the 0.05 dB target less "
         f"a margin for the shift to the eval set) and {-CAL_WORST_DB:g} dB on every render: {pick} "
-        f"(the defaults are {default_stat(s)}, {default_threshold_hr(s):g} px).",
+        f"(the defaults are {default_stat(s)}, smooth {default_smooth(s)}, {default_threshold_hr(s):g} px).",
     ]
     return lines
 
@@ -579,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--calibrate-seeds", default="1000", help="seed bases of --calibrate's renders (one render per image each)"
+    )
+    ap.add_argument(
+        "--calibrate-smooth",
+        default="none",
+        help="smooth-patch rules compared by --calibrate: 'none' and/or texture-score thresholds, comma-separated",
     )
     ap.add_argument("--design", type=int, default=None, help="N training maps for the grid sweep (quick: 2, else 24)")
     ap.add_argument("--out", default=str(REPO / "docs/results/routed_sr.md"))
@@ -786,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
                     tuple(args.calibrate_maps.split(",")),
                     tuple(v if v == "min" else float(v) for v in args.calibrate_stats.split(",")),
                     tuple(int(v) for v in args.calibrate_seeds.split(",")),
+                    tuple(None if v == "none" else float(v) for v in args.calibrate_smooth.split(",")),
                 ),
                 "",
             ]
@@ -824,9 +837,11 @@ def main(argv: list[str] | None = None) -> int:
         + "; ".join(
             f"x{s}: {lr_map_kwargs(s).get('method', 'edge/DGS')} map, sigma_HR >= {default_threshold_hr(s):g} px, "
             f"patch statistic {default_stat(s)}"
+            + ("" if default_smooth(s) is None else f", smooth patches (texture score >= {default_smooth(s):g}) light")
             for s in scales
         )
-        + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR` / `LR_MAP_STAT`, chosen with `--calibrate N "
+        + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR` / `LR_MAP_STAT` / `LR_MAP_SMOOTH`, chosen with "
+        "`--calibrate N "
         "--calibrate-maps ... --calibrate-stats ... --calibrate-seeds ...` on training renders by the rule stated "
         "under the calibration table: the x4 learned map (`defocus-cnn-x4`, trained on LR x4 "
         "renders of training images) separates sub-LR-pixel blur that the edge estimate cannot). "

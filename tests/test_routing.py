@@ -564,6 +564,10 @@ def test_lr_map_kwargs_per_scale_defaults(monkeypatch):
     assert routing.default_stat(4, {"method": "edge"}) == "min"  # another estimator: the conservative minimum
     assert routing.default_stat(4, depth=True) == "min"
     assert routing.default_stat(2) == "min"
+    monkeypatch.setattr(routing, "LR_MAP_SMOOTH", {4: 1.5})
+    assert routing.default_smooth(4) == 1.5
+    assert routing.default_smooth(4, {"method": "edge"}) is None and routing.default_smooth(4, depth=True) is None
+    assert routing.default_smooth(2) is None
     monkeypatch.setattr(learned, "scale_model_available", lambda s: False)
     assert routing.lr_map_kwargs(4) == {}
     assert routing.map_macs((10, 10), "learned", "none") > routing.map_macs((10, 10), "edge")

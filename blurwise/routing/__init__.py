@@ -53,6 +53,7 @@ __all__ = [
     "Tile",
     "default_threshold",
     "defocus_scores",
+    "default_smooth",
     "default_stat",
     "default_threshold_hr",
     "estimate_lr_map",
@@ -89,8 +90,13 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 #       for 20k more steps was worse: p20 at 0.625 px -0.037 dB, 57.2%). A 4-level map (1/8 level, 80 px
 #       crops, 20k steps) was no better at equal loss (min at 0.75 px: -0.035 dB, 56.1%).
 #   x2: p20 at 0.625 px: +0.022 / -0.226, 64.4% cut (at 0.5 px one render loses 0.50-0.58 dB).
+#   x4, with the smooth-patch rule (``upscale_routed(smooth=...)``, same renders and rule, texture scores
+#   1.5 / 1.75 / 2 / 2.25 compared): p20 with smooth 1.5 at 0.625 px: -0.030 / -0.281, 61.3% cut (p30 with
+#   smooth 2: -0.031, 59.9%; p30 without: 57.9%). The mild defocus the map misses (sigma_HR ~1 px, a
+#   quarter of an LR pixel) is invisible exactly on smooth content, where EBM-SR matches the heavy model.
 LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.625, 4: 0.625}
-LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 30.0}
+LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 20.0}
+LR_MAP_SMOOTH: dict[int, float] = {4: 1.5}  # texture score; scales not listed: off
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
@@ -270,6 +276,14 @@ def default_stat(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bo
     return "min"
 
 
+def default_smooth(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bool = False) -> float | None:
+    """Default smooth-patch rule (texture score, see ``upscale_routed``) for maps made by
+    ``estimate_lr_map(.., **map_kwargs)``: the calibrated one with the scale's default estimator, else None (off)."""
+    if _default_map_in_use(scale, map_kwargs, depth):
+        return LR_MAP_SMOOTH.get(int(scale))
+    return None
+
+
 def map_macs(shape: tuple[int, int], method: str = "auto", segmenter: str = "auto", lr_scale: int = 1) -> float:
     """MACs of estimating the defocus map of an LR image of ``shape`` (x``lr_scale``), for the FLOPs accounting
     (:func:`blurwise.defocus.estimate_macs`: the classical filters' count, or the network's measured MACs)."""
@@ -325,7 +339,7 @@ def upscale_routed(
     allow_untrained: bool = False,
     check_teacher: bool = True,
     map_kwargs: dict[str, Any] | None = None,
-    smooth: float | None = None,
+    smooth: float | str | None = "auto",
 ) -> tuple[np.ndarray, RouteReport]:
     """Defocus-aware SR of ``lr`` (float32 HWC RGB in [0, 1]): returns (SR image, RouteReport).
 
@@ -341,11 +355,12 @@ def upscale_routed(
     ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
     sides that border only cheaper routes), tiles up to ``max_tile``; ``half`` (True/"fp16"/"bf16")
     autocasts both routes' models as ``tiling.run_tiled`` does: fp16 or bf16 on CUDA, bf16 on a CPU.
-    ``smooth`` (defocus routing with a threshold; off by default): a patch whose texture score
+    ``smooth`` (defocus routing with a threshold): a patch whose texture score
     (:func:`texture_scores`, -log10 of its gradient energy) is at least ``smooth`` goes light even where
     the map calls it in focus. Smooth content gives the heavy model nothing to add, and mild defocus
     (a fraction of an LR pixel) is invisible to the map exactly there; the report's ``smooth_share`` says
-    how many patches went light for this reason alone.
+    how many patches went light for this reason alone. "auto": :func:`default_smooth` for a map estimated
+    here by the scale's default estimator without a budget, else off; None: off.
     """
     t_start = time.perf_counter()
     arr = np.asarray(lr, dtype=np.float32)
@@ -370,8 +385,13 @@ def upscale_routed(
             threshold = default_threshold_hr(s, map_kwargs, depth is not None) / s  # calibrated with this map
         if stat is None:
             stat = default_stat(s, map_kwargs, depth is not None)
+        if smooth == "auto":
+            auto_ok = scorer == "defocus" and budget is None
+            smooth = default_smooth(s, map_kwargs, depth is not None) if auto_ok else None
     if stat is None:
         stat = "min"
+    if smooth == "auto":
+        smooth = None  # a given map: the caller decides
     if sigma_lr is not None:
         sigma_lr = np.asarray(sigma_lr, dtype=np.float32)
         if sigma_lr.shape != (h, w):
