@@ -91,12 +91,12 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 #       crops, 20k steps) was no better at equal loss (min at 0.75 px: -0.035 dB, 56.1%).
 #   x2: p20 at 0.625 px: +0.022 / -0.226, 64.4% cut (at 0.5 px one render loses 0.50-0.58 dB).
 #   x4, with the smooth-patch rule (``upscale_routed(smooth=...)``, same renders and rule, texture scores
-#   1.5 / 1.75 / 2 / 2.25 compared): p20 with smooth 1.5 at 0.625 px: -0.030 / -0.281, 61.3% cut (p30 with
-#   smooth 2: -0.031, 59.9%; p30 without: 57.9%). The mild defocus the map misses (sigma_HR ~1 px, a
-#   quarter of an LR pixel) is invisible exactly on smooth content, where EBM-SR matches the heavy model.
+#   1.5 / 1.75 / 2 / 2.25 compared): the rule picks p20 with smooth 1.5 at 0.625 px: -0.030 / -0.281, 61.3%
+#   cut (p30 without: 57.9%). Not made the default: on the defocus-sr evaluation sample it cut less than p30
+#   alone (42.2% vs 43.1%) and ran slower (1.42x vs 1.61x; docs/results/routed_sr_spread_smooth.md).
 LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.625, 4: 0.625}
-LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 20.0}
-LR_MAP_SMOOTH: dict[int, float] = {4: 1.5}  # texture score; scales not listed: off
+LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 30.0}
+LR_MAP_SMOOTH: dict[int, float] = {}  # texture score per scale; scales not listed: off
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
