@@ -599,3 +599,5 @@ def test_smooth_patches_go_light_only_when_asked(pair):
     assert 0.3 < rep.smooth_share < 0.6 and "smooth" in rep.summary()
     with pytest.raises(UsageError, match="smooth"):
         upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, budget=0.5, smooth=3.0)
+    with pytest.raises(UsageError, match="light_floor"):
+        plan_routes(sig, scale=2, threshold=0.5, light_floor=np.ones((3, 3), bool))

@@ -416,20 +416,15 @@ def upscale_routed(
         map_macs=m_macs,
         scorer=scorer,
     )
-    smooth_share = 0.0
     if smooth is not None and (scorer != "defocus" or budget is not None):
         raise UsageError("smooth applies to defocus routing with a threshold, not to a budget or other scorers")
-    if scorer == "defocus" and smooth is not None:
-        scores = defocus_scores(sigma_lr, patch=patch, margin=overlap, stat=stat)  # type: ignore[arg-type]
-        t_light = threshold if threshold is not None else default_threshold(s)
-        t_light = float(t_light[0] if isinstance(t_light, (tuple, list)) else t_light)
-        flat = (texture_scores(arr, patch=patch, margin=overlap) >= float(smooth)) & (scores < t_light)
-        smooth_share = float(flat.mean())
-        plan = plan_routes(scores=np.where(flat, t_light, scores), shape=(h, w), **common)  # type: ignore[arg-type]
-    elif scorer == "defocus":
-        # a budget on a map with flat stretches is met finely by ranking equal-blur patches by texture
-        ties = texture_scores(arr, patch=patch, margin=overlap) if budget is not None else None
-        plan = plan_routes(sigma_lr, tie_scores=ties, **common)  # type: ignore[arg-type]
+    if scorer == "defocus":
+        # a budget on a map with flat stretches is met finely by ranking equal-blur patches by texture;
+        # with ``smooth``, smooth patches go light whatever the map says
+        tex = texture_scores(arr, patch=patch, margin=overlap) if budget is not None or smooth is not None else None
+        ties = tex if budget is not None else None
+        floor = tex >= float(smooth) if smooth is not None else None  # type: ignore[operator]
+        plan = plan_routes(sigma_lr, tie_scores=ties, light_floor=floor, **common)  # type: ignore[arg-type]
     elif scorer == "texture":
         plan = plan_routes(scores=texture_scores(arr, patch=patch, margin=overlap), shape=(h, w), **common)
     else:
@@ -456,7 +451,7 @@ def upscale_routed(
         light=li.name,
         plan=plan,
         sigma_lr=sigma_lr,
-        smooth_share=smooth_share,
+        smooth_share=float(plan.extra.get("floor_share", 0.0)),
     )
     return sr, report
 

@@ -521,8 +521,12 @@ def _build(
     min_light_cells: int,
     tile_cost: int,
     side_context: int,
+    light_floor: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Tile]]:
-    grid = _fill_small_light(_decide(scores, thresholds, routes), min_light_cells)
+    grid = _decide(scores, thresholds, routes)
+    if light_floor is not None:  # patches that go at least light whatever their score
+        grid[(grid == HEAVY) & light_floor] = LIGHT
+    grid = _fill_small_light(grid, min_light_cells)
     ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
     cells = max(1, max_tile // patch)
     pad = overlap + context
@@ -584,6 +588,7 @@ def plan_routes(
     light_macs: float = 3e4,
     map_macs: float = 0.0,
     tie_scores: np.ndarray | None = None,
+    light_floor: np.ndarray | None = None,
 ) -> RoutePlan:
     """Decide the route of every LR patch and the tiles each model runs on.
 
@@ -599,6 +604,8 @@ def plan_routes(
     scores) order patches of equal score in budget mode (:func:`break_ties`). ``side_context``
     (<= ``context``; None = ``context``) is a heavy tile's context on sides that border only cheaper
     routes; ``context`` stays where heavy tiles meet, so heavy outputs agree there as in one run.
+    ``light_floor`` (bool per patch) sends those patches at least to the light route whatever their
+    score (``plan.extra["floor_share"]``: the share of patches it moved); the all-heavy fallback ignores it.
     """
     if routes not in (2, 3):
         raise UsageError(f"routes must be 2 or 3, got {routes}")
@@ -626,12 +633,23 @@ def plan_routes(
         if np.shape(tie_scores) != scores.shape:
             raise UsageError(f"tie scores {np.shape(tie_scores)} do not match the patch grid {scores.shape}")
         scores = break_ties(scores, tie_scores)
+    if light_floor is not None and np.shape(light_floor) != scores.shape:
+        raise UsageError(f"light_floor {np.shape(light_floor)} does not match the patch grid {scores.shape}")
     mpp = {HEAVY: float(heavy_macs), LIGHT: float(light_macs), BICUBIC: float(BICUBIC_MACS_PER_OUT_PX * scale * scale)}
     side = context if side_context is None else min(int(side_context), context)
     kw = dict(routes=routes, patch=patch, overlap=overlap, context=context, max_tile=max_tile, side_context=side)
 
     def make(th: tuple[float, ...], do_fallback: bool = True) -> RoutePlan:
-        grid, tiles = _build(shape, scores, th, min_light_cells=min_light_cells, tile_cost=tile_cost, **kw)  # type: ignore[arg-type]
+        lf = light_floor if do_fallback else None  # the fallback is everything heavy
+        grid, tiles = _build(
+            shape,
+            scores,
+            th,
+            min_light_cells=min_light_cells,
+            tile_cost=tile_cost,
+            light_floor=lf,
+            **kw,  # type: ignore[arg-type]
+        )
         plan = RoutePlan(
             shape=shape,  # type: ignore[arg-type]
             scale=scale,
@@ -648,6 +666,8 @@ def plan_routes(
             map_macs=map_macs,
             scorer=scorer,
         )
+        if lf is not None:  # patches whose score alone would have kept them heavy
+            plan.extra["floor_share"] = float(np.mean(lf & (scores < th[0])))
         # A route whose windows add up to more than the image runs once on the whole image instead.
         whole = shape[0] * shape[1]
         for r in (HEAVY, LIGHT):
