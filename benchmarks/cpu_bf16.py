@@ -44,18 +44,13 @@ def cpu_flags() -> str:
 
 
 def _sr_images(subset: str, scale: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(LR float32 in [0, 1], HR uint8) pairs of a test set by the field's protocol (``make_sr_pair``)."""
     from blurwise.data.datasets import list_images, read_rgb
     from blurwise.data.paths import data_path
-    from blurwise.metrics.imresize import imresize
+    from blurwise.data.sr import make_sr_pair
 
-    out = []
-    for f in list_images(data_path("sr", "test", subset)):
-        hr = read_rgb(f)
-        h, w = hr.shape[:2]
-        hr = hr[: h - h % scale, : w - w % scale]
-        lr = np.clip(np.round(imresize(hr.astype(np.float64) / 255, scale=1 / scale) * 255), 0, 255) / 255
-        out.append((lr.astype(np.float32), hr))
-    return out
+    pairs = [make_sr_pair(read_rgb(f), scale) for f in list_images(data_path("sr", "test", subset))]
+    return [(lr.astype(np.float32) / 255, hr) for lr, hr in pairs]
 
 
 def _run(model: torch.nn.Module, x: torch.Tensor, scale: int, half: str | None) -> torch.Tensor:
@@ -72,24 +67,24 @@ def sr_rows(repeats: int) -> list[list[str]]:
     rows = []
     for name, scale in (("edsr-s-x2", 2), ("edsr-s-x4", 4)):
         model, _ = load_model(name)
-        cells: dict[str, list[str]] = {}
+        sets = {subset: _sr_images(subset, scale) for subset in ("Set5", "Set14")}  # read once, both precisions
+        x = torch.rand(1, 3, H // scale, W // scale)
+        q: dict[str, list[float]] = {}
+        t: dict[str, float] = {}
         for prec, half in PRECISIONS.items():
-            q = []
-            for subset in ("Set5", "Set14"):
+            q[prec] = []
+            for pairs in sets.values():
                 vals = []
-                for lr, hr in _sr_images(subset, scale):
-                    x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None]
+                for lr, hr in pairs:
+                    xs = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None]
                     with torch.no_grad():
-                        y = _run(model, x, scale, half)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+                        y = _run(model, xs, scale, half)[0].clamp(0, 1).permute(1, 2, 0).numpy()
                     vals.append(psnr(to8(y), hr, crop=scale))
-                q.append(float(np.mean(vals)))
-            x = torch.rand(1, 3, H // scale, W // scale)
-            _, t = median_time(lambda m=model, x=x, s=scale, half=half: _run(m, x, s, half), repeats)
-            cells[prec] = [f"{q[0]:.3f}", f"{q[1]:.3f}", f"{t:.2f}"]
-        t32, t16 = float(cells["fp32"][2]), float(cells["bf16"][2])
-        d5 = float(cells["bf16"][0]) - float(cells["fp32"][0])
-        d14 = float(cells["bf16"][1]) - float(cells["fp32"][1])
-        rows.append([name, *cells["fp32"], *cells["bf16"], f"{d5:+.3f} / {d14:+.3f}", f"{t32 / t16:.2f}x"])
+                q[prec].append(float(np.mean(vals)))
+            _, t[prec] = median_time(lambda m=model, x=x, s=scale, half=half: _run(m, x, s, half), repeats)
+        cells = [c for p in PRECISIONS for c in (f"{q[p][0]:.3f}", f"{q[p][1]:.3f}", f"{t[p]:.2f}")]
+        d5, d14 = (q["bf16"][i] - q["fp32"][i] for i in (0, 1))
+        rows.append([name, *cells, f"{d5:+.3f} / {d14:+.3f}", f"{t['fp32'] / t['bf16']:.2f}x"])
     return rows
 
 
@@ -109,12 +104,14 @@ def light_and_deblur_rows(repeats: int, eval_dir: Path) -> list[list[str]]:
         q = {"fp32": "-", "bf16": "-"}
         man = eval_dir / "deblur-gopro" / "manifest.json"
         if name == "lprn" and man.is_file():
-            items = json.loads(man.read_text())["items"]
+            root = eval_dir / "deblur-gopro"
+            pairs = [
+                (read_rgb(root / it["blur"]).astype(np.float32) / 255, read_rgb(root / it["sharp"]))
+                for it in json.loads(man.read_text())["items"]
+            ]  # read once, both precisions
             for prec, half in PRECISIONS.items():
                 vals = []
-                for it in items:
-                    blur = read_rgb(eval_dir / "deblur-gopro" / it["blur"]).astype(np.float32) / 255
-                    sharp = read_rgb(eval_dir / "deblur-gopro" / it["sharp"])
+                for blur, sharp in pairs:
                     xb = torch.from_numpy(np.ascontiguousarray(blur.transpose(2, 0, 1)))[None]
                     with torch.no_grad():
                         y = _run(model, xb, 1, half)[0].clamp(0, 1).permute(1, 2, 0).numpy()
