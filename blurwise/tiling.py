@@ -36,7 +36,17 @@ from torch import nn
 
 from blurwise.errors import InputError, ModelError, UsageError
 
-__all__ = ["Tile", "tile_grid", "feather_weights", "run_tiled", "auto_tile", "is_oom", "resolve_device"]
+__all__ = [
+    "Tile",
+    "tile_grid",
+    "feather_weights",
+    "run_tiled",
+    "auto_tile",
+    "is_oom",
+    "resolve_device",
+    "half_dtype",
+    "forward_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +309,11 @@ class _autocast:
             self.ctx.__exit__(*exc)
 
 
-def _half_dtype(half: bool | str, device: torch.device) -> torch.dtype | None:
+def half_dtype(half: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``half`` asks for on ``device`` (None = fp32), so every caller reads the flag alike.
+
+    True/"fp16" is fp16 on CUDA and bf16 on a CPU (CPU autocast is bf16-only in practice); "bf16" is bf16.
+    """
     if half in (False, None, "fp32", "no"):
         return None
     if half in (True, "fp16", "float16"):
@@ -314,8 +328,14 @@ def _batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
         yield tiles[i : i + batch]
 
 
-def _forward(model: nn.Module, xb: torch.Tensor, dtype: torch.dtype | None, extra: dict) -> torch.Tensor:
-    """One batched forward pass; a half-precision result with NaN/Inf is recomputed in fp32."""
+def forward_batch(
+    model: nn.Module, xb: torch.Tensor, dtype: torch.dtype | None, extra: dict | None = None
+) -> torch.Tensor:
+    """One batched forward pass under autocast ``dtype`` (from :func:`half_dtype`), returned in fp32.
+
+    A half-precision result with NaN/Inf is recomputed in fp32: overflow must cost time, not a broken image.
+    """
+    extra = extra or {}
     with _autocast(xb.device, dtype):
         out = model(xb, **extra)
     if dtype is not None:
@@ -356,7 +376,7 @@ def _run_image(
             xb = xb.to(device=device, dtype=torch.float32, non_blocking=True)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = _forward(model, xb, dtype, extra)
+            yb = forward_batch(model, xb, dtype, extra)
             wh, ww = xb.shape[-2:]
             if yb.ndim != 4 or yb.shape[-2:] != (wh * scale, ww * scale):
                 raise ModelError(
@@ -431,7 +451,7 @@ def run_tiled(
     if scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     device = _model_device(model)
-    dtype = _half_dtype(half, device)
+    dtype = half_dtype(half, device)
     extra = dict(extra or {})
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from blurwise.errors import InputError, ModelError
-from blurwise.tiling import auto_tile, feather_weights, is_oom, run_tiled, tile_grid
+from blurwise.tiling import auto_tile, feather_weights, forward_batch, half_dtype, is_oom, run_tiled, tile_grid
 
 torch.set_num_threads(1)
 
@@ -248,3 +248,21 @@ class TestRunTiled:
     def test_is_oom(self):
         assert is_oom(torch.OutOfMemoryError("x")) and is_oom(RuntimeError("CUDA out of memory"))
         assert not is_oom(RuntimeError("size mismatch")) and not is_oom(ValueError("out of memory"))
+
+
+class TestHalfPrecision:
+    def test_half_dtype_per_device(self):
+        cpu, cuda = torch.device("cpu"), torch.device("cuda")
+        assert half_dtype(False, cpu) is None and half_dtype("fp32", cpu) is None
+        assert half_dtype(True, cpu) is torch.bfloat16 and half_dtype(True, cuda) is torch.float16
+        assert half_dtype("bf16", cuda) is torch.bfloat16
+        with pytest.raises(ValueError, match="half must be"):
+            half_dtype("int8", cpu)
+
+    def test_forward_batch_returns_fp32_close_to_fp32(self):
+        torch.manual_seed(0)
+        model, x = small_net(1).eval(), torch.rand(2, 3, 16, 16)
+        with torch.no_grad():
+            ref, y = model(x), forward_batch(model, x, torch.bfloat16)
+        assert y.dtype == torch.float32 and torch.isfinite(y).all()
+        assert (y - ref).abs().max() < 0.05

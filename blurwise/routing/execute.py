@@ -23,9 +23,7 @@ from torch import nn
 
 from blurwise.errors import ModelError, UsageError
 from blurwise.routing.plan import BICUBIC, HEAVY, LIGHT, ROUTE_NAMES, RoutePlan, Tile
-from blurwise.tiling import _forward as tiled_forward
-from blurwise.tiling import _half_dtype as half_dtype
-from blurwise.tiling import feather_weights
+from blurwise.tiling import feather_weights, forward_batch, half_dtype
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ def _forward(model: nn.Module, x: torch.Tensor, *, half: bool | str) -> torch.Te
     """Model call under no_grad; ``half`` autocasts as in ``tiling.run_tiled`` (fp16/bf16 on CUDA, bf16 on a
     CPU: ~4x faster heavy SR on CPUs with AMX units), with the same fp32 rerun of a non-finite result."""
     with torch.no_grad():
-        return tiled_forward(model, x, half_dtype(half, x.device), {})
+        return forward_batch(model, x, half_dtype(half, x.device))
 
 
 def _run_windows(
