@@ -568,6 +568,9 @@ def test_lr_map_kwargs_per_scale_defaults(monkeypatch):
     assert routing.default_smooth(4) == 1.5
     assert routing.default_smooth(4, {"method": "edge"}) is None and routing.default_smooth(4, depth=True) is None
     assert routing.default_smooth(2) is None
+    monkeypatch.setattr(routing, "LR_MAP_EDGES", {4: -0.25})
+    assert routing.default_edges(4) == -0.25
+    assert routing.default_edges(4, {"method": "edge"}) is None and routing.default_edges(2) is None
     monkeypatch.setattr(learned, "scale_model_available", lambda s: False)
     assert routing.lr_map_kwargs(4) == {}
     assert routing.map_macs((10, 10), "learned", "none") > routing.map_macs((10, 10), "edge")
@@ -601,3 +604,29 @@ def test_smooth_patches_go_light_only_when_asked(pair):
         upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, budget=0.5, smooth=3.0)
     with pytest.raises(UsageError, match="light_floor"):
         plan_routes(sig, scale=2, threshold=0.5, light_floor=np.ones((3, 3), bool))
+
+
+def test_strong_edges_stay_heavy_only_when_asked(pair):
+    """``edges``: patches with strong edges stay heavy although the map calls everything defocused."""
+    lr = np.full((64, 64, 3), 0.5, np.float32)
+    lr[:, :32] = np.where((np.arange(32) // 2) % 2 == 0, 0.05, 0.95)[None, :, None]  # stripes: strong edges
+    sig = np.full((64, 64), 0.5, np.float32)  # the map sees blur everywhere
+    _, plain = upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=0.25)
+    assert (plain.plan.route_map() == LIGHT).all() and plain.edge_share == 0.0
+    _, rep = upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=0.25, edges=0.0)
+    rm = rep.plan.route_map()
+    assert (rm[:, :28] == HEAVY).all() and (rm[:, 36:] == LIGHT).all()
+    assert 0.3 < rep.edge_share < 0.6 and "edges kept heavy" in rep.summary()
+    with pytest.raises(UsageError, match="edges"):
+        upscale_routed(lr, heavy=pair[0], light=pair[1], sigma_lr=sig, budget=0.5, edges=0.0)
+
+
+def test_keep_heavy_wins_over_score_and_light_floor():
+    sig = np.full((16, 16), 1.0, np.float32)
+    keep = np.zeros((4, 4), bool)
+    keep[:2] = True
+    p = plan_routes(sig, scale=2, threshold=0.5, keep_heavy=keep, light_floor=np.ones((4, 4), bool), min_light_cells=1)
+    assert (p.route_grid[:2] == HEAVY).all() and (p.route_grid[2:] == LIGHT).all()
+    assert p.extra["kept_share"] == 0.5 and p.extra["floor_share"] == 0.0
+    with pytest.raises(UsageError, match="keep_heavy"):
+        plan_routes(sig, scale=2, threshold=0.5, keep_heavy=np.ones((3, 3), bool))

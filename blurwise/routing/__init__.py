@@ -53,6 +53,7 @@ __all__ = [
     "Tile",
     "default_threshold",
     "defocus_scores",
+    "default_edges",
     "default_smooth",
     "default_stat",
     "default_threshold_hr",
@@ -94,9 +95,18 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 #   1.5 / 1.75 / 2 / 2.25 compared): the rule picks p20 with smooth 1.5 at 0.625 px: -0.030 / -0.281, 61.3%
 #   cut (p30 without: 57.9%). Not made the default: on the defocus-sr evaluation sample it cut less than p30
 #   alone (42.2% vs 43.1%) and ran slower (1.42x vs 1.61x; docs/results/routed_sr_spread_smooth.md).
+#   x4, with the strong-edge rule (``upscale_routed(edges=...)``: patches whose texture score is below it stay
+#   heavy) and the rule extended by the in-focus criterion of the acceptance (the 12 calibration images
+#   unblurred lose <= 0.02 dB), edges -0.5 / -0.25 / 0 compared: p35 with edges -0.25 at 0.625 px: -0.023 dB
+#   mean / -0.158 worst, 55.8% cut, in focus -0.018 dB (p30 without edges: -0.029 / -0.269, 55.7%, in focus
+#   -0.015; p40 with edges: -0.029, 56.9% but -0.023 in focus). The rule keeps 0.6% of the patches heavy and
+#   lowers the worst render's loss from 0.27 to 0.16 dB: the light model cannot rebuild strong edges. It does
+#   not help a soft in-focus photo whose edges are weaker than that (Set14 foreman, a video frame the map
+#   takes for mild defocus, loses 0.49 dB either way; docs/results/routed_sr_full.md).
 LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.625, 4: 0.625}
-LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 30.0}
+LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 35.0}
 LR_MAP_SMOOTH: dict[int, float] = {}  # texture score per scale; scales not listed: off
+LR_MAP_EDGES: dict[int, float] = {4: -0.25}  # texture score below which patches stay heavy; scales not listed: off
 
 ROUTE_COLOURS = {HEAVY: (0.95, 0.25, 0.2), LIGHT: (0.2, 0.8, 0.3), BICUBIC: (0.25, 0.45, 1.0)}
 
@@ -126,6 +136,7 @@ class RouteReport:
     plan: RoutePlan | None = None
     sigma_lr: np.ndarray | None = None  # the defocus map used (given or estimated), for --save-map
     smooth_share: float = 0.0  # share of patches sent light only for being smooth (``smooth``)
+    edge_share: float = 0.0  # share of patches kept heavy only for their strong edges (``edges``)
 
     @property
     def total_macs(self) -> float:
@@ -164,6 +175,8 @@ class RouteReport:
         routes = " / ".join(f"{k} {100 * v:.0f}%" for k, v in self.fractions.items())
         if self.smooth_share:
             routes += f" (smooth {100 * self.smooth_share:.0f}%)"
+        if self.edge_share:
+            routes += f" (edges kept heavy {100 * self.edge_share:.0f}%)"
         t = self.timings
         stages = ", ".join(f"{k} {t[k]:.2f}" for k in ("map", "plan", *ROUTE_NAMES, "blend") if k in t)
         return (
@@ -276,6 +289,14 @@ def default_stat(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bo
     return "min"
 
 
+def default_edges(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bool = False) -> float | None:
+    """Default strong-edge rule (texture score, see ``upscale_routed``) for maps made by
+    ``estimate_lr_map(.., **map_kwargs)``: the calibrated one with the scale's default estimator, else None (off)."""
+    if _default_map_in_use(scale, map_kwargs, depth):
+        return LR_MAP_EDGES.get(int(scale))
+    return None
+
+
 def default_smooth(scale: int, map_kwargs: dict[str, Any] | None = None, depth: bool = False) -> float | None:
     """Default smooth-patch rule (texture score, see ``upscale_routed``) for maps made by
     ``estimate_lr_map(.., **map_kwargs)``: the calibrated one with the scale's default estimator, else None (off)."""
@@ -340,6 +361,7 @@ def upscale_routed(
     check_teacher: bool = True,
     map_kwargs: dict[str, Any] | None = None,
     smooth: float | str | None = "auto",
+    edges: float | str | None = "auto",
 ) -> tuple[np.ndarray, RouteReport]:
     """Defocus-aware SR of ``lr`` (float32 HWC RGB in [0, 1]): returns (SR image, RouteReport).
 
@@ -361,6 +383,10 @@ def upscale_routed(
     (a fraction of an LR pixel) is invisible to the map exactly there; the report's ``smooth_share`` says
     how many patches went light for this reason alone. "auto": :func:`default_smooth` for a map estimated
     here by the scale's default estimator without a budget, else off; None: off.
+    ``edges`` (defocus routing with a threshold): a patch whose texture score is below ``edges`` (strong
+    edges or fine texture) stays heavy even where the map calls it defocused: the light model cannot
+    rebuild such edges, and a map that mistakes a soft but in-focus photo for mild defocus costs most
+    there (``edge_share`` in the report). "auto": :func:`default_edges` as for ``smooth``; None: off.
     """
     t_start = time.perf_counter()
     arr = np.asarray(lr, dtype=np.float32)
@@ -385,13 +411,17 @@ def upscale_routed(
             threshold = default_threshold_hr(s, map_kwargs, depth is not None) / s  # calibrated with this map
         if stat is None:
             stat = default_stat(s, map_kwargs, depth is not None)
+        auto_ok = scorer == "defocus" and budget is None
         if smooth == "auto":
-            auto_ok = scorer == "defocus" and budget is None
             smooth = default_smooth(s, map_kwargs, depth is not None) if auto_ok else None
+        if edges == "auto":
+            edges = default_edges(s, map_kwargs, depth is not None) if auto_ok else None
     if stat is None:
         stat = "min"
     if smooth == "auto":
         smooth = None  # a given map: the caller decides
+    if edges == "auto":
+        edges = None
     if sigma_lr is not None:
         sigma_lr = np.asarray(sigma_lr, dtype=np.float32)
         if sigma_lr.shape != (h, w):
@@ -416,15 +446,21 @@ def upscale_routed(
         map_macs=m_macs,
         scorer=scorer,
     )
-    if smooth is not None and (scorer != "defocus" or budget is not None):
-        raise UsageError("smooth applies to defocus routing with a threshold, not to a budget or other scorers")
+    for rule_name, rule in (("smooth", smooth), ("edges", edges)):
+        if rule is not None and (scorer != "defocus" or budget is not None):
+            raise UsageError(
+                f"{rule_name} applies to defocus routing with a threshold, not to a budget or other scorers"
+            )
     if scorer == "defocus":
         # a budget on a map with flat stretches is met finely by ranking equal-blur patches by texture;
         # with ``smooth``, smooth patches go light whatever the map says
-        tex = texture_scores(arr, patch=patch, margin=overlap) if budget is not None or smooth is not None else None
+        # with ``edges``, patches with strong edges stay heavy whatever the map says
+        need_tex = budget is not None or smooth is not None or edges is not None
+        tex = texture_scores(arr, patch=patch, margin=overlap) if need_tex else None
         ties = tex if budget is not None else None
         floor = tex >= float(smooth) if smooth is not None else None  # type: ignore[operator]
-        plan = plan_routes(sigma_lr, tie_scores=ties, light_floor=floor, **common)  # type: ignore[arg-type]
+        keep = tex < float(edges) if edges is not None else None  # type: ignore[operator]
+        plan = plan_routes(sigma_lr, tie_scores=ties, light_floor=floor, keep_heavy=keep, **common)  # type: ignore[arg-type]
     elif scorer == "texture":
         plan = plan_routes(scores=texture_scores(arr, patch=patch, margin=overlap), shape=(h, w), **common)
     else:
@@ -452,6 +488,7 @@ def upscale_routed(
         plan=plan,
         sigma_lr=sigma_lr,
         smooth_share=float(plan.extra.get("floor_share", 0.0)),
+        edge_share=float(plan.extra.get("kept_share", 0.0)),
     )
     return sr, report
 

@@ -522,10 +522,13 @@ def _build(
     tile_cost: int,
     side_context: int,
     light_floor: np.ndarray | None = None,
+    keep_heavy: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Tile]]:
     grid = _decide(scores, thresholds, routes)
     if light_floor is not None:  # patches that go at least light whatever their score
         grid[(grid == HEAVY) & light_floor] = LIGHT
+    if keep_heavy is not None:  # patches that stay heavy whatever their score (and the light floor)
+        grid[keep_heavy] = HEAVY
     grid = _fill_small_light(grid, min_light_cells)
     ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
     cells = max(1, max_tile // patch)
@@ -589,6 +592,7 @@ def plan_routes(
     map_macs: float = 0.0,
     tie_scores: np.ndarray | None = None,
     light_floor: np.ndarray | None = None,
+    keep_heavy: np.ndarray | None = None,
 ) -> RoutePlan:
     """Decide the route of every LR patch and the tiles each model runs on.
 
@@ -606,6 +610,8 @@ def plan_routes(
     routes; ``context`` stays where heavy tiles meet, so heavy outputs agree there as in one run.
     ``light_floor`` (bool per patch) sends those patches at least to the light route whatever their
     score (``plan.extra["floor_share"]``: the share of patches it moved); the all-heavy fallback ignores it.
+    ``keep_heavy`` (bool per patch) keeps those patches heavy whatever their score or the light floor
+    (``plan.extra["kept_share"]``: the share of patches that would otherwise have gone cheaper).
     """
     if routes not in (2, 3):
         raise UsageError(f"routes must be 2 or 3, got {routes}")
@@ -633,8 +639,9 @@ def plan_routes(
         if np.shape(tie_scores) != scores.shape:
             raise UsageError(f"tie scores {np.shape(tie_scores)} do not match the patch grid {scores.shape}")
         scores = break_ties(scores, tie_scores)
-    if light_floor is not None and np.shape(light_floor) != scores.shape:
-        raise UsageError(f"light_floor {np.shape(light_floor)} does not match the patch grid {scores.shape}")
+    for mask_name, mask in (("light_floor", light_floor), ("keep_heavy", keep_heavy)):
+        if mask is not None and np.shape(mask) != scores.shape:
+            raise UsageError(f"{mask_name} {np.shape(mask)} does not match the patch grid {scores.shape}")
     mpp = {HEAVY: float(heavy_macs), LIGHT: float(light_macs), BICUBIC: float(BICUBIC_MACS_PER_OUT_PX * scale * scale)}
     side = context if side_context is None else min(int(side_context), context)
     kw = dict(routes=routes, patch=patch, overlap=overlap, context=context, max_tile=max_tile, side_context=side)
@@ -648,6 +655,7 @@ def plan_routes(
             min_light_cells=min_light_cells,
             tile_cost=tile_cost,
             light_floor=lf,
+            keep_heavy=keep_heavy,
             **kw,  # type: ignore[arg-type]
         )
         plan = RoutePlan(
@@ -666,8 +674,12 @@ def plan_routes(
             map_macs=map_macs,
             scorer=scorer,
         )
+        kh = keep_heavy if keep_heavy is not None else np.zeros(scores.shape, bool)
         if lf is not None:  # patches whose score alone would have kept them heavy
-            plan.extra["floor_share"] = float(np.mean(lf & (scores < th[0])))
+            plan.extra["floor_share"] = float(np.mean(lf & (scores < th[0]) & ~kh))
+        if keep_heavy is not None:  # patches the score (or the light floor) would have sent cheaper
+            cheaper = (scores >= th[0]) | (lf if lf is not None else False)
+            plan.extra["kept_share"] = float(np.mean(kh & cheaper))
         # A route whose windows add up to more than the image runs once on the whole image instead.
         whole = shape[0] * shape[1]
         for r in (HEAVY, LIGHT):
