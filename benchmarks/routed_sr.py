@@ -49,6 +49,7 @@ from blurwise.routing import (  # noqa: E402
     DEFAULT_PATCH,
     DEFAULT_SIDE_CONTEXT,
     DEFAULT_THRESHOLD_HR,
+    default_edges,
     default_smooth,
     default_stat,
     default_threshold_hr,
@@ -312,8 +313,9 @@ def method_table(recs: list[dict], s: int, thresholds_hr: list[float], with_eff:
         a = agg(recs, "routed", th)
         tag = " **(default)**" if th == default_threshold_hr(s) else ""
         st = default_stat(s)
-        sm = default_smooth(s)
+        sm, ed = default_smooth(s), default_edges(s)
         st = ("" if st == "min" else f", p{st:g}") + ("" if sm is None else f", smooth {sm:g}")
+        st += "" if ed is None else f", edges {ed:g}"
         lines.append(row(f"routed, sigma_HR >= {th:g} px (LR {th / s:.3g}){st}{tag}", a))
         if th == default_threshold_hr(s):
             default = a
@@ -364,6 +366,7 @@ MAP_SPECS = {
 
 
 CAL_MEAN_DB, CAL_WORST_DB = -0.03, -0.3  # the calibration rule: 0.05 dB target less a margin for the shift to eval
+CAL_INFOCUS_DB = -0.02  # ... and the acceptance's in-focus limit on the same images unblurred
 
 
 def calibrate(
@@ -376,21 +379,24 @@ def calibrate(
     stats: tuple[str | float, ...] = ("min",),
     seeds: tuple[int, ...] = (1000,),
     smooths: tuple[float | None, ...] = (None,),
+    edges: tuple[float | None, ...] = (None,),
 ) -> list[str]:
     """Threshold sweep on defocus renders of *training* images (sr/train BSD200): PSNR loss vs the heavy
     model and FLOPs cut, routing on the GT map and on maps estimated from the LR image (``maps``: names of
     ``MAP_SPECS``; ``default`` = what ``blurwise upscale`` uses) with each per-patch statistic of
-    ``stats`` and each ``smooth`` of ``smooths`` (``upscale_routed``'s smooth-patch rule; None = off); every
-    image is rendered once per seed base in ``seeds`` (seed base + image index)."""
+    ``stats``, each ``smooth`` of ``smooths`` (``upscale_routed``'s smooth-patch rule; None = off) and each
+    of ``edges`` (its strong-edge rule); every image is rendered once per seed base in ``seeds`` (seed base +
+    image index). The same images unblurred give the in-focus loss of each estimated-map setting."""
     from blurwise.data.datasets import list_images, read_rgb, render_item
     from blurwise.data.paths import data_path
 
     files = list_images(data_path("sr", "train", "BSD200"))[:n]
     heavy, light = pair["heavy"], pair["light"]
     names = ["estimated" if m == "default" else f"estimated ({m})" for m in maps]
-    keys = [("GT", "min", t, None) for t in thresholds_hr]
-    keys += [(m, st, t, sm) for m in names for st in stats for sm in smooths for t in thresholds_hr]
+    keys = [("GT", "min", t, None, None) for t in thresholds_hr]
+    keys += [(m, st, t, sm, e) for m in names for st in stats for sm in smooths for e in edges for t in thresholds_hr]
     loss: dict[tuple, list[float]] = {k: [] for k in keys}
+    infocus: dict[tuple, list[float]] = {k: [] for k in keys if k[0] != "GT"}
     cut: dict[tuple, list[float]] = {k: [] for k in keys}
     ideal: dict[tuple, list[float]] = {k: [] for k in keys}
     light_share = 1.0 - light[1].macs_per_pixel / heavy[1].macs_per_pixel
@@ -401,7 +407,7 @@ def calibrate(
             p0 = quality(run_off(heavy, lr, s, dev), hr, s)[0]
             est = {nm: estimate_lr_map(lr, s, **MAP_SPECS[m]) for nm, m in zip(names, maps, strict=True)}
             for k in keys:
-                m, st, t, sm = k
+                m, st, t, sm, e = k
                 sr, rep = upscale_routed(
                     lr,
                     heavy=heavy,
@@ -410,11 +416,25 @@ def calibrate(
                     threshold=t / s,
                     stat=st,
                     smooth=sm,
+                    edges=e,
                     device=dev,
                 )
                 loss[k].append(quality(sr, hr, s)[0] - p0)
                 cut[k].append(rep.flops_cut)
                 ideal[k].append(float((gt >= t / s).mean()) * light_share)
+    from blurwise.data.sr import make_sr_pair
+
+    for f in files:  # in focus: the same images, not blurred
+        lr8, hr8 = make_sr_pair(read_rgb(f), s)
+        lr = lr8.astype(np.float32) / 255
+        p0 = quality(run_off(heavy, lr, s, dev), hr8, s)[0]
+        est = {nm: estimate_lr_map(lr, s, **MAP_SPECS[m]) for nm, m in zip(names, maps, strict=True)}
+        for k in infocus:
+            m, st, t, sm, e = k
+            sr, _ = upscale_routed(
+                lr, heavy=heavy, light=light, sigma_lr=est[m], threshold=t / s, stat=st, smooth=sm, edges=e, device=dev
+            )
+            infocus[k].append(quality(sr, hr8, s)[0] - p0)
     seed_txt = ", ".join(f"{b}+i" for b in seeds)
     lines = [
         f"Calibration at x{s}: {len(files)} BSD200 *training* images (never seen by the map's training) rendered "
@@ -422,31 +442,79 @@ def calibrate(
         "estimated from the LR image (as `blurwise upscale` does), per-patch statistic `min` or a percentile. "
         "The map-estimation cost is not counted in the estimated rows' cut here (it is in every table above).",
         "",
-        "| map | patch statistic | smooth patches light | threshold sigma_HR px | mean delta PSNR vs heavy | worst | "
-        "FLOPs cut | ideal cut | efficiency |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| map | patch statistic | smooth patches light | strong edges heavy | threshold sigma_HR px | "
+        "mean delta PSNR vs heavy | worst | in focus | FLOPs cut | ideal cut | efficiency |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in keys:
         eff = sum(cut[k]) / max(sum(ideal[k]), 1e-9)
         st = k[1] if k[1] == "min" else f"p{k[1]:g}"
+        inf = f"{np.mean(infocus[k]):+.4f}" if k in infocus else "-"
         lines.append(
-            f"| {k[0]} | {st} | {'-' if k[3] is None else f'>= {k[3]:g}'} | {k[2]:g} | {np.mean(loss[k]):+.4f} | "
-            f"{np.min(loss[k]):+.4f} | {100 * np.mean(cut[k]):.1f}% | {100 * np.mean(ideal[k]):.1f}% | {eff:.2f} |"
+            f"| {k[0]} | {st} | {'-' if k[3] is None else f'>= {k[3]:g}'} | {'-' if k[4] is None else f'< {k[4]:g}'} | "
+            f"{k[2]:g} | {np.mean(loss[k]):+.4f} | {np.min(loss[k]):+.4f} | {inf} | {100 * np.mean(cut[k]):.1f}% | "
+            f"{100 * np.mean(ideal[k]):.1f}% | {eff:.2f} |"
         )
     est0 = names[0]
-    ok = [k for k in keys if k[0] == est0 and np.mean(loss[k]) >= CAL_MEAN_DB and np.min(loss[k]) >= CAL_WORST_DB]
+    ok = [
+        k
+        for k in keys
+        if k[0] == est0
+        and np.mean(loss[k]) >= CAL_MEAN_DB
+        and np.min(loss[k]) >= CAL_WORST_DB
+        and np.mean(infocus[k]) >= CAL_INFOCUS_DB
+    ]
     best = max(ok, key=lambda k: np.mean(cut[k])) if ok else None
     pick = "none"
     if best is not None:
         sm = "" if best[3] is None else f", smooth patches (texture score >= {best[3]:g}) light"
+        sm += "" if best[4] is None else f", strong-edge patches (texture score < {best[4]:g}) heavy"
         pick = f"statistic {best[1]}{sm}, sigma_HR {best[2]:g} px ({100 * np.mean(cut[best]):.1f}% cut)"
     lines += [
         "",
         f"Largest cut whose {est0}-map routing stays within {-CAL_MEAN_DB:g} dB on average (the 0.05 dB target less "
-        f"a margin for the shift to the eval set) and {-CAL_WORST_DB:g} dB on every render: {pick} "
-        f"(the defaults are {default_stat(s)}, smooth {default_smooth(s)}, {default_threshold_hr(s):g} px).",
+        f"a margin for the shift to the eval set) and {-CAL_WORST_DB:g} dB on every render, and within "
+        f"{-CAL_INFOCUS_DB:g} dB on the same images unblurred (the in-focus criterion): {pick} "
+        f"(the defaults are {default_stat(s)}, smooth {default_smooth(s)}, edges {default_edges(s)}, "
+        f"{default_threshold_hr(s):g} px).",
     ]
     return lines
+
+
+def calibration_report(args: argparse.Namespace, scales: list[int], thresholds_hr: list[float], argv: Any) -> int:
+    """``--calibrate-only``: the calibration tables of every scale (training renders only) as their own file."""
+    t_start = time.time()
+    cmd = "python benchmarks/routed_sr.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = [
+        "# Routed SR: calibration of the routing defaults on training renders",
+        "",
+        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {machine()}",
+        f"- command: `{cmd}`",
+        "",
+    ]
+    for s in scales:
+        pair = load_pair(s, args.heavy, args.allow_untrained, args.device)
+        md += [f"## x{s}", ""]
+        md += calibrate(
+            pair,
+            s,
+            args.calibrate or 12,
+            thresholds_hr,
+            args.device,
+            tuple(args.calibrate_maps.split(",")),
+            tuple(v if v == "min" else float(v) for v in args.calibrate_stats.split(",")),
+            tuple(int(v) for v in args.calibrate_seeds.split(",")),
+            tuple(None if v == "none" else float(v) for v in args.calibrate_smooth.split(",")),
+            tuple(None if v == "none" else float(v) for v in args.calibrate_edges.split(",")),
+        )
+        md.append("")
+    md += [f"- total time: {time.time() - t_start:.0f} s", ""]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(md))
+    print(f"wrote {out}", flush=True)
+    return 0
 
 
 # ---------------------------------------------------------------------- grid design (GT maps only, no models run)
@@ -592,6 +660,14 @@ def main(argv: list[str] | None = None) -> int:
         default="none",
         help="smooth-patch rules compared by --calibrate: 'none' and/or texture-score thresholds, comma-separated",
     )
+    ap.add_argument(
+        "--calibrate-edges",
+        default="none",
+        help="strong-edge rules compared by --calibrate: 'none' and/or texture-score thresholds, comma-separated",
+    )
+    ap.add_argument(
+        "--calibrate-only", action="store_true", help="only the --calibrate tables (training renders), no eval set"
+    )
     ap.add_argument("--design", type=int, default=None, help="N training maps for the grid sweep (quick: 2, else 24)")
     ap.add_argument("--out", default=str(REPO / "docs/results/routed_sr.md"))
     args = ap.parse_args(argv)
@@ -613,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.budgets
         else ([0.5] if args.quick else [0.3, 0.4, 0.5, 0.6, 0.75, 0.9])
     )
+    if args.calibrate_only:
+        return calibration_report(args, scales, thresholds_hr, argv)
     eval_dir, items, small = defocus_items(Path(args.eval_dir), args.quick, args.limit, args.pick)
     infocus = infocus_images(args.quick, args.limit, args.pick)
     t_start = time.time()
@@ -799,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
                     tuple(v if v == "min" else float(v) for v in args.calibrate_stats.split(",")),
                     tuple(int(v) for v in args.calibrate_seeds.split(",")),
                     tuple(None if v == "none" else float(v) for v in args.calibrate_smooth.split(",")),
+                    tuple(None if v == "none" else float(v) for v in args.calibrate_edges.split(",")),
                 ),
                 "",
             ]
@@ -838,9 +917,15 @@ def main(argv: list[str] | None = None) -> int:
             f"x{s}: {lr_map_kwargs(s).get('method', 'edge/DGS')} map, sigma_HR >= {default_threshold_hr(s):g} px, "
             f"patch statistic {default_stat(s)}"
             + ("" if default_smooth(s) is None else f", smooth patches (texture score >= {default_smooth(s):g}) light")
+            + (
+                ""
+                if default_edges(s) is None
+                else f", strong-edge patches (texture score < {default_edges(s):g}) heavy"
+            )
             for s in scales
         )
-        + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR` / `LR_MAP_STAT` / `LR_MAP_SMOOTH`, chosen with "
+        + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR` / `LR_MAP_STAT` / `LR_MAP_SMOOTH` / "
+        "`LR_MAP_EDGES`, chosen with "
         "`--calibrate N "
         "--calibrate-maps ... --calibrate-stats ... --calibrate-seeds ...` on training renders by the rule stated "
         "under the calibration table: the x4 learned map (`defocus-cnn-x4`, trained on LR x4 "
