@@ -481,6 +481,26 @@ def calibrate(
     return lines
 
 
+def calibrate_from_args(pair: dict, s: int, args: argparse.Namespace, thresholds_hr: list[float], n: int) -> list[str]:
+    """:func:`calibrate` with the candidate maps, statistics, seeds and rules of the ``--calibrate-*`` flags."""
+
+    def rules(text: str) -> tuple[float | None, ...]:
+        return tuple(None if v == "none" else float(v) for v in text.split(","))
+
+    return calibrate(
+        pair,
+        s,
+        n,
+        thresholds_hr,
+        args.device,
+        tuple(args.calibrate_maps.split(",")),
+        tuple(v if v == "min" else float(v) for v in args.calibrate_stats.split(",")),
+        tuple(int(v) for v in args.calibrate_seeds.split(",")),
+        rules(args.calibrate_smooth),
+        rules(args.calibrate_edges),
+    )
+
+
 def calibration_report(args: argparse.Namespace, scales: list[int], thresholds_hr: list[float], argv: Any) -> int:
     """``--calibrate-only``: the calibration tables of every scale (training renders only) as their own file."""
     t_start = time.time()
@@ -496,18 +516,7 @@ def calibration_report(args: argparse.Namespace, scales: list[int], thresholds_h
     for s in scales:
         pair = load_pair(s, args.heavy, args.allow_untrained, args.device)
         md += [f"## x{s}", ""]
-        md += calibrate(
-            pair,
-            s,
-            args.calibrate or 12,
-            thresholds_hr,
-            args.device,
-            tuple(args.calibrate_maps.split(",")),
-            tuple(v if v == "min" else float(v) for v in args.calibrate_stats.split(",")),
-            tuple(int(v) for v in args.calibrate_seeds.split(",")),
-            tuple(None if v == "none" else float(v) for v in args.calibrate_smooth.split(",")),
-            tuple(None if v == "none" else float(v) for v in args.calibrate_edges.split(",")),
-        )
+        md += calibrate_from_args(pair, s, args, thresholds_hr, args.calibrate or 12)
         md.append("")
     md += [f"- total time: {time.time() - t_start:.0f} s", ""]
     out = Path(args.out)
@@ -867,18 +876,7 @@ def main(argv: list[str] | None = None) -> int:
             md += [
                 f"### x{s}: threshold calibration",
                 "",
-                *calibrate(
-                    pair,
-                    s,
-                    args.calibrate,
-                    thresholds_hr,
-                    args.device,
-                    tuple(args.calibrate_maps.split(",")),
-                    tuple(v if v == "min" else float(v) for v in args.calibrate_stats.split(",")),
-                    tuple(int(v) for v in args.calibrate_seeds.split(",")),
-                    tuple(None if v == "none" else float(v) for v in args.calibrate_smooth.split(",")),
-                    tuple(None if v == "none" else float(v) for v in args.calibrate_edges.split(",")),
-                ),
+                *calibrate_from_args(pair, s, args, thresholds_hr, args.calibrate),
                 "",
             ]
     n_design = args.design if args.design is not None else (2 if args.quick else 24)
