@@ -97,9 +97,10 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 #   alone (42.2% vs 43.1%) and ran slower (1.42x vs 1.61x; docs/results/routed_sr_spread_smooth.md).
 #   x4, with the strong-edge rule (``upscale_routed(edges=...)``: patches whose texture score is below it stay
 #   heavy) and the rule extended by the in-focus criterion of the acceptance (the 12 calibration images
-#   unblurred lose <= 0.02 dB), edges -0.5 / -0.25 / 0 compared: p35 with edges -0.25 at 0.625 px: -0.023 dB
-#   mean / -0.158 worst, 55.8% cut, in focus -0.018 dB (p30 without edges: -0.029 / -0.269, 55.7%, in focus
-#   -0.015; p40 with edges: -0.029, 56.9% but -0.023 in focus). The rule keeps 0.6% of the patches heavy and
+#   unblurred lose <= 0.02 dB; docs/results/routed_sr_calibration_x4.md, cuts without the map's cost): p35 with
+#   edges -0.25 at 0.625 px: -0.023 dB mean / -0.158 worst, 58.0% cut, in focus -0.018 dB (p30 without edges:
+#   -0.029 / -0.269, 57.9%, in focus -0.015; p40 with edges: -0.029, 59.1% but -0.023 in focus; edges -0.5 and
+#   0 were also compared in a first search). The rule keeps 0.6% of the patches heavy and
 #   lowers the worst render's loss from 0.27 to 0.16 dB: the light model cannot rebuild strong edges. It does
 #   not help a soft in-focus photo whose edges are weaker than that (Set14 foreman, a video frame the map
 #   takes for mild defocus, loses 0.49 dB either way; docs/results/routed_sr_full.md).
