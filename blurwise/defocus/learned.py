@@ -535,11 +535,7 @@ def _main_scale(a: argparse.Namespace) -> None:
         "data": [*ROUTING_ROOTS[:1], f"{ROUTING_ROOTS[1]} (minus the first {ROUTING_CALIB_SKIP})"],
         "renderer": "blurwise.data.datasets.render_item (the defocus-sr recipe)",
     }
-    if a.no_train:
-        model = create_model("defocus-cnn", **cfg)
-        model.load_state_dict(torch.load(work / "last.pt", map_location="cpu", weights_only=False)["model"])
-        model.eval()
-    else:
+    if not a.no_train:
         model = train_defocus_cnn(
             bank,
             work,
@@ -555,8 +551,12 @@ def _main_scale(a: argparse.Namespace) -> None:
             **kw,
         )
     # The training metadata is the checkpoint's own record (also under --no-train, where this command
-    # line's defaults say nothing about how the checkpoint was trained).
+    # line's defaults say nothing about how the checkpoint was trained; the weights come from it too).
     ck = torch.load(work / "last.pt", map_location="cpu", weights_only=False)  # our own checkpoint
+    if a.no_train:
+        model = create_model("defocus-cnn", **cfg)
+        model.load_state_dict(ck["model"])
+        model.eval()
     training = {**data, **ck.get("settings", {"settings": "not recorded in the checkpoint"}), "steps": ck["step"]}
     cal = fit_calibration(model, bank, scales=(s,))
     out = a.out or f"{WEIGHTS_PATH}/defocus-cnn-x{s}.safetensors"
