@@ -369,6 +369,12 @@ CAL_MEAN_DB, CAL_WORST_DB = -0.03, -0.3  # the calibration rule: 0.05 dB target 
 CAL_INFOCUS_DB = -0.02  # ... and the acceptance's in-focus limit on the same images unblurred
 
 
+def rules_text(smooth: float | None, edges: float | None) -> str:
+    """How ``upscale_routed``'s smooth-patch and strong-edge rules route, as a clause ("" when both are off)."""
+    text = "" if smooth is None else f", smooth patches (texture score >= {smooth:g}) light"
+    return text + ("" if edges is None else f", strong-edge patches (texture score < {edges:g}) heavy")
+
+
 def calibrate(
     pair: dict,
     s: int,
@@ -400,12 +406,16 @@ def calibrate(
     cut: dict[tuple, list[float]] = {k: [] for k in keys}
     ideal: dict[tuple, list[float]] = {k: [] for k in keys}
     light_share = 1.0 - light[1].macs_per_pixel / heavy[1].macs_per_pixel
+
+    def estimates(lr: np.ndarray) -> dict[str, np.ndarray]:  # every candidate map of one LR image
+        return {nm: estimate_lr_map(lr, s, **MAP_SPECS[m]) for nm, m in zip(names, maps, strict=True)}
+
     for base in seeds:
         for i, f in enumerate(files):
             r = render_item(read_rgb(f), np.random.default_rng(base + i), scale=s)
             lr, hr, gt = r["lr"].astype(np.float32) / 255, r["hr"], r["sigma_lr"]
             p0 = quality(run_off(heavy, lr, s, dev), hr, s)[0]
-            est = {nm: estimate_lr_map(lr, s, **MAP_SPECS[m]) for nm, m in zip(names, maps, strict=True)}
+            est = estimates(lr)
             for k in keys:
                 m, st, t, sm, e = k
                 sr, rep = upscale_routed(
@@ -428,7 +438,7 @@ def calibrate(
         lr8, hr8 = make_sr_pair(read_rgb(f), s)
         lr = lr8.astype(np.float32) / 255
         p0 = quality(run_off(heavy, lr, s, dev), hr8, s)[0]
-        est = {nm: estimate_lr_map(lr, s, **MAP_SPECS[m]) for nm, m in zip(names, maps, strict=True)}
+        est = estimates(lr)
         for k in infocus:
             m, st, t, sm, e = k
             sr, _ = upscale_routed(
@@ -467,9 +477,10 @@ def calibrate(
     best = max(ok, key=lambda k: np.mean(cut[k])) if ok else None
     pick = "none"
     if best is not None:
-        sm = "" if best[3] is None else f", smooth patches (texture score >= {best[3]:g}) light"
-        sm += "" if best[4] is None else f", strong-edge patches (texture score < {best[4]:g}) heavy"
-        pick = f"statistic {best[1]}{sm}, sigma_HR {best[2]:g} px ({100 * np.mean(cut[best]):.1f}% cut)"
+        pick = (
+            f"statistic {best[1]}{rules_text(best[3], best[4])}, sigma_HR {best[2]:g} px "
+            f"({100 * np.mean(cut[best]):.1f}% cut)"
+        )
     lines += [
         "",
         f"Largest cut whose {est0}-map routing stays within {-CAL_MEAN_DB:g} dB on average (the 0.05 dB target less "
@@ -913,13 +924,7 @@ def main(argv: list[str] | None = None) -> int:
         "- **Default map and threshold per scale**: "
         + "; ".join(
             f"x{s}: {lr_map_kwargs(s).get('method', 'edge/DGS')} map, sigma_HR >= {default_threshold_hr(s):g} px, "
-            f"patch statistic {default_stat(s)}"
-            + ("" if default_smooth(s) is None else f", smooth patches (texture score >= {default_smooth(s):g}) light")
-            + (
-                ""
-                if default_edges(s) is None
-                else f", strong-edge patches (texture score < {default_edges(s):g}) heavy"
-            )
+            f"patch statistic {default_stat(s)}" + rules_text(default_smooth(s), default_edges(s))
             for s in scales
         )
         + " (`blurwise.routing.LR_MAP_DEFAULTS` / `LR_MAP_THRESHOLD_HR` / `LR_MAP_STAT` / `LR_MAP_SMOOTH` / "
