@@ -542,6 +542,19 @@ def test_guillotine_finds_cuts_that_pay_off_one_level_deeper():
     assert sum(cost(*b) for b in boxes) < cost(0, 20, 0, 20)
 
 
+@pytest.mark.parametrize("width", [4, 8, 12, 16])
+def test_in_focus_frame_around_a_defocused_centre_routes_the_centre_light(width):
+    """A frame-shaped heavy region has no single cut that pays; the cover must still find its four sides
+    instead of running the heavy model on the whole image (or peeling the frame row by row)."""
+    sig = np.zeros((128, 128), np.float32)
+    sig[width:-width, width:-width] = 1.0
+    p = plan_routes(sig, scale=4, threshold=0.25, heavy_macs=1e6, light_macs=3e4)
+    light = p.fractions()["light"]
+    assert light >= ((128 - 2 * width - 8) / 128) ** 2  # the centre, less the patch at its edge (min stat)
+    assert p.macs_fraction <= 1.4 * (1 - light) + 0.05  # the frame and its context, not the whole image
+    assert len(p.tiles_of(HEAVY)) <= 4
+
+
 def test_lr_map_kwargs_per_scale_defaults(monkeypatch):
     """The per-scale estimator default applies only when its model ships; explicit settings win."""
     import blurwise.defocus.learned as learned

@@ -325,14 +325,17 @@ def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None)
     rows, cols = mask.shape
     mr, mc = max_cells if max_cells is not None else (rows, cols)
     d = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    # All runs at once (row-major, so starts and ends pair up in order), then split per row.
+    sr, sc = np.nonzero(d == 1)
+    ec = np.nonzero(d == -1)[1]
+    bounds = np.searchsorted(sr, np.arange(rows + 1)).tolist()
+    sc_l, ec_l = sc.tolist(), ec.tolist()
     open_runs: dict[tuple[int, int], int] = {}  # (c0, c1) -> start row
     rects: list[tuple[int, int, int, int]] = []
     for r in range(rows + 1):
         runs: list[tuple[int, int]] = []
         if r < rows:
-            starts = np.flatnonzero(d[r] == 1).tolist()
-            ends = np.flatnonzero(d[r] == -1).tolist()
-            for c0, c1 in zip(starts, ends, strict=True):
+            for c0, c1 in zip(sc_l[bounds[r] : bounds[r + 1]], ec_l[bounds[r] : bounds[r + 1]], strict=True):
                 runs += [(c, min(c + mc, c1)) for c in range(c0, c1, mc)]
         cur = set(runs)
         for span, r0 in list(open_runs.items()):
@@ -344,8 +347,7 @@ def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None)
     return rects
 
 
-DENSE = 0.9  # ... and stops at boxes whose cells are this much on the route already
-LOOKAHEAD = 1.05  # guillotine_cover explores a cut costing up to this much more than its box
+DENSE = 0.9  # guillotine_cover stops at boxes whose cells are this much on the route already
 
 
 def _spans(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -366,7 +368,8 @@ def guillotine_cover(
     Top-down: take the tight bounding box of the True cells; find the cheapest horizontal or vertical
     cut (each side reduced to its tight bounding box), cover both sides the same way, and keep the
     cut when the two covers cost less than the box (or the box exceeds ``max_cells``), so cuts that
-    pay off only one level deeper (around a ring or a scattered mask) are found too.
+    pay off only one level deeper (a scattered mask) are found too. Each box also weighs the exact
+    row-run cover of its cells (:func:`merge_rectangles`), which a frame or ring needs.
     """
     if not mask.any():
         return []
@@ -409,7 +412,8 @@ def guillotine_cover(
                 a, b = a[[2, 3, 0, 1]], b[[2, 3, 0, 1]]
             off = np.array([r0, r0, c0, c0])[:, None]
             a, b = a + off, b + off
-            c = np.asarray(cost(*a)) + np.asarray(cost(*b))  # vectorised over all cuts
+            both = np.asarray(cost(*np.concatenate([a, b], axis=1)))  # one vectorised call for all cuts
+            c = both[: ks.size] + both[ks.size :]
             i = int(np.argmin(c))
             if c[i] < best[0]:
                 best = (float(c[i]), (tuple(int(v) for v in a[:, i]), tuple(int(v) for v in b[:, i])))
@@ -419,6 +423,21 @@ def guillotine_cover(
         if max_cells is None:
             return (False, False)
         return (box[1] - box[0] > max_cells[0], box[3] - box[2] > max_cells[1])
+
+    def box_or_exact(box: tuple[int, int, int, int], own: float) -> tuple[float, list[tuple[int, int, int, int]]]:
+        # The box, or the exact row-run cover of its cells (merge_rectangles) when that is cheaper: a
+        # frame of cells has no good single cut (each half's bounding box still spans the hole, and
+        # greedy cuts peel it row by row), yet its four sides cost a fraction of the box.
+        r0, r1, c0, c1 = box
+        if min(r1 - r0, c1 - c0) < 3:
+            return own, [box]
+        rects = merge_rectangles(mask[r0:r1, c0:c1], max_cells)
+        if len(rects) > 1:
+            arr = np.asarray(rects, dtype=np.int64).T + np.array([r0, r0, c0, c0])[:, None]
+            c = float(np.sum(cost(*arr)))
+            if c < own:
+                return c, [tuple(int(v) for v in col) for col in arr.T]
+        return own, [box]
 
     def solve(box: tuple[int, int, int, int] | None) -> tuple[float, list[tuple[int, int, int, int]]]:
         # Best single cut, then each side solved the same way; the cut is kept when the two covers
@@ -431,13 +450,18 @@ def guillotine_cover(
         if not any(forced) and (sub.size <= 4 or sub.mean() > DENSE):
             return own, [box]  # tiny or (nearly) full: no cut can save much
         c, parts = best_cut(box, forced)
-        if parts is None or (not any(forced) and c > LOOKAHEAD * own):
-            return own, [box]  # even the best cut costs far more now: deeper cuts will not win it back
+        # Every cut is explored, however much it costs at this level: pruning cuts above 1.05 x the box
+        # gave up on frame-shaped regions, where each half of any single cut still spans the hole and
+        # pays context on the cut (a render whose in-focus region framed its defocused centre went all
+        # heavy: 101% of the FLOPs instead of 86%), for ~10% less planning time.
+        if parts is None:
+            return box_or_exact(box, own)
         ca, la = solve(tight(*parts[0]))
         cb, lb = solve(tight(*parts[1]))
-        if any(forced) or ca + cb < own:
+        if any(forced):
             return ca + cb, la + lb
-        return own, [box]
+        ce, le = box_or_exact(box, own)
+        return (ca + cb, la + lb) if ca + cb < ce else (ce, le)
 
     return solve(tight(0, mask.shape[0], 0, mask.shape[1]))[1]
 
