@@ -216,15 +216,12 @@ def _pool(values: np.ndarray, patch: int, margin: int, stat: str | float) -> np.
         from scipy import ndimage
 
         # Separable running statistic, then one read per patch: fast for large images.
-        if stat == "mean":
+        if stat == "mean":  # summed-area table: every window's sum from four corner reads
             cs = np.pad(values.astype(np.float64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-            for i in range(len(ys) - 1):
-                y0, y1 = max(ys[i] - margin, 0), min(ys[i + 1] + margin, h)
-                for j in range(len(xs) - 1):
-                    x0, x1 = max(xs[j] - margin, 0), min(xs[j + 1] + margin, w)
-                    s = cs[y1, x1] - cs[y0, x1] - cs[y1, x0] + cs[y0, x0]
-                    out[i, j] = s / ((y1 - y0) * (x1 - x0))
-            return out
+            y0, y1 = np.maximum(ys[:-1] - margin, 0), np.minimum(ys[1:] + margin, h)
+            x0, x1 = np.maximum(xs[:-1] - margin, 0), np.minimum(xs[1:] + margin, w)
+            s = cs[y1][:, x1] - cs[y0][:, x1] - cs[y1][:, x0] + cs[y0][:, x0]
+            return (s / ((y1 - y0)[:, None] * (x1 - x0)[None, :])).astype(np.float32)
         f = ndimage.minimum_filter1d if stat == "min" else ndimage.maximum_filter1d
         # Row pass then column pass over whole patch extents: pool each patch's rows/cols block.
         v = values.astype(np.float32)
