@@ -49,6 +49,7 @@ from blurwise.routing import (  # noqa: E402
     DEFAULT_PATCH,
     DEFAULT_SIDE_CONTEXT,
     DEFAULT_THRESHOLD_HR,
+    ROUTER_MODELS,
     default_edges,
     default_smooth,
     default_stat,
@@ -57,11 +58,13 @@ from blurwise.routing import (  # noqa: E402
     find_light_model,
     lr_map_kwargs,
     lr_map_macs,
+    router_for,
     routing_overlay,
     upscale_routed,
 )
 
-SCORERS = ("defocus", "texture", "random", "defocus-gt")  # defocus-gt: the GT map (oracle, separates map errors)
+SCORERS = ("learned", "defocus", "texture", "random", "defocus-gt")  # defocus-gt: the GT map (oracle)
+DEFAULT = "default"  # key of the default routing (no threshold given: the learned router where it ships)
 ACCEPT = {"efficiency": 0.8, "cut": 0.55, "speedup": 1.8, "dpsnr": 0.05, "dpsnr_infocus": 0.02}
 
 
@@ -219,6 +222,7 @@ def bench_image(
     }
     for th in thresholds_hr:
         fns[th] = lambda th=th: upscale_routed(lr, heavy=heavy, light=light, threshold=th / s, device=dev)
+    fns[DEFAULT] = lambda: upscale_routed(lr, heavy=heavy, light=light, device=dev)
     times: dict[Any, list[float]] = {k: [] for k in fns}
     last: dict[Any, Any] = {}
     for _ in range(max(1, args.repeats)):
@@ -236,14 +240,17 @@ def bench_image(
     rec["ebmsr"] = {"q": quality(last["ebmsr"], hr, s), "t": t["ebmsr"], "flops": flops_light}
     rec["off"] = {"q": quality(last["off"], hr, s), "t": t["off"], "flops": 1.0}
     rec["routed"] = {}
-    for th in thresholds_hr:
-        sr, rep = last[th]
-        e = {"q": quality(sr, hr, s), "t": t[th], "flops": rep.flops_fraction, "light": rep.fractions.get("light", 0.0)}
-        if gt_lr is not None:
+    for key in [*thresholds_hr, DEFAULT]:
+        sr, rep = last[key]
+        e = {"q": quality(sr, hr, s), "t": t[key], "flops": rep.flops_fraction}
+        e["light"] = rep.fractions.get("light", 0.0)
+        e["scorer"], e["thresholds"] = rep.scorer, rep.thresholds
+        if gt_lr is not None:  # the default's "defocused" pixels: GT sigma above the map's calibrated threshold
+            th = default_threshold_hr(s) if key == DEFAULT else key
             e["ideal"] = float(np.mean(gt_lr > th / s)) * (1.0 - r_light)
-        rec["routed"][th] = e
-        if th == thresholds_hr[0] or th == default_threshold_hr(s):
-            rec.setdefault("plans", {})[th] = rep.plan
+        rec["routed"][key] = e
+        if key in (thresholds_hr[0], DEFAULT):
+            rec.setdefault("plans", {})[key] = rep.plan
     if gt_lr is not None:  # oracle: the GT map instead of the estimated one (separates map quality from routing)
         sr, rep = upscale_routed(lr, heavy=heavy, light=light, sigma_lr=gt_lr, threshold=default_threshold_hr(s) / s)
         rec["oracle"] = {
@@ -308,20 +315,25 @@ def method_table(recs: list[dict], s: int, thresholds_hr: list[float], with_eff:
     lines.append(row("bicubic", agg(recs, "bicubic")))
     lines.append(row("EBM-SR alone (estimated map)", agg(recs, "ebmsr")))
     lines.append(row("heavy, whole image (`--route off`)", off))
-    default = None
     for th in thresholds_hr:
         a = agg(recs, "routed", th)
-        tag = " **(default)**" if th == default_threshold_hr(s) else ""
         st = default_stat(s)
         sm, ed = default_smooth(s), default_edges(s)
         st = ("" if st == "min" else f", p{st:g}") + ("" if sm is None else f", smooth {sm:g}")
         st += "" if ed is None else f", edges {ed:g}"
-        lines.append(row(f"routed, sigma_HR >= {th:g} px (LR {th / s:.3g}){st}{tag}", a))
-        if th == default_threshold_hr(s):
-            default = a
+        lines.append(row(f"routed, map threshold sigma_HR >= {th:g} px (LR {th / s:.3g}){st}", a))
+    default = agg(recs, "routed", DEFAULT)
+    lines.append(row(f"routed, {default_label(recs[0]['routed'][DEFAULT], s)} **(default)**", default))
     if all("oracle" in r for r in recs):
         lines.append(row("routed, default, GT map (oracle, no map cost)", agg(recs, "oracle")))
     return lines, {"off": off, "default": default}
+
+
+def default_label(e: dict, s: int) -> str:
+    """How the default routing decided: the learned router and its threshold, or the map threshold."""
+    if e.get("scorer") == "learned":
+        return f"learned router (`router-x{s}`, predicted loss <= {-e['thresholds'][0]:g})"
+    return f"map threshold sigma_HR >= {default_threshold_hr(s):g} px"
 
 
 def per_image_table(recs: list[dict], ids: list[str], fracs: list[Any], s: int) -> list[str]:
@@ -331,7 +343,7 @@ def per_image_table(recs: list[dict], ids: list[str], fracs: list[Any], s: int) 
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, iid, (kind, frac, src) in zip(recs, ids, fracs, strict=True):
-        d = r["routed"][default_threshold_hr(s)]
+        d = r["routed"][DEFAULT]
         eff = (1 - d["flops"]) / d["ideal"] if d.get("ideal", 0) > 0.01 else None
         lines.append(
             f"| {iid} | {kind} | {fmt(frac, '.2f')} ({src}) | {r['off']['q'][0]:.3f} | {d['q'][0]:.3f} | "
@@ -611,6 +623,7 @@ def make_figure(curves: dict[int, dict], refs: dict[int, dict], overlay: tuple |
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2))
     axes = np.atleast_1d(axes)
     style = {
+        "learned": ("tab:purple", "P"),
         "defocus": ("tab:green", "o"),
         "texture": ("tab:orange", "s"),
         "random": ("tab:gray", "^"),
@@ -629,9 +642,12 @@ def make_figure(curves: dict[int, dict], refs: dict[int, dict], overlay: tuple |
             ax.annotate(
                 f"{th:g}", (100 * a["flops"], a["psnr"]), fontsize=7, xytext=(3, -8), textcoords="offset points"
             )
+        if "default" in ref:
+            a = ref["default"]
+            ax.plot([100 * a["flops"]], [a["psnr"]], "r*", ms=11, label="default routing")
         ax.set_xlabel("FLOPs % of the heavy model (map and context included)")
         ax.set_ylabel("PSNR (Y) dB, synthetic defocus-sr")
-        ax.set_title(f"x{s}: PSNR vs FLOPs % (x: thresholds, sigma_HR px)", fontsize=10)
+        ax.set_title(f"x{s}: PSNR vs FLOPs % (x: map thresholds, sigma_HR px)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if overlay is not None:
@@ -792,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             fracs[kind].append((kind, frac[0], frac[1]))
             print(f"x{s} {it['id']}: {time.time() - t0:.1f}s", flush=True)
             if kind == "synthetic" and "plans" in rec:  # show the most mixed routing of the first scale
-                plan = rec["plans"][default_threshold_hr(s)]
+                plan = rec["plans"][DEFAULT]
                 mix = abs(plan.fractions().get("light", 0.0) - 0.5)
                 if overlay_s in (None, s) and (overlay is None or mix < overlay[0]):
                     overlay_s = s
@@ -801,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("synthetic", "real"):
             if not recs[kind]:
                 continue
-            with_eff = all("ideal" in r["routed"][default_threshold_hr(s)] for r in recs[kind])
+            with_eff = all("ideal" in r["routed"][DEFAULT] for r in recs[kind])
             lines, key = method_table(recs[kind], s, thresholds_hr, with_eff)
             md += [f"### x{s}, {kind} ({len(recs[kind])} images)", "", *lines, ""]
             md += per_image_table(recs[kind], ids[kind], fracs[kind], s) + [""]
@@ -811,10 +827,14 @@ def main(argv: list[str] | None = None) -> int:
                     "off": off,
                     "ebmsr": agg(recs[kind], "ebmsr"),
                     "thr": {th: agg(recs[kind], "routed", th) for th in thresholds_hr},
+                    "default": dflt,
                 }
                 lines, pts = curve_table(recs[kind], budgets)
                 curves[s] = pts
-                title = f"### x{s}: defocus vs texture vs random routing, equal budgets (synthetic; defocus-gt: GT map)"
+                title = (
+                    f"### x{s}: learned vs defocus vs texture vs random routing, equal budgets "
+                    "(synthetic; defocus-gt: GT map)"
+                )
                 md += [title, "", *lines, ""]
                 if s == 4:
                     checks += [
@@ -829,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                     clean = [r for r in recs[kind] if not r["sr_train_source"]]
                     if 0 < len(clean) < len(recs[kind]):
-                        c_off, c_d = agg(clean, "off"), agg(clean, "routed", default_threshold_hr(s))
+                        c_off, c_d = agg(clean, "off"), agg(clean, "routed", DEFAULT)
                         checks.append(
                             f"- (split check, not the acceptance figure) the {len(clean)} synthetic renders of "
                             f"images the SR models never trained on (without the {len(recs[kind]) - len(clean)} "
@@ -938,6 +958,19 @@ def main(argv: list[str] | None = None) -> int:
         "decisions cost PSNR only below ~1-2 px; defocus-sr (calibrated to real shallow-DoF photos) has 55-85% "
         "of its pixels above 1 px but only ~25% above 2 px, so 2 px could never reach a large cut. "
         "`--calibrate N` re-checks the choice on training renders once trained weights exist.",
+        "- **Default routing decision**: "
+        + "; ".join(
+            f"x{s}: "
+            + (
+                f"the learned router `{ROUTER_MODELS[s]}` (a small CNN over per-patch map and luma-texture features "
+                "predicting the light route's quality loss, trained and its threshold calibrated on training renders "
+                "only: `python -m blurwise.train.router`); the map-threshold rows show the map rule alone"
+                if s in ROUTER_MODELS and router_for(s, f"edsr-s-x{s}")
+                else "the map threshold above"
+            )
+            for s in scales
+        )
+        + ". The routing efficiency of the default uses the map threshold's definition of defocused pixels.",
         "- **Wall-clock**: heavy tiles are few and large (the guillotine merges them), so the FLOPs cut turns "
         "into time on the CPU; tiles of equal window size are batched (batch size from free GPU memory on CUDA).",
         f"- total benchmark time: {time.time() - t_start:.0f} s",

@@ -214,6 +214,10 @@ class RunReport:
 # --------------------------------------------------------------------------- upscale
 
 
+# ``router`` choices of Upscaler / upscale / ``blurwise upscale --router`` -> upscale_routed's scorer
+ROUTERS = {"auto": "auto", "learned": "learned", "map": "defocus"}
+
+
 class Upscaler:
     """Loaded SR models plus settings; call it on float32 HWC images (the batch pipeline does, per image).
 
@@ -232,6 +236,7 @@ class Upscaler:
         threshold: float | None = None,
         budget: float | None = None,
         routes: int = 2,
+        router: str = "auto",
         tile: int = 0,
         tile_pad: int = 16,
         device: Any = "auto",
@@ -242,6 +247,8 @@ class Upscaler:
     ) -> None:
         if route not in ("auto", "on", "off"):
             raise UsageError(f"route must be 'auto', 'on' or 'off', not {route!r}")
+        if router not in ROUTERS:
+            raise UsageError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
         if routes not in (2, 3):
             raise UsageError(f"routes must be 2 or 3, not {routes}")
         if budget is not None and not 0.0 < budget <= 1.0:
@@ -251,7 +258,7 @@ class Upscaler:
         self.scale = int(scale)
         if self.scale < 1:
             raise UsageError(f"scale must be a positive integer, not {scale}")
-        self.route_opts = dict(threshold=threshold, budget=budget, routes=routes)
+        self.route_opts = dict(threshold=threshold, budget=budget, routes=routes, scorer=ROUTERS[router])
         self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
         self.notes: list[str] = []
         self.light = None
@@ -399,6 +406,7 @@ def upscale(
     threshold: float | None = None,
     budget: float | None = None,
     routes: int = 2,
+    router: str = "auto",
     depth: Any = None,
     tile: int = 0,
     tile_pad: int = 16,
@@ -412,7 +420,10 @@ def upscale(
     type and dtype. ``model``: registered name or ``.safetensors`` path (default: the shipped model
     for the scale; ``"bicubic"`` for the baseline). ``route="auto"`` uses the EBM-SR distilled from the
     heavy model on defocused patches (``threshold`` in LR px of blur, or ``budget`` as a FLOPs
-    fraction; ``routes=3`` adds a bicubic route), ``"off"`` runs the heavy model everywhere.
+    fraction; ``routes=3`` adds a bicubic route), ``"off"`` runs the heavy model everywhere. ``router``
+    decides which patches go light: "learned" (a small network that predicts each patch's quality loss
+    from the defocus map and the texture), "map" (the defocus map's blur against ``threshold``), or
+    "auto" (the learned router where one ships for the scale and no sigma ``threshold`` is given).
     ``depth`` (HW array or file) helps the defocus map. ``tile`` 0 picks the tile size from memory.
     ``half``: None (fp32), "auto", "fp16" or "bf16". With ``return_report`` returns (image, RunReport).
 
@@ -431,6 +442,7 @@ def upscale(
         threshold=threshold,
         budget=budget,
         routes=routes,
+        router=router,
         tile=tile,
         tile_pad=tile_pad,
         device=device,

@@ -144,6 +144,13 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--threshold", type=float, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
     g.add_argument("--budget", type=_fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model")
     g.add_argument("--routes", type=int, choices=[2, 3], default=2, help="3 adds a bicubic route for heavy blur")
+    g.add_argument(
+        "--router",
+        choices=["auto", "learned", "map"],
+        default="auto",
+        help="what decides the routes: learned (predicted quality loss from map + texture), map (blur vs "
+        "--threshold), auto (learned where it ships, unless --threshold is given)",
+    )
     g.add_argument("--light", metavar="MODEL", help="light (EBM-SR) model; default: the one distilled from -m")
     ray = argparse.ArgumentParser(add_help=False)
     g = ray.add_argument_group("scale-out with Ray Data (pip install 'blurwise[ray]'; see docs/ray.md)")
@@ -421,6 +428,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         budget=args.budget,
         routes=args.routes,
+        router=args.router,
         **_model_options(args),
     )
     if args.ray:

@@ -6,7 +6,7 @@ Importing this package registers every architecture; nothing else happens at imp
 from __future__ import annotations
 
 # Explicit registry: each import below registers one architecture file's variants.
-from blurwise.models import defocus_cnn, ebmsr, edsr, lprn, nafnet, plainres, rrdb, safmn  # noqa: F401
+from blurwise.models import defocus_cnn, ebmsr, edsr, lprn, nafnet, plainres, router, rrdb, safmn  # noqa: F401
 from blurwise.models.registry import (
     ModelInfo,
     create_model,

@@ -22,7 +22,7 @@ from blurwise.errors import ModelError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 META_KEY = "blurwise"  # safetensors metadata key holding the JSON config
 
-TASKS = ("sr", "ebmsr", "deblur", "defocus")
+TASKS = ("sr", "ebmsr", "deblur", "defocus", "router")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ whole image. Everything in this package is plain functions; torch is imported on
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,10 +65,12 @@ __all__ = [
     "execute_plan",
     "find_light_model",
     "grid_shape",
+    "learned_scores",
     "merge_rectangles",
     "plan_routes",
     "random_scores",
     "resolve_models",
+    "router_for",
     "routing_overlay",
     "texture_scores",
     "upscale_routed",
@@ -331,6 +335,69 @@ def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None,
     return np.asarray(estimate_defocus(lr, depth, **kw), dtype=np.float32)
 
 
+# ---------------------------------------------------------------------- learned router
+
+# The learned patch router per scale (``blurwise/models/router.py``, trained by ``blurwise.train.router``):
+# it predicts from the map and the luma texture what sending each patch to the light model costs, and
+# replaces the map threshold + percentile + edge rules when it applies (see :func:`router_for`).
+ROUTER_MODELS: dict[int, str] = {4: "router-x4"}
+
+
+def router_for(
+    scale: int, heavy_name: str, map_kwargs: dict[str, Any] | None = None, depth: bool = False
+) -> str | None:
+    """The shipped router for this setting, or None: it must exist for the scale, have been trained for
+    this heavy model (its predictions are that model's gain over its EBM-SR) and see the map it was
+    trained on (the scale's default estimator, no depth)."""
+    name = ROUTER_MODELS.get(int(scale))
+    if name is None or not _default_map_in_use(scale, map_kwargs, depth):
+        return None
+    from blurwise.models import get_variant
+    from blurwise.models.registry import is_shipped
+
+    try:
+        if not is_shipped(get_variant(name)):
+            return None
+    except Exception:  # noqa: BLE001 - an unknown variant: no router
+        return None
+    info = _load_router(name)[1]
+    trained_for = info.metadata.get("training", {}).get("heavy")
+    return name if trained_for in (None, heavy_name) else None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_router(name: str) -> tuple[Any, Any]:
+    """A router by registered name or path, loaded once per process (it is tiny and asked for per image)."""
+    from blurwise.models import load_model
+
+    return load_model(name)
+
+
+def learned_scores(
+    lr: np.ndarray, sigma_lr: np.ndarray, router: Any, *, scale: int, patch: int = DEFAULT_PATCH
+) -> tuple[np.ndarray, float, float]:
+    """Per-patch scores of the learned router (higher = safer to route light: minus the predicted loss),
+    its default threshold in the same units, and its MACs on this grid.
+
+    ``router``: a registered name, a ``.safetensors`` path or a (model, ModelInfo) pair.
+    """
+    import torch
+
+    from blurwise.routing.features import patch_features
+
+    model, info = _load_router(str(router)) if isinstance(router, str | Path) else router
+    if info.task != "router":
+        raise ModelError(f"{info.name!r} is a {info.task} model, not a patch router")
+    feats = patch_features(lr, sigma_lr, scale=scale, patch=patch)
+    if feats.shape[-1] != info.in_channels:
+        raise ModelError(f"router {info.name!r} takes {info.in_channels} features, got {feats.shape[-1]}")
+    with torch.inference_mode():
+        pred = model(torch.from_numpy(np.ascontiguousarray(feats.transpose(2, 0, 1)))[None])[0, 0].numpy()
+    tau = float(info.metadata.get("routing", {}).get("threshold", 0.0))
+    macs = float(info.macs_per_pixel) * pred.size
+    return (-pred).astype(np.float32), -tau, macs
+
+
 # ---------------------------------------------------------------------- pipeline
 
 
@@ -348,7 +415,8 @@ def upscale_routed(
     batch: int | None = None,
     device: Any = None,
     progress: bool = False,
-    scorer: str = "defocus",
+    scorer: str = "auto",
+    router: Any = None,
     patch: int = DEFAULT_PATCH,
     overlap: int = DEFAULT_OVERLAP,
     context: int = DEFAULT_CONTEXT,
@@ -371,8 +439,13 @@ def upscale_routed(
     estimated with ``blurwise.defocus.estimate_defocus(lr, depth)`` when not given (timed and counted).
     ``threshold`` (LR px; sigma_HR = scale x sigma_LR; default :func:`default_threshold_hr`) or
     ``budget`` (fraction of the heavy model's FLOPs) decide the routes; ``routes=3`` adds the bicubic route for very
-    defocused patches. ``scorer`` = "defocus" | "texture" | "random" picks what the patches are
-    ranked by (texture and random need a threshold in their own units or a budget). ``stat`` is the
+    defocused patches. ``scorer`` = "learned" | "defocus" | "texture" | "random" picks what the patches are
+    ranked by: the learned router (``router``: default :func:`router_for`; it predicts from the map and the
+    texture what the light route costs on each patch; a ``threshold`` is then in its units, the predicted
+    asinh(dMSE / 2), default the calibrated one in its metadata), the map alone (DCE), or texture and
+    random (they need a threshold in their own units or a budget). "auto" = "learned" when a router
+    applies (:func:`router_for`, the map estimated here, two routes, no sigma ``threshold``), else
+    "defocus". ``stat`` is the
     per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
     percentile; None: :func:`default_stat` for an estimated map, "min" for a given one). Grid:
     ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
@@ -393,15 +466,28 @@ def upscale_routed(
     arr = np.asarray(lr, dtype=np.float32)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise UsageError(f"routed SR needs an RGB HWC image, got shape {arr.shape}")
-    if scorer not in ("defocus", "texture", "random"):
-        raise UsageError(f"scorer must be 'defocus', 'texture' or 'random', got {scorer!r}")
+    if scorer not in ("auto", "learned", "defocus", "texture", "random"):
+        raise UsageError(f"scorer must be 'auto', 'learned', 'defocus', 'texture' or 'random', got {scorer!r}")
     (hm, hi), (lm, li) = resolve_models(
         heavy, light, scale=scale, device=device, allow_untrained=allow_untrained, check_teacher=check_teacher
     )
     s = hi.scale
     h, w = arr.shape[:2]
     timings: dict[str, float] = {}
-    need_map = scorer == "defocus" or li.in_channels == 4
+    if scorer == "auto":
+        auto_router = router or (
+            router_for(s, hi.name, map_kwargs, depth is not None)
+            if sigma_lr is None and routes == 2 and threshold is None
+            else None
+        )
+        scorer, router = ("learned", auto_router) if auto_router else ("defocus", None)
+    elif scorer == "learned":
+        if routes != 2:
+            raise UsageError("the learned router decides between two routes; use the defocus scorer for routes=3")
+        router = router or router_for(s, hi.name, map_kwargs, depth is not None)
+        if router is None:
+            raise NotAvailableError(f"no learned router for x{s} with {hi.name} and this map; use the defocus scorer")
+    need_map = scorer in ("defocus", "learned") or li.in_channels == 4
     m_macs = 0.0
     if sigma_lr is None and need_map:
         t0 = time.perf_counter()
@@ -412,7 +498,7 @@ def upscale_routed(
             threshold = default_threshold_hr(s, map_kwargs, depth is not None) / s  # calibrated with this map
         if stat is None:
             stat = default_stat(s, map_kwargs, depth is not None)
-        auto_ok = scorer == "defocus" and budget is None
+        auto_ok = scorer == "defocus" and budget is None  # the router has its own texture features
         if smooth == "auto":
             smooth = default_smooth(s, map_kwargs, depth is not None) if auto_ok else None
         if edges == "auto":
@@ -452,7 +538,15 @@ def upscale_routed(
             raise UsageError(
                 f"{rule_name} applies to defocus routing with a threshold, not to a budget or other scorers"
             )
-    if scorer == "defocus":
+    if scorer == "learned":
+        scores, tau, r_macs = learned_scores(arr, sigma_lr, router, scale=s, patch=patch)  # type: ignore[arg-type]
+        if threshold is None and budget is None:
+            common["threshold"] = tau
+        elif threshold is not None:
+            common["threshold"] = -float(threshold)  # given as a predicted loss: light at or below it
+        common["map_macs"] = m_macs + r_macs
+        plan = plan_routes(scores=scores, shape=(h, w), **common)  # type: ignore[arg-type]
+    elif scorer == "defocus":
         # a budget on a map with flat stretches is met finely by ranking equal-blur patches by texture;
         # with ``smooth``, smooth patches go light whatever the map says
         # with ``edges``, patches with strong edges stay heavy whatever the map says

@@ -211,7 +211,6 @@ def _pool(values: np.ndarray, patch: int, margin: int, stat: str | float) -> np.
     """Statistic of ``values`` (H, W) over every patch grown by ``margin`` pixels (clamped)."""
     h, w = values.shape
     ys, xs = _edges(h, patch), _edges(w, patch)
-    out = np.empty((len(ys) - 1, len(xs) - 1), dtype=np.float32)
     if stat in ("min", "max", "mean") and margin >= 0:
         from scipy import ndimage
 

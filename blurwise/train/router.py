@@ -1,0 +1,441 @@
+"""Train the learned patch router of routed SR (``router-x4``) on training images only.
+
+Steps (``python -m blurwise.train.router --help``):
+
+1. **bank**: for each training image, two defocus renders (the defocus-sr recipe,
+   :func:`blurwise.data.datasets.render_item`) and, for every other image, the image in focus (plain
+   bicubic LR); the routing map (:func:`blurwise.routing.estimate_lr_map`), the heavy model's and the
+   light model's outputs on the whole image. Train: ``sr/train/BSD200`` without its first 12 images,
+   and ``sr/train/T91``. Validation: the first 12 BSD200 images (the routing calibration images of
+   ``benchmarks/routed_sr.py``), three renders each and in focus. One ``.npz`` per item.
+2. **fit**: per-patch features (:func:`blurwise.routing.features.patch_features`) and targets (the
+   light model's mean squared Y error minus the heavy model's on the patch, ``asinh(d / 2)``); a
+   :class:`blurwise.models.router.PatchRouter` fitted on random 16x16-patch crops (Huber loss).
+3. **calibrate**: the threshold on the prediction is the largest-cut one whose routing (outputs
+   composed by route from the cached whole-image outputs) keeps the validation renders within
+   ``MEAN_DB`` on average and ``WORST_DB`` on each, and the in-focus images within ``INFOCUS_DB`` --
+   the rule the map threshold is calibrated by. Written with the weights (fp16 safetensors, metadata:
+   data, seeds, threshold, validation figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MEAN_DB, WORST_DB, INFOCUS_DB = -0.03, -0.3, -0.02  # as benchmarks/routed_sr.py's calibration rule
+N_VAL_IMAGES = 12
+VAL_SEEDS = (1000, 2000, 3000)  # benchmarks/routed_sr.py --calibrate-seeds
+TRAIN_SEED = 5000
+CROP = 16  # patch cells per training crop side
+
+
+def _files(split: str) -> list[Path]:
+    from blurwise.data.datasets import list_images
+    from blurwise.data.paths import data_path
+
+    bsd = list_images(data_path("sr", "train", "BSD200"))
+    if split == "val":
+        return bsd[:N_VAL_IMAGES]
+    return bsd[N_VAL_IMAGES:] + list_images(data_path("sr", "train", "T91"))
+
+
+def _item(img: np.ndarray, rng: np.random.Generator | None, scale: int, models: dict) -> dict | None:
+    """One bank item: a defocus render (``rng`` given) or the image in focus, with map and both SR outputs."""
+    import torch
+
+    from blurwise.data.datasets import render_item
+    from blurwise.data.sr import make_sr_pair
+    from blurwise.routing import estimate_lr_map
+    from blurwise.tiling import run_tiled
+
+    if rng is not None:
+        r = render_item(img, rng, scale=scale)
+        lr8, hr8, gt = r["lr"], r["hr"], r["sigma_lr"]
+    else:
+        lr8, hr8 = make_sr_pair(img, scale)
+        gt = np.zeros(lr8.shape[:2], np.float32)
+    if min(lr8.shape[:2]) < 6 * 4:
+        return None
+    lr = lr8.astype(np.float32) / 255
+    est = estimate_lr_map(lr, scale)
+    x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None]
+    xl = torch.from_numpy(np.ascontiguousarray(np.concatenate([lr, est[..., None]], 2).transpose(2, 0, 1)))[None]
+    with torch.no_grad():
+        he = run_tiled(models["heavy"], x, scale=scale, tile=0)
+        li = models["light"](xl)
+
+    def u8(t: Any) -> np.ndarray:
+        return (t[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    return {"lr": lr8, "hr": hr8, "gt": gt, "est": est, "heavy": u8(he), "light": u8(li)}
+
+
+def make_bank(out: Path, split: str, *, scale: int = 4, limit: int | None = None, renders: int = 2) -> int:
+    """Write the ``split`` ("train" | "val") bank into ``out`` (resumable: existing items are kept).
+
+    Train: ``renders`` defocus renders per image (seeds TRAIN_SEED + 1000 k + i) and every other image in focus.
+    """
+    from blurwise.data.datasets import read_rgb
+    from blurwise.models import load_model
+    from blurwise.routing import find_light_model
+
+    heavy_name = f"edsr-s-x{scale}"
+    models = {"heavy": load_model(heavy_name)[0], "light": load_model(find_light_model(heavy_name, scale))[0]}
+    out.mkdir(parents=True, exist_ok=True)
+    files = _files(split)[:limit]
+    n = 0
+    for i, f in enumerate(files):
+        if split == "val":
+            jobs = [(f"{i:03d}_s{b}", b + i) for b in VAL_SEEDS] + [(f"{i:03d}_sharp", None)]
+        else:
+            jobs = [(f"{i:03d}_dof" + (str(k + 1) if k else ""), TRAIN_SEED + 1000 * k + i) for k in range(renders)]
+            jobs += [(f"{i:03d}_sharp", None)] if i % 2 == 0 else []
+        img = None
+        for key, seed in jobs:
+            path = out / f"{key}.npz"
+            if path.exists():
+                continue
+            img = read_rgb(f) if img is None else img
+            item = _item(img, None if seed is None else np.random.default_rng(seed), scale, models)
+            if item is None:
+                continue
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, src=str(f.name), **item)
+            tmp.rename(path)
+            n += 1
+        print(f"{split} {i + 1}/{len(files)} {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
+    return n
+
+
+def load_bank(folder: Path) -> list[dict]:
+    """The items of a bank folder, sorted by name, with their name and whether they are in focus."""
+    items = []
+    for p in sorted(Path(folder).glob("*.npz")):
+        if p.name.endswith(".tmp.npz"):
+            continue
+        z = np.load(p)
+        d = {k: z[k] for k in ("lr", "hr", "gt", "est", "heavy", "light")}
+        d["name"] = p.stem
+        d["sharp"] = p.stem.endswith("_sharp")
+        items.append(d)
+    return items
+
+
+def patch_targets(d: dict, scale: int, patch: int) -> np.ndarray:
+    """Per routing patch: light minus heavy mean squared Y error (8-bit scale), (rows, cols) float64."""
+    from blurwise.metrics import rgb_to_y
+    from blurwise.routing.plan import _pool
+
+    hr = rgb_to_y(d["hr"])
+    dd = (rgb_to_y(d["light"]) - hr) ** 2 - (rgb_to_y(d["heavy"]) - hr) ** 2
+    h, w = d["lr"].shape[:2]
+    # per LR pixel, then pooled on the routing grid (patch windows without margin)
+    per_lr = dd[: h * scale, : w * scale].reshape(h, scale, w, scale).mean(axis=(1, 3))
+    return _pool(per_lr, patch, 0, "mean").astype(np.float64)
+
+
+def features_of(d: dict, scale: int, patch: int) -> np.ndarray:
+    """The router's input features of a bank item, (rows, cols, F)."""
+    from blurwise.routing.features import patch_features
+
+    return patch_features(d["lr"].astype(np.float32) / 255, d["est"], scale=scale, patch=patch)
+
+
+def target_transform(delta: np.ndarray) -> np.ndarray:
+    """What the router predicts: ``asinh(dMSE / 2)`` (sign kept, heavy tails compressed)."""
+    return np.arcsinh(np.asarray(delta) / 2.0)
+
+
+def fit(
+    train: list[dict], *, scale: int, patch: int, steps: int = 3000, seed: int = 0, hidden: int = 32, depth: int = 2
+) -> Any:
+    """Fit a PatchRouter on the training items (random CROP x CROP cell crops, Huber loss, Adam)."""
+    import torch
+
+    from blurwise.models.router import PatchRouter
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    feats = [features_of(d, scale, patch) for d in train]
+    targs = [target_transform(patch_targets(d, scale, patch)).astype(np.float32) for d in train]
+    allf = np.concatenate([f.reshape(-1, f.shape[-1]) for f in feats])
+    model = PatchRouter(in_channels=allf.shape[1], hidden=hidden, depth=depth)
+    model.mean.copy_(torch.from_numpy(allf.mean(0)).view(1, -1, 1, 1))
+    model.std.copy_(torch.from_numpy(allf.std(0) + 1e-6).view(1, -1, 1, 1))
+    ok = [i for i, f in enumerate(feats) if min(f.shape[:2]) >= CROP]
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-5)
+    batch = 32
+    for step in range(steps):
+        xs, ys = [], []
+        for i in rng.choice(ok, size=batch):
+            f, t = feats[i], targs[i]
+            r0 = rng.integers(0, f.shape[0] - CROP + 1)
+            c0 = rng.integers(0, f.shape[1] - CROP + 1)
+            fc, tc = f[r0 : r0 + CROP, c0 : c0 + CROP], t[r0 : r0 + CROP, c0 : c0 + CROP]
+            if rng.random() < 0.5:
+                fc, tc = fc[:, ::-1], tc[:, ::-1]
+            if rng.random() < 0.5:
+                fc, tc = fc[::-1], tc[::-1]
+            xs.append(np.ascontiguousarray(fc.transpose(2, 0, 1)))
+            ys.append(np.ascontiguousarray(tc))
+        x = torch.from_numpy(np.stack(xs))
+        y = torch.from_numpy(np.stack(ys))[:, None]
+        loss = torch.nn.functional.huber_loss(model(x), y, delta=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == steps - 1:
+            print(f"step {step} loss {loss.item():.4f}", file=sys.stderr, flush=True)
+    return model.eval()
+
+
+def predict(model: Any, d: dict, scale: int, patch: int) -> np.ndarray:
+    """The router's prediction for every patch of a bank item, (rows, cols)."""
+    import torch
+
+    f = features_of(d, scale, patch)
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1)))[None])[0, 0].numpy()
+
+
+def _compose_figures(items: list[dict], plans: list[Any], scale: int) -> dict:
+    """dPSNR (vs the heavy model everywhere) and FLOPs cut per item, the routed output composed by route
+    from the cached whole-image outputs (within a few thousandths of a dB of a real routed run)."""
+    from blurwise.metrics import psnr
+    from blurwise.routing import HEAVY
+
+    dps, cuts = [], []
+    for d, p in zip(items, plans, strict=True):
+        g = p.route_map().repeat(scale, 0).repeat(scale, 1)
+        out = np.where((g == HEAVY)[..., None], d["heavy"], d["light"])
+        dps.append(psnr(out, d["hr"], crop=scale) - psnr(d["heavy"], d["hr"], crop=scale))
+        cuts.append(1 - p.macs_fraction)
+    return {"dpsnr": np.array(dps), "cut": np.array(cuts)}
+
+
+def _plan_kwargs(d: dict, scale: int, patch: int) -> dict:
+    from blurwise.models import load_model
+    from blurwise.routing import find_light_model, lr_map_macs
+
+    heavy_name = f"edsr-s-x{scale}"
+    h, w = d["lr"].shape[:2]
+    return dict(
+        scale=scale,
+        patch=patch,
+        heavy_macs=load_model(heavy_name)[1].macs_per_pixel,
+        light_macs=load_model(find_light_model(heavy_name, scale))[1].macs_per_pixel,
+        map_macs=lr_map_macs((h, w), scale, False),
+    )
+
+
+def routed_figures(items: list[dict], preds: list[np.ndarray], tau: float, scale: int, patch: int) -> dict:
+    """Composed routing at prediction threshold ``tau`` (light where pred <= tau): dPSNR and cut per item."""
+    from blurwise.routing import plan_routes
+
+    plans = [
+        plan_routes(
+            scores=(-pr).astype(np.float32),
+            shape=d["lr"].shape[:2],
+            threshold=-tau,
+            scorer="learned",
+            **_plan_kwargs(d, scale, patch),
+        )
+        for d, pr in zip(items, preds, strict=True)
+    ]
+    return _compose_figures(items, plans, scale)
+
+
+def map_rule_figures(items: list[dict], scale: int, patch: int) -> dict:
+    """The same figures for the map rule with its shipped defaults (threshold, percentile, strong-edge rule)."""
+    from blurwise.routing import default_edges, default_stat, default_threshold_hr, plan_routes, texture_scores
+
+    plans = []
+    for d in items:
+        edges = default_edges(scale)
+        keep = None
+        if edges is not None:
+            keep = texture_scores(d["lr"].astype(np.float32) / 255, patch=patch) < edges
+        plans.append(
+            plan_routes(
+                d["est"],
+                threshold=default_threshold_hr(scale) / scale,
+                stat=default_stat(scale),
+                keep_heavy=keep,
+                **_plan_kwargs(d, scale, patch),
+            )
+        )
+    return _compose_figures(items, plans, scale)
+
+
+def summarise(items: list[dict], r: dict) -> dict:
+    """Mean / worst dPSNR and mean cut over the renders, mean dPSNR and cut in focus, and the rule's verdict."""
+    sharp = np.array([d["sharp"] for d in items])
+    row = {
+        "renders_db": float(r["dpsnr"][~sharp].mean()),
+        "worst_db": float(r["dpsnr"][~sharp].min()),
+        "renders_cut": float(r["cut"][~sharp].mean()),
+        "infocus_db": float(r["dpsnr"][sharp].mean()) if sharp.any() else 0.0,
+        "infocus_cut": float(r["cut"][sharp].mean()) if sharp.any() else 0.0,
+    }
+    row["ok"] = row["renders_db"] >= MEAN_DB and row["worst_db"] >= WORST_DB and row["infocus_db"] >= INFOCUS_DB
+    return row
+
+
+def calibrate(model: Any, val: list[dict], scale: int, patch: int, taus: list[float]) -> tuple[float | None, list]:
+    """The largest-cut threshold that keeps the validation renders and in-focus images within the rule."""
+    preds = [predict(model, d, scale, patch) for d in val]
+    rows = []
+    best = None
+    for tau in taus:
+        row = {"tau": tau, **summarise(val, routed_figures(val, preds, tau, scale, patch))}
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        if row["ok"] and (best is None or row["renders_cut"] > best["renders_cut"]):
+            best = row
+    return (best["tau"] if best else None), rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m blurwise.train.router {bank,fit} ...``"""
+    ap = argparse.ArgumentParser(prog="python -m blurwise.train.router", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bank", help="render the training or validation bank")
+    b.add_argument("--split", choices=("train", "val"), required=True)
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--scale", type=int, default=4)
+    b.add_argument("--limit", type=int, default=None, help="first N images only")
+    b.add_argument("--renders", type=int, default=2, help="defocus renders per training image (default 2)")
+    b.add_argument("--threads", type=int, default=2)
+    f = sub.add_parser("fit", help="fit, calibrate and export the router")
+    f.add_argument("--train", required=True, type=Path)
+    f.add_argument("--val", required=True, type=Path)
+    f.add_argument("--scale", type=int, default=4)
+    f.add_argument("--steps", type=int, default=3000)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--hidden", type=int, default=32)
+    f.add_argument("--depth", type=int, default=2)
+    f.add_argument("--taus", default="-0.5,-0.25,0,0.25,0.5,0.75,1,1.25,1.5,2")
+    f.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped router-xS)")
+    f.add_argument("--report", type=Path, default=None, help="also write the validation table (Markdown) here")
+    args = ap.parse_args(argv)
+    import torch
+
+    from blurwise.routing import DEFAULT_PATCH
+
+    if args.cmd == "bank":
+        torch.set_num_threads(args.threads)
+        make_bank(args.out, args.split, scale=args.scale, limit=args.limit, renders=args.renders)
+        return 0
+    torch.set_num_threads(1)
+    t0 = time.time()
+    train, val = load_bank(args.train), load_bank(args.val)
+    model = fit(
+        train,
+        scale=args.scale,
+        patch=DEFAULT_PATCH,
+        steps=args.steps,
+        seed=args.seed,
+        hidden=args.hidden,
+        depth=args.depth,
+    )
+    taus = [float(v) for v in args.taus.split(",")]
+    tau, rows = calibrate(model, val, args.scale, DEFAULT_PATCH, taus)
+    if tau is None:
+        print("no threshold meets the calibration rule; nothing written", file=sys.stderr)
+        return 1
+    from blurwise.models.registry import WEIGHTS_DIR, save_weights
+
+    out = args.out or WEIGHTS_DIR / f"router-x{args.scale}.safetensors"
+    extra = {
+        "training": {
+            "data": ["sr/train/BSD200 (minus the first 12)", "sr/train/T91"],
+            "renderer": "blurwise.data.datasets.render_item (the defocus-sr recipe)",
+            "render_seeds": f"{TRAIN_SEED} + 1000 k + i",
+            "items": len(train),
+            "steps": args.steps,
+            "seed": args.seed,
+            "minutes": round((time.time() - t0) / 60, 1),
+            "heavy": f"edsr-s-x{args.scale}",
+        },
+        "routing": {"threshold": tau, "patch": DEFAULT_PATCH, "rule": [MEAN_DB, WORST_DB, INFOCUS_DB]},
+        "validation": {"data": "sr/train/BSD200 first 12, seeds 1000/2000/3000 + in focus", "rows": rows},
+    }
+    save_weights(
+        model,
+        out,
+        arch="patch-router",
+        task="router",
+        scale=args.scale,
+        config={"in_channels": model.in_channels, "hidden": args.hidden, "depth": args.depth},
+        name=f"router-x{args.scale}",
+        extra=extra,
+    )
+    print(f"wrote {out} (threshold {tau})", file=sys.stderr)
+    if args.report:
+        base = {"tau": None, **summarise(val, map_rule_figures(val, args.scale, DEFAULT_PATCH))}
+        write_report(args.report, rows, tau, base, len(train), argv, args.scale)
+    return 0
+
+
+def write_report(path: Path, rows: list[dict], tau: float, base: dict, n_train: int, argv: Any, scale: int) -> None:
+    """The validation table of a fit (Markdown, with machine, command and date), written atomically."""
+    import datetime
+    import platform
+
+    import torch
+
+    from blurwise.routing import default_edges, default_stat, default_threshold_hr
+
+    def line(name: str, r: dict) -> str:
+        return (
+            f"| {name} | {r['renders_db']:+.4f} | {r['worst_db']:+.3f} | {100 * r['renders_cut']:.1f} | "
+            f"{r['infocus_db']:+.4f} | {100 * r['infocus_cut']:.1f} | {'yes' if r['ok'] else 'no'} |"
+        )
+
+    cmd = "python -m blurwise.train.router " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = [
+        f"# Learned patch router x{scale}: validation on training renders",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+        f"- machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__} (1 thread)",
+        f"- command: `{cmd}`; the banks made first by `python -m blurwise.train.router bank --split train --out "
+        "TRAIN_DIR` and `... bank --split val --out VAL_DIR` (the heavy model's and EBM-SR's outputs as targets)",
+        f"- trained on {n_train} bank items (defocus renders of sr/train BSD200 without its first 12 images and T91, "
+        "and every other image in focus); validated on the first 12 BSD200 images: 3 renders each (seeds "
+        f"{', '.join(f'{b}+i' for b in VAL_SEEDS)}, as `benchmarks/routed_sr.py --calibrate`) and the same images "
+        "in focus. Routed outputs composed by route from the whole-image heavy and EBM-SR outputs; cuts count "
+        "the context of every tile and the map's MACs.",
+        f"- rule (as for the map threshold): the largest cut with the renders within {-MEAN_DB:g} dB of the heavy "
+        f"model on average and {-WORST_DB:g} dB on each, and the in-focus images within {-INFOCUS_DB:g} dB: "
+        f"**threshold {tau:g}** (predicted asinh(dMSE / 2)).",
+        "",
+        "| routing | renders dB | worst render dB | renders cut % | in focus dB | in focus cut % | meets the rule |",
+        "|---|---|---|---|---|---|---|",
+        line(
+            f"map rule (defaults: sigma_HR >= {default_threshold_hr(scale):g} px, p{default_stat(scale)}, "
+            f"edges {default_edges(scale)})",
+            base,
+        ),
+    ]
+    md += [
+        line(f"learned router, predicted loss <= {r['tau']:g}" + (" **(pick)**" if r["tau"] == tau else ""), r)
+        for r in rows
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(md) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""The learned patch router: features, model, training helpers and its use by routed SR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from blurwise.errors import NotAvailableError, UsageError
+from blurwise.models import create_model, load_model
+from blurwise.models.registry import get_variant, is_shipped
+from blurwise.routing import (
+    HEAVY,
+    LIGHT,
+    defocus_scores,
+    grid_shape,
+    learned_scores,
+    router_for,
+    upscale_routed,
+)
+from blurwise.routing.features import EPS, FEATURES, patch_features
+from blurwise.train.router import patch_targets, target_transform
+
+SHIPPED = is_shipped(get_variant("router-x4"))
+needs_router = pytest.mark.skipif(not SHIPPED, reason="router-x4 weights are not shipped")
+
+
+def _texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.random((h, w, 3)).astype(np.float32)
+
+
+class TestFeatures:
+    def test_shape_order_and_finite(self):
+        lr = _texture(37, 50)
+        sig = np.full((37, 50), 0.3, np.float32)
+        f = patch_features(lr, sig, scale=4)
+        assert f.shape == (*grid_shape((37, 50), 4), len(FEATURES)) and f.dtype == np.float32
+        assert np.isfinite(f).all()
+
+    def test_map_statistics_match_the_routing_scores(self):
+        rng = np.random.default_rng(1)
+        sig = rng.random((40, 48)).astype(np.float32)
+        f = patch_features(_texture(40, 48), sig, scale=4)
+        i = FEATURES.index
+        np.testing.assert_allclose(f[..., i("map_min")], 4 * defocus_scores(sig, stat="min"), rtol=1e-6)
+        np.testing.assert_allclose(f[..., i("map_p35")], 4 * defocus_scores(sig, stat=35.0), rtol=1e-5)
+        assert (f[..., i("map_min")] <= f[..., i("map_mean")] + 1e-6).all()
+        assert (f[..., i("map_mean")] <= f[..., i("map_max")] + 1e-6).all()
+
+    def test_flat_image_has_no_texture_energy(self):
+        lr = np.full((24, 24, 3), 0.5, np.float32)
+        f = patch_features(lr, np.zeros((24, 24), np.float32), scale=4)
+        for name in ("grad_mean", "grad_max", "lap_mean", "grad_wide"):
+            np.testing.assert_allclose(f[..., FEATURES.index(name)], np.log10(EPS), atol=1e-5)
+        np.testing.assert_allclose(f[..., FEATURES.index("y_mean")], 0.5, atol=1e-5)
+        np.testing.assert_allclose(f[..., FEATURES.index("y_std")], 0.0, atol=1e-3)
+
+    def test_map_of_the_wrong_size_is_refused(self):
+        with pytest.raises(UsageError, match="does not match"):
+            patch_features(_texture(20, 20), np.zeros((20, 21), np.float32), scale=4)
+
+
+class TestModel:
+    def test_create_forward_shape(self):
+        m = create_model("router-x4")
+        y = m(torch.zeros(2, len(FEATURES), 7, 9))
+        assert y.shape == (2, 1, 7, 9)
+
+    @needs_router
+    def test_shipped_router_metadata(self):
+        model, info = load_model("router-x4")
+        assert info.task == "router" and info.in_channels == len(FEATURES) and info.scale == 4
+        assert "threshold" in info.metadata["routing"]
+        assert info.metadata["training"]["heavy"] == "edsr-s-x4"
+        assert info.params < 20_000  # tiny next to the SR models
+
+
+class TestTargets:
+    def _item(self, light_err: float) -> dict:
+        hr = np.full((32, 32, 3), 120, np.uint8)
+        return {"lr": np.zeros((8, 8, 3), np.uint8), "hr": hr, "heavy": hr.copy(), "light": hr + np.uint8(light_err)}
+
+    def test_equal_outputs_cost_nothing(self):
+        t = patch_targets(self._item(0), 4, 4)
+        assert t.shape == (2, 2) and np.all(t == 0)
+
+    def test_known_loss(self):
+        # +10 on every RGB channel moves Y by 10 * (65.481 + 128.553 + 24.966) / 255 = 8.588
+        t = patch_targets(self._item(10), 4, 4)
+        np.testing.assert_allclose(t, (10 * 219.0 / 255) ** 2, rtol=1e-6)
+        assert target_transform(np.array([0.0]))[0] == 0.0 and target_transform(np.array([-4.0]))[0] < 0
+
+
+@needs_router
+class TestRoutedSR:
+    heavy = "edsr-s-x4"
+
+    def test_default_uses_the_router_and_a_sigma_threshold_the_map(self):
+        lr = _texture(32, 32)
+        _, rep = upscale_routed(lr, heavy=self.heavy)
+        assert rep.scorer == "learned"
+        _, rep = upscale_routed(lr, heavy=self.heavy, threshold=0.2)
+        assert rep.scorer == "defocus"
+        _, rep = upscale_routed(lr, heavy=self.heavy, sigma_lr=np.zeros((32, 32), np.float32))
+        assert rep.scorer == "defocus"  # a given map: the router never saw such maps
+        _, rep = upscale_routed(lr, heavy=self.heavy, routes=3)
+        assert rep.scorer == "defocus"
+
+    def test_router_decisions_follow_texture_and_blur(self):
+        from scipy import ndimage
+
+        tex = _texture(48, 96, seed=3)
+        lr = tex.copy()
+        lr[:, :48] = ndimage.gaussian_filter(tex[:, :48], (3, 3, 0))  # left: strongly defocused
+        lr[:, 48:] = tex[:, 48:]  # right: sharp fine texture
+        _, rep = upscale_routed(lr, heavy=self.heavy)
+        rm = rep.plan.route_map()
+        assert np.mean(rm[:, :40] == LIGHT) > 0.8
+        assert np.mean(rm[:, 56:] == HEAVY) > 0.8
+
+    def test_scores_threshold_and_cost(self):
+        lr = _texture(24, 40)
+        sig = np.zeros((24, 40), np.float32)
+        scores, thr, macs = learned_scores(lr, sig, "router-x4", scale=4)
+        assert scores.shape == grid_shape((24, 40), 4) and np.isfinite(scores).all()
+        info = load_model("router-x4")[1]
+        assert thr == -info.metadata["routing"]["threshold"]
+        assert macs == pytest.approx(info.macs_per_pixel * scores.size)
+
+    def test_bad_combinations(self):
+        lr = _texture(16, 16)
+        with pytest.raises(UsageError, match="two routes"):
+            upscale_routed(lr, heavy=self.heavy, scorer="learned", routes=3)
+        with pytest.raises(UsageError, match="smooth"):
+            upscale_routed(lr, heavy=self.heavy, scorer="learned", smooth=1.0)
+        with pytest.raises(UsageError, match="scorer"):
+            upscale_routed(lr, heavy=self.heavy, scorer="oracle")
+
+    def test_no_router_for_another_heavy_model_or_map(self):
+        assert router_for(4, "edsr-s-x4") == "router-x4"
+        assert router_for(4, "my-heavy") is None
+        assert router_for(4, "edsr-s-x4", {"method": "edge"}) is None
+        assert router_for(2, "edsr-s-x2") is None
+        with pytest.raises(NotAvailableError, match="no learned router"):
+            upscale_routed(_texture(16, 16), heavy=self.heavy, scorer="learned", map_kwargs={"method": "edge"})
