@@ -74,13 +74,15 @@ class TestHelp:
             "-i", "--input", "-o", "--output", "-s", "--scale", "-m", "--model", "-t", "--tile", "--tile-pad",
             "--device", "--fp32", "--half", "--compile", "--suffix", "--ext", "--overwrite", "--skip-existing",
             "--dry-run", "--recursive", "-q", "--quiet", "--trust-pickle", "--route", "--threshold", "--budget",
-            "--routes", "--save-map", "--depth", "--light",
+            "--routes", "--router", "--save-map", "--depth", "--light",
         ]:  # fmt: skip
             assert flag in opts, flag
 
     def test_bad_flag_value_is_usage_error(self, capsys, tmp_path):
         code, _, err = run(capsys, "upscale", "-i", tmp_path, "--budget", "3")
         assert code == 2 and "fraction" in err
+        code, _, err = run(capsys, "upscale", "-i", tmp_path, "--router", "oracle")
+        assert code == 2 and "--router" in err
 
 
 # --------------------------------------------------------------------------- models

@@ -144,3 +144,16 @@ class TestRoutedSR:
         assert router_for(2, "edsr-s-x2") is None
         with pytest.raises(NotAvailableError, match="no learned router"):
             upscale_routed(_texture(16, 16), heavy=self.heavy, scorer="learned", map_kwargs={"method": "edge"})
+
+
+@needs_router
+def test_api_router_choice():
+    import blurwise
+
+    img = (_texture(24, 24) * 255).astype(np.uint8)
+    _, rep = blurwise.upscale(img, scale=4, router="map", return_report=True)
+    assert rep.routing.scorer == "defocus"
+    _, rep = blurwise.upscale(img, scale=4, return_report=True)
+    assert rep.routing.scorer == "learned" and "learned router" in rep.routing.summary()
+    with pytest.raises(UsageError, match="router must be one of"):
+        blurwise.upscale(img, scale=4, router="oracle")

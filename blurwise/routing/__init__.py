@@ -182,6 +182,8 @@ class RouteReport:
             routes += f" (smooth {100 * self.smooth_share:.0f}%)"
         if self.edge_share:
             routes += f" (edges kept heavy {100 * self.edge_share:.0f}%)"
+        if self.scorer != "defocus":
+            routes += f" by the {self.scorer} {'router' if self.scorer == 'learned' else 'score'}"
         t = self.timings
         stages = ", ".join(f"{k} {t[k]:.2f}" for k in ("map", "plan", *ROUTE_NAMES, "blend") if k in t)
         return (
