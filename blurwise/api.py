@@ -214,6 +214,7 @@ class RunReport:
 # --------------------------------------------------------------------------- upscale
 
 
+MIN_ROUTED_SIDE = 8  # the defocus map needs an LR image of at least 8 x 8 px
 # ``router`` choices of Upscaler / upscale / ``blurwise upscale --router`` -> upscale_routed's scorer
 ROUTERS = {"auto": "auto", "learned": "learned", "map": "defocus"}
 
@@ -335,6 +336,10 @@ class Upscaler:
         from blurwise.routing import upscale_routed
 
         h, w = rgb.shape[:2]
+        if min(h, w) < MIN_ROUTED_SIDE and self.route == "auto":
+            # too small for a defocus map (and nothing to save): the heavy model everywhere
+            report.notes.append(f"image too small to route ({w}x{h}): heavy model everywhere")
+            return None
         if depth is not None and depth.shape != (h, w):
             from blurwise.io.depth import resize_depth
 

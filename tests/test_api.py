@@ -246,3 +246,17 @@ def test_docs_api_examples():
     page = Path(__file__).resolve().parents[1] / "docs" / "api.md"
     res = doctest.testfile(str(page), module_relative=False, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 10 and res.failed == 0
+
+
+def test_tiny_image_runs_heavy_everywhere_with_auto_routing():
+    """An image smaller than the defocus map's minimum is upscaled, not refused, unless routing is forced."""
+    import numpy as np
+
+    import blurwise
+    from blurwise.errors import InputError
+
+    img = np.full((5, 7, 3), 128, np.uint8)
+    out, rep = blurwise.upscale(img, scale=4, return_report=True)
+    assert out.shape == (20, 28, 3) and rep.route == "off" and "too small to route" in rep.notes[0]
+    with pytest.raises(InputError, match="too small"):
+        blurwise.upscale(img, scale=4, route="on")
