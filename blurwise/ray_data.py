@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 __all__ = ["TASKS", "ImageMapper", "RayResult", "plan_rows", "build_dataset", "process"]
 
 TASKS = ("upscale", "deblur")
-_UPSCALE_KEYS = "scale model light route threshold budget routes tile tile_pad device half compile trust_pickle".split()
+_UPSCALE_KEYS = (
+    "scale model light route threshold budget routes router tile tile_pad device half compile trust_pickle".split()
+)
 _DEBLUR_KEYS = "model stages tile tile_pad device half compile trust_pickle".split()
 
 
