@@ -48,7 +48,7 @@ register_arch(
         in_channels=len(FEATURES),
     )
 )
-for _s in (4,):
+for _s in (2, 4):
     register_variant(
         Variant(
             f"router-x{_s}",

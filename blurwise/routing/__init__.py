@@ -342,7 +342,7 @@ def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None,
 # The learned patch router per scale (``blurwise/models/router.py``, trained by ``blurwise.train.router``):
 # it predicts from the map and the luma texture what sending each patch to the light model costs, and
 # replaces the map threshold + percentile + edge rules when it applies (see :func:`router_for`).
-ROUTER_MODELS: dict[int, str] = {4: "router-x4"}
+ROUTER_MODELS: dict[int, str] = {2: "router-x2", 4: "router-x4"}
 
 
 def router_for(
