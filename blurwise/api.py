@@ -214,7 +214,6 @@ class RunReport:
 # --------------------------------------------------------------------------- upscale
 
 
-MIN_ROUTED_SIDE = 8  # the defocus map needs an LR image of at least 8 x 8 px
 # ``router`` choices of Upscaler / upscale / ``blurwise upscale --router`` -> upscale_routed's scorer
 ROUTERS = {"auto": "auto", "learned": "learned", "map": "defocus"}
 
@@ -333,10 +332,11 @@ class Upscaler:
 
     def _routed(self, rgb: np.ndarray, depth: np.ndarray | None, report: RunReport) -> np.ndarray | None:
         """Routed SR, or None (with a note) when route="auto" and the defocus map is unavailable."""
+        from blurwise.defocus import MIN_SIDE
         from blurwise.routing import upscale_routed
 
         h, w = rgb.shape[:2]
-        if min(h, w) < MIN_ROUTED_SIDE and self.route == "auto":
+        if min(h, w) < MIN_SIDE and self.route == "auto":
             # too small for a defocus map (and nothing to save): the heavy model everywhere
             report.notes.append(f"image too small to route ({w}x{h}): heavy model everywhere")
             return None

@@ -25,6 +25,8 @@ import numpy as np
 
 from blurwise.errors import InputError, UsageError
 
+MIN_SIDE = 8  # smallest image side (px) a defocus map is estimated for
+
 __all__ = [
     "DefocusResult",
     "METHODS",
@@ -68,8 +70,10 @@ def as_float_image(image: Any) -> np.ndarray:
         arr = arr[..., :-1]  # drop alpha
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
-    if min(arr.shape[:2]) < 8:
-        raise InputError(f"image too small for a defocus map: {arr.shape[1]}x{arr.shape[0]} (need >= 8x8)")
+    if min(arr.shape[:2]) < MIN_SIDE:
+        raise InputError(
+            f"image too small for a defocus map: {arr.shape[1]}x{arr.shape[0]} (need >= {MIN_SIDE}x{MIN_SIDE})"
+        )
     if arr.dtype == np.uint8:
         out = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from blurwise.errors import UsageError
-from blurwise.routing.plan import DEFAULT_PATCH, _pool
+from blurwise.routing.plan import DEFAULT_PATCH, _grad_energy, _luma, _pool
 
 # Order of the feature channels (the router's input); sigma values in HR pixels (sigma_LR x scale).
 FEATURES = (
@@ -29,13 +29,6 @@ FEATURES = (
     "grad_wide",  # log10 mean squared gradient over the wide window
 )
 EPS = 1e-6  # floor of the log10 energies (flat 8-bit content)
-
-
-def _luma(lr: np.ndarray) -> np.ndarray:
-    img = np.asarray(lr, dtype=np.float32)
-    if img.ndim == 3 and img.shape[2] >= 3:
-        return img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-    return img.reshape(img.shape[:2])
 
 
 def patch_features(
@@ -59,9 +52,7 @@ def patch_features(
     y = _luma(lr)
     if sig.shape != y.shape:
         raise UsageError(f"the sigma map {sig.shape} does not match the image {y.shape}")
-    gx = ndimage.sobel(y, axis=1, mode="reflect")
-    gy = ndimage.sobel(y, axis=0, mode="reflect")
-    grad = gx * gx + gy * gy
+    grad = _grad_energy(y)
     lap = ndimage.laplace(y, mode="reflect")
     mean_y = _pool(y, patch, margin, "mean")
     var_y = np.maximum(_pool(y * y, patch, margin, "mean") - mean_y.astype(np.float64) ** 2, 0.0)

@@ -287,19 +287,30 @@ def break_ties(scores: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     return np.asarray(scores, np.float64) + TIE_BREAK * rank.reshape(scores.shape)
 
 
+def _luma(lr: np.ndarray) -> np.ndarray:
+    """BT.601 luma (float32 HW) of an HWC image with >= 3 channels (extra channels ignored), or the HW plane."""
+    img = np.asarray(lr, dtype=np.float32)
+    if img.ndim == 3 and img.shape[2] >= 3:
+        return img[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    return img.reshape(img.shape[:2])
+
+
+def _grad_energy(y: np.ndarray) -> np.ndarray:
+    """Squared Sobel gradient magnitude of a plane (the texture cue of the texture scores and the router)."""
+    from scipy import ndimage
+
+    gx = ndimage.sobel(y, axis=1, mode="reflect")
+    gy = ndimage.sobel(y, axis=0, mode="reflect")
+    return gx * gx + gy * gy
+
+
 def texture_scores(lr: np.ndarray, *, patch: int = DEFAULT_PATCH, margin: int = 1) -> np.ndarray:
     """ClassSR-style texture score: minus log mean gradient energy of the luminance per patch.
 
     Higher = smoother = safer to route light. Gradient energy (Sobel, squared) is a standard cue
     for how much an SR network can add to a patch; it is blind to *why* a patch is smooth.
     """
-    from scipy import ndimage
-
-    img = np.asarray(lr, dtype=np.float32)
-    y = img @ np.array([0.299, 0.587, 0.114], np.float32) if img.ndim == 3 and img.shape[2] >= 3 else img.squeeze()
-    gx = ndimage.sobel(y, axis=1, mode="reflect")
-    gy = ndimage.sobel(y, axis=0, mode="reflect")
-    energy = _pool(gx * gx + gy * gy, patch, margin, "mean")
+    energy = _pool(_grad_energy(_luma(lr)), patch, margin, "mean")
     return (-np.log10(energy + 1e-8)).astype(np.float32)
 
 

@@ -21,6 +21,7 @@ Steps (``python -m blurwise.train.router --help``):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -222,17 +223,26 @@ def _compose_figures(items: list[dict], plans: list[Any], scale: int) -> dict:
     return {"dpsnr": np.array(dps), "cut": np.array(cuts)}
 
 
-def _plan_kwargs(d: dict, scale: int, patch: int) -> dict:
+@functools.lru_cache(maxsize=4)
+def _model_macs(scale: int) -> tuple[float, float]:
+    """MACs per LR pixel of the heavy model and its EBM-SR (read once, not per item and threshold)."""
     from blurwise.models import load_model
-    from blurwise.routing import find_light_model, lr_map_macs
+    from blurwise.routing import find_light_model
 
     heavy_name = f"edsr-s-x{scale}"
+    return load_model(heavy_name)[1].macs_per_pixel, load_model(find_light_model(heavy_name, scale))[1].macs_per_pixel
+
+
+def _plan_kwargs(d: dict, scale: int, patch: int) -> dict:
+    from blurwise.routing import lr_map_macs
+
+    heavy_macs, light_macs = _model_macs(scale)
     h, w = d["lr"].shape[:2]
     return dict(
         scale=scale,
         patch=patch,
-        heavy_macs=load_model(heavy_name)[1].macs_per_pixel,
-        light_macs=load_model(find_light_model(heavy_name, scale))[1].macs_per_pixel,
+        heavy_macs=heavy_macs,
+        light_macs=light_macs,
         map_macs=lr_map_macs((h, w), scale, False),
     )
 
@@ -259,8 +269,8 @@ def map_rule_figures(items: list[dict], scale: int, patch: int) -> dict:
     from blurwise.routing import default_edges, default_stat, default_threshold_hr, plan_routes, texture_scores
 
     plans = []
+    edges = default_edges(scale)
     for d in items:
-        edges = default_edges(scale)
         keep = None
         if edges is not None:
             keep = texture_scores(d["lr"].astype(np.float32) / 255, patch=patch) < edges
