@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/gpu_out}
 DEV=${DEV:-cuda}
 SCALE_T=${SCALE_T:-1}          # multiplies every time budget (dry runs)
 JOBS=${JOBS:-sr,lprn,ablation} # which trainings run (comma-separated); timings run on CUDA unless SKIP_TIMINGS=1
-LPRN_T=${LPRN_T:-390}          # LPRN budget in seconds (before SCALE_T); LPRN_SET: extra --set options
+LPRN_T=${LPRN_T:-390}          # LPRN budget in seconds (before SCALE_T); LPRN_SET / LPRNB_SET: extra --set options
 LPRN_WORKERS=${LPRN_WORKERS:-5}
 # Heavy x4 + EBM-SR: SR_SECONDS / DISTILL_SECONDS budgets, SR_INIT (empty = from scratch), SR_SET / DI_SET
 # extra --set options (last, so they override). A clean split for defocus-sr's DIV2K renders (the heavy
@@ -29,7 +29,7 @@ pack() {
   tar cf "$OUT/.r.tar" --ignore-failed-read blurwise/models/weights docs/results/training docs/results/gpu.md \
     "$BLURWISE_RUNS"/*/log.csv "$BLURWISE_RUNS"/*/*.safetensors "$OUT"/*.log 2>/dev/null
   mv "$OUT/.r.tar" "$OUT/results.tar"
-  tar cf "$OUT/.c.tar" --ignore-failed-read "$BLURWISE_RUNS"/sr_edsr-s_x4/last.pt "$BLURWISE_RUNS"/deblur_lprn/last.pt 2>/dev/null
+  tar cf "$OUT/.c.tar" --ignore-failed-read "$BLURWISE_RUNS"/sr_edsr-s_x4/last.pt "$BLURWISE_RUNS"/deblur_lprn/last.pt "$BLURWISE_RUNS"/deblur_lprn_b/last.pt 2>/dev/null
   mv "$OUT/.c.tar" "$OUT/ckpt.tar"
 }
 say "start on $(hostname); $($PY -c 'import torch;print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no cuda")')"
@@ -56,6 +56,14 @@ if has lprn; then ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG 
     --set data.num_workers=$LPRN_WORKERS --set val.every=1000 --set train.checkpoint_every=1000 ${LPRN_SET:-} \
     > "$OUT/lprn.log" 2>&1
   say "lprn done: $(tail -1 "$OUT/lprn.log")" ) & PIDS+=($!); fi
+# lprnb: a second LPRN run beside the first (another recipe: LPRNB_SET), exported into its run folder so the
+# better one by held-out validation can be shipped afterwards.
+if has lprnb; then ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
+    --set name=deblur_lprn_b --set output.export="$BLURWISE_RUNS/deblur_lprn_b/lprn_b.safetensors" \
+    --set train.time_budget=$LP_T --set data.batch=16 --set data.patch=192 --set optim.warmup=200 \
+    --set data.num_workers=$LPRN_WORKERS --set val.every=1000 --set train.checkpoint_every=1000 ${LPRNB_SET:-} \
+    > "$OUT/lprnb.log" 2>&1
+  say "lprnb done: $(tail -1 "$OUT/lprnb.log")" ) & PIDS+=($!); fi
 if has ablation; then ( $T configs/deblur_abl_*.toml --device $DEV --no-resume $LONG \
     --set train.time_budget=$AB_T --set data.batch=8 --set data.patch=128 --set optim.warmup=200 \
     --set data.num_workers=5 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/ablation.log" 2>&1
