@@ -382,6 +382,28 @@ class TestExecute:
 
 # ---------------------------------------------------------------------- upscale_routed
 class TestUpscaleRouted:
+    def test_eight_bit_input_equals_unit_float(self, pair):
+        # an 8-bit array (as read from a file) is scaled to [0, 1], not run as values up to 255
+        img8 = np.round(rgb() * 255).astype(np.uint8)
+        kw = dict(heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=1.0)
+        a, ra = upscale_routed(img8, **kw)
+        b, rb = upscale_routed(img8.astype(np.float32) / 255, **kw)
+        np.testing.assert_array_equal(a, b)
+        assert ra.fractions == rb.fractions
+
+    @pytest.mark.parametrize(
+        ("img", "match"),
+        [
+            (np.full((16, 16, 3), 200.0, np.float32), "values in"),
+            (np.full((16, 16, 3), 7, np.int32), "values in"),
+            (np.full((16, 16, 3), np.nan, np.float32), "NaN"),
+            (np.zeros((16, 16, 3), bool), "dtype"),
+        ],
+    )
+    def test_bad_values_are_usage_errors(self, pair, img, match):
+        with pytest.raises(UsageError, match=match):
+            upscale_routed(img, heavy=pair[0], light=pair[1], sigma_lr=np.zeros((16, 16), np.float32), threshold=1.0)
+
     def test_report(self, pair):
         sr, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=1.0)
         assert sr.shape == (96, 128, 3) and sr.dtype == np.float32

@@ -403,6 +403,28 @@ def learned_scores(
 # ---------------------------------------------------------------------- pipeline
 
 
+def _as_unit_float(lr: Any) -> np.ndarray:
+    """``lr`` as float32 in [0, 1]: 8/16-bit integer images are scaled (as read from a file), floats kept.
+
+    An 8-bit array passed as it is would otherwise run as values up to 255: the map, the router and both
+    models would see an image 255 times too bright and route and upscale it wrongly, without a word.
+    """
+    a = np.asarray(lr)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
+        raise UsageError(f"routed SR needs a float image in [0, 1] or an 8/16-bit one, got dtype {a.dtype}")
+    a = a.astype(np.float32, copy=False)
+    if a.size and not np.isfinite(a).all():
+        raise UsageError("the image has NaN or infinite values")
+    if np.issubdtype(np.asarray(lr).dtype, np.integer) or (a.size and float(a.max()) > 1.0 + 1e-3):
+        hi = float(a.max()) if a.size else 0.0
+        raise UsageError(f"routed SR needs values in [0, 1] (float) or an 8/16-bit image; this one reaches {hi:g}")
+    return a
+
+
 def upscale_routed(
     lr: np.ndarray,
     *,
@@ -434,7 +456,7 @@ def upscale_routed(
     smooth: float | str | None = "auto",
     edges: float | str | None = "auto",
 ) -> tuple[np.ndarray, RouteReport]:
-    """Defocus-aware SR of ``lr`` (float32 HWC RGB in [0, 1]): returns (SR image, RouteReport).
+    """Defocus-aware SR of ``lr`` (HWC RGB, float in [0, 1] or 8/16-bit): returns (SR image, RouteReport).
 
     ``heavy``/``light``: (model, ModelInfo) pairs or registered names/paths (``light=None`` = the
     heavy model's EBM-SR). ``sigma_lr``: the defocus map (Gaussian sigma in LR px, HxW of ``lr``);
@@ -465,7 +487,7 @@ def upscale_routed(
     there (``edge_share`` in the report). "auto": :func:`default_edges` as for ``smooth``; None: off.
     """
     t_start = time.perf_counter()
-    arr = np.asarray(lr, dtype=np.float32)
+    arr = _as_unit_float(lr)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise UsageError(f"routed SR needs an RGB HWC image, got shape {arr.shape}")
     if scorer not in ("auto", "learned", "defocus", "texture", "random"):
