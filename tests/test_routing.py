@@ -226,6 +226,25 @@ class TestPlan:
             cover[r0:r1, c0:c1] += 1
         assert np.array_equal(cover, m.astype(int))
 
+    @pytest.mark.parametrize("cap", [None, (3, 2), (1, 1), (50, 50)])
+    def test_merge_rectangles_stacks_runs(self, rng, cap):
+        # blocky masks (runs that repeat over rows) and edge cases: every True cell exactly once, caps kept,
+        # stacked runs (fewer rectangles than row runs), listed by end row
+        m = np.kron(rng.random((8, 10)) > 0.5, np.ones((3, 4), bool))
+        for mask in (m, np.zeros((4, 5), bool), np.ones((7, 9), bool), m[:, :1]):
+            rects = merge_rectangles(mask, cap)
+            cover = np.zeros(mask.shape, int)
+            for r0, r1, c0, c1 in rects:
+                assert r0 < r1 and c0 < c1
+                if cap:
+                    assert r1 - r0 <= cap[0] and c1 - c0 <= cap[1]
+                cover[r0:r1, c0:c1] += 1
+            assert np.array_equal(cover, mask.astype(int))
+            assert [r[1] for r in rects] == sorted(r[1] for r in rects)
+        if cap is None:  # 3-row blocks stack into one rectangle per run
+            runs = int((np.diff(np.pad(m.astype(np.int8), ((0, 0), (1, 1))), axis=1) == 1).sum())
+            assert len(merge_rectangles(m)) <= runs // 3
+
     def test_guillotine_cover_merges_blobs(self):
         m = np.zeros((20, 20), bool)
         m[5:15, 5:15] = True

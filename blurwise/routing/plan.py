@@ -325,36 +325,40 @@ def random_scores(shape: tuple[int, int], *, patch: int = DEFAULT_PATCH, seed: i
 def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
     """Cover the True cells of ``mask`` exactly by disjoint rectangles (r0, r1, c0, c1), few and large.
 
-    Row runs: each row's maximal runs of True cells, then runs with the same column span in
-    consecutive rows are stacked into one rectangle. Linear time, so it stays fast on big grids.
-    ``max_cells`` (rows, cols) caps the rectangle size (memory).
+    Row runs: each row's maximal runs of True cells (split every ``max_cells[1]`` columns), then runs
+    with the same column span in consecutive rows are stacked into one rectangle (split every
+    ``max_cells[0]`` rows; ``max_cells`` caps the rectangle size, for memory). All runs at once (the
+    planner calls this for every box it weighs), listed by end row, start row, then column.
     """
     rows, cols = mask.shape
     mr, mc = max_cells if max_cells is not None else (rows, cols)
     d = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
-    # All runs at once (row-major, so starts and ends pair up in order), then split per row.
-    sr, sc = np.nonzero(d == 1)
-    ec = np.nonzero(d == -1)[1]
-    bounds = np.searchsorted(sr, np.arange(rows + 1)).tolist()
-    sc_l, ec_l = sc.tolist(), ec.tolist()
-    open_runs: dict[tuple[int, int], int] = {}  # (c0, c1) -> start row
-    rects: list[tuple[int, int, int, int]] = []
-    for r in range(rows + 1):
-        runs: list[tuple[int, int]] = []
-        if r < rows:
-            for c0, c1 in zip(sc_l[bounds[r] : bounds[r + 1]], ec_l[bounds[r] : bounds[r + 1]], strict=True):
-                runs += [(c, min(c + mc, c1)) for c in range(c0, c1, mc)]
-        cur = set(runs)
-        for span, r0 in list(open_runs.items()):
-            if span not in cur or r - r0 >= mr:
-                rects.append((r0, r, span[0], span[1]))
-                del open_runs[span]
-        for span in runs:
-            open_runs.setdefault(span, r)
-    return rects
+    r, c0 = np.nonzero(d == 1)  # row-major, so starts and ends pair up in order
+    c1 = np.nonzero(d == -1)[1]
+    if r.size == 0:
+        return []
+    n = (c1 - c0 + mc - 1) // mc  # pieces per run
+    if n.max() > 1:
+        run = np.repeat(np.arange(r.size), n)
+        k = np.arange(run.size) - np.repeat(np.cumsum(n) - n, n)
+        r, start = r[run], c0[run] + k * mc
+        c0, c1 = start, np.minimum(start + mc, c1[run])
+    o = np.lexsort((r, c1, c0))  # by span, then row: a stack is a stretch of consecutive rows
+    rs, a, b = r[o], c0[o], c1[o]
+    new = np.ones(rs.size, bool)
+    new[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (rs[1:] != rs[:-1] + 1)
+    piece = (rs - rs[new][np.cumsum(new) - 1]) // mr  # stacks split every mr rows
+    cut = new.copy()
+    cut[1:] |= piece[1:] != piece[:-1]
+    st = np.flatnonzero(cut)
+    en = np.append(st[1:], rs.size) - 1
+    r0, r1, a0, b0 = rs[st], rs[en] + 1, a[st], b[st]
+    o = np.lexsort((a0, r0, r1))
+    return list(zip(r0[o].tolist(), r1[o].tolist(), a0[o].tolist(), b0[o].tolist(), strict=True))
 
 
 DENSE = 0.9  # guillotine_cover stops at boxes whose cells are this much on the route already
+LEAF_CELLS = 4  # ... and at boxes of at most this many cells
 
 
 def _spans(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -392,7 +396,7 @@ def guillotine_cover(
     def best_cut(box: tuple[int, int, int, int], forced: tuple[bool, bool]) -> tuple[float, tuple | None]:
         r0, r1, c0, c1 = box
         sub = mask[r0:r1, c0:c1]
-        best: tuple[float, tuple | None] = (np.inf, None)
+        cand_a, cand_b = [], []  # both sides of every candidate cut, both axes, priced in one call
         for axis in (0, 1):
             m = sub if axis == 0 else sub.T
             n = m.shape[0]
@@ -418,13 +422,15 @@ def guillotine_cover(
             if axis == 1:
                 a, b = a[[2, 3, 0, 1]], b[[2, 3, 0, 1]]
             off = np.array([r0, r0, c0, c0])[:, None]
-            a, b = a + off, b + off
-            both = np.asarray(cost(*np.concatenate([a, b], axis=1)))  # one vectorised call for all cuts
-            c = both[: ks.size] + both[ks.size :]
-            i = int(np.argmin(c))
-            if c[i] < best[0]:
-                best = (float(c[i]), (tuple(int(v) for v in a[:, i]), tuple(int(v) for v in b[:, i])))
-        return best
+            cand_a.append(a + off)
+            cand_b.append(b + off)
+        if not cand_a:
+            return (np.inf, None)
+        a, b = np.concatenate(cand_a, axis=1), np.concatenate(cand_b, axis=1)
+        both = np.asarray(cost(*np.concatenate([a, b], axis=1)))
+        c = both[: a.shape[1]] + both[a.shape[1] :]
+        i = int(np.argmin(c))  # the first cheapest: rows before columns, as one axis after the other
+        return (float(c[i]), (tuple(int(v) for v in a[:, i]), tuple(int(v) for v in b[:, i])))
 
     def too_big(box: tuple[int, int, int, int]) -> tuple[bool, bool]:
         if max_cells is None:
@@ -454,7 +460,7 @@ def guillotine_cover(
         own = float(cost(*box))
         forced = too_big(box)
         sub = mask[box[0] : box[1], box[2] : box[3]]
-        if not any(forced) and (sub.size <= 4 or sub.mean() > DENSE):
+        if not any(forced) and (sub.size <= LEAF_CELLS or sub.mean() > DENSE):
             return own, [box]  # tiny or (nearly) full: no cut can save much
         c, parts = best_cut(box, forced)
         # Every cut is explored, however much it costs at this level: pruning cuts above 1.05 x the box
@@ -501,9 +507,13 @@ def _heavy_sides(grid: np.ndarray, pad: int, cheap_pad: int) -> Callable[..., tu
     ``cheap_pad`` on a side that touches only cheaper routes, whose outputs differ anyway."""
     # Prefix sums of the heavy cells, padded by one empty cell all round: any strip in O(1).
     cum = np.pad(np.pad(grid == HEAVY, 1).astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    rows = cum.tolist()  # the same table for one box at a time (plain ints: no numpy call per lookup)
 
     def any_heavy(a0: Any, a1: Any, b0: Any, b1: Any) -> Any:  # cells [a0, a1) x [b0, b1), unpadded coords
         a0, a1, b0, b1 = a0 + 1, a1 + 1, b0 + 1, b1 + 1
+        if type(a0) is int:
+            ra, rb = rows[a0], rows[a1]
+            return rb[b1] - ra[b1] - rb[b0] + ra[b0] > 0
         return (cum[a1, b1] - cum[a0, b1] - cum[a1, b0] + cum[a0, b0]) > 0
 
     def sides(r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[Any, Any, Any, Any]:
@@ -511,6 +521,8 @@ def _heavy_sides(grid: np.ndarray, pad: int, cheap_pad: int) -> Callable[..., tu
             return (pad, pad, pad, pad)
         strips = ((r0 - 1, r0, c0 - 1, c1 + 1), (r1, r1 + 1, c0 - 1, c1 + 1), (r0 - 1, r1 + 1, c0 - 1, c0))
         strips += ((r0 - 1, r1 + 1, c1, c1 + 1),)
+        if type(r0) is int:  # one box (the planner's most frequent query)
+            return tuple(pad if any_heavy(*st) else cheap_pad for st in strips)  # type: ignore[return-value]
         return tuple(np.where(any_heavy(*st), pad, cheap_pad) for st in strips)  # type: ignore[return-value]
 
     return sides
@@ -571,10 +583,15 @@ def _build(
     cheap_pad = overlap + side_context
     sides = _heavy_sides(grid, pad, cheap_pad)  # the cover's cost knows which sides need full context
 
+    ysl, xsl = ys.tolist(), xs.tolist()
+
     def window_cost(r0: Any, r1: Any, c0: Any, c1: Any) -> Any:
         # Window pixels (core grown by overlap + context on sides next to other heavy cells, by overlap
         # + side_context elsewhere; clamped) plus a per-tile charge; vectorised over candidate boxes.
         pt, pb, pl, pr = sides(r0, r1, c0, c1)
+        if type(r0) is int:  # one box: plain ints
+            h = min(ysl[r1] + pb, shape[0]) - max(ysl[r0] - pt, 0)
+            return h * (min(xsl[c1] + pr, shape[1]) - max(xsl[c0] - pl, 0)) + tile_cost
         h = np.minimum(ys[r1] + pb, shape[0]) - np.maximum(ys[r0] - pt, 0)
         w = np.minimum(xs[c1] + pr, shape[1]) - np.maximum(xs[c0] - pl, 0)
         return h * w + tile_cost
