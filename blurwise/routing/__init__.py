@@ -130,7 +130,7 @@ class RouteReport:
     fractions: dict[str, float]  # share of LR pixels per route
     macs: dict[str, float]  # per route (context included) and 'map'
     full_heavy_macs: float
-    timings: dict[str, float]  # seconds: map, plan, heavy, light, bicubic, blend, total
+    timings: dict[str, float]  # seconds: map, plan (incl. score: the router), heavy, light, bicubic, blend, total
     thresholds: tuple[float, ...]
     scale: int
     scorer: str = "defocus"
@@ -564,6 +564,7 @@ def upscale_routed(
             )
     if scorer == "learned":
         scores, tau, r_macs = learned_scores(arr, sigma_lr, router, scale=s, patch=patch)  # type: ignore[arg-type]
+        timings["score"] = time.perf_counter() - t0  # part of "plan": the router's features and forward pass
         if threshold is None and budget is None:
             common["threshold"] = tau
         elif threshold is not None:
