@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from blurwise.errors import ModelError, UsageError
+from blurwise.errors import InputError, ModelError, UsageError
 from blurwise.routing import (
     BICUBIC,
     HEAVY,
@@ -411,16 +411,15 @@ class TestUpscaleRouted:
         assert ra.fractions == rb.fractions
 
     @pytest.mark.parametrize(
-        ("img", "match"),
+        ("img", "exc", "match"),
         [
-            (np.full((16, 16, 3), 200.0, np.float32), "values in"),
-            (np.full((16, 16, 3), 7, np.int32), "values in"),
-            (np.full((16, 16, 3), np.nan, np.float32), "NaN"),
-            (np.zeros((16, 16, 3), bool), "dtype"),
+            (np.full((16, 16, 3), 200.0, np.float32), UsageError, "values in"),
+            (np.full((16, 16, 3), 7, np.int32), InputError, "pixel type"),
+            (np.full((16, 16, 3), np.nan, np.float32), UsageError, "NaN"),
         ],
     )
-    def test_bad_values_are_usage_errors(self, pair, img, match):
-        with pytest.raises(UsageError, match=match):
+    def test_bad_values_are_clear_errors(self, pair, img, exc, match):
+        with pytest.raises(exc, match=match):
             upscale_routed(img, heavy=pair[0], light=pair[1], sigma_lr=np.zeros((16, 16), np.float32), threshold=1.0)
 
     def test_report(self, pair):

@@ -403,25 +403,26 @@ def learned_scores(
 # ---------------------------------------------------------------------- pipeline
 
 
+FLOAT_MAX = 1.5  # largest float pixel value taken as [0, 1] data with some overshoot
+
+
 def _as_unit_float(lr: Any) -> np.ndarray:
-    """``lr`` as float32 in [0, 1]: 8/16-bit integer images are scaled (as read from a file), floats kept.
+    """``lr`` as float32 in [0, 1]: 8/16-bit images are scaled (:func:`blurwise.io.image.to_float`), floats kept.
 
     An 8-bit array passed as it is would otherwise run as values up to 255: the map, the router and both
-    models would see an image 255 times too bright and route and upscale it wrongly, without a word.
+    models would see an image 255 times too bright and route and upscale it wrongly, without a word. A
+    float image far above 1 (0-255 data in a float array) is refused for the same reason; a slight
+    overshoot, as sharpening or colour conversion leave, is kept (the models clip their output).
     """
-    a = np.asarray(lr)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float32) / 65535.0
-    if a.dtype == bool or not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-        raise UsageError(f"routed SR needs a float image in [0, 1] or an 8/16-bit one, got dtype {a.dtype}")
-    a = a.astype(np.float32, copy=False)
+    from blurwise.io.image import to_float
+
+    a = to_float(np.asarray(lr))
     if a.size and not np.isfinite(a).all():
         raise UsageError("the image has NaN or infinite values")
-    if np.issubdtype(np.asarray(lr).dtype, np.integer) or (a.size and float(a.max()) > 1.0 + 1e-3):
-        hi = float(a.max()) if a.size else 0.0
-        raise UsageError(f"routed SR needs values in [0, 1] (float) or an 8/16-bit image; this one reaches {hi:g}")
+    if a.size and float(a.max()) > FLOAT_MAX:
+        raise UsageError(
+            f"routed SR needs float values in [0, 1] (or an 8/16-bit image); this one reaches {float(a.max()):g}"
+        )
     return a
 
 
