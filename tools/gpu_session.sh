@@ -51,19 +51,19 @@ if has sr; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml 
     --set train.time_budget=$DI_T --set optim.lr=1e-3 --set data.batch=32 --set data.num_workers=4 \
     --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1
   say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!); fi
-if has lprn; then ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
+# One LPRN run: lprn_run JOB EXTRA... (the shipped recipe; EXTRA --set options last, so they override).
+lprn_run() { local job=$1; shift
+  ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
     --set train.time_budget=$LP_T --set data.batch=16 --set data.patch=192 --set optim.warmup=200 \
-    --set data.num_workers=$LPRN_WORKERS --set val.every=1000 --set train.checkpoint_every=1000 ${LPRN_SET:-} \
-    > "$OUT/lprn.log" 2>&1
-  say "lprn done: $(tail -1 "$OUT/lprn.log")" ) & PIDS+=($!); fi
+    --set data.num_workers=$LPRN_WORKERS --set val.every=1000 --set train.checkpoint_every=1000 "$@" \
+    > "$OUT/$job.log" 2>&1
+  say "$job done: $(tail -1 "$OUT/$job.log")" ) & PIDS+=($!)
+}
+if has lprn; then lprn_run lprn ${LPRN_SET:-}; fi
 # lprnb: a second LPRN run beside the first (another recipe: LPRNB_SET), exported into its run folder so the
 # better one by held-out validation can be shipped afterwards.
-if has lprnb; then ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
-    --set name=deblur_lprn_b --set output.export="$BLURWISE_RUNS/deblur_lprn_b/lprn_b.safetensors" \
-    --set train.time_budget=$LP_T --set data.batch=16 --set data.patch=192 --set optim.warmup=200 \
-    --set data.num_workers=$LPRN_WORKERS --set val.every=1000 --set train.checkpoint_every=1000 ${LPRNB_SET:-} \
-    > "$OUT/lprnb.log" 2>&1
-  say "lprnb done: $(tail -1 "$OUT/lprnb.log")" ) & PIDS+=($!); fi
+if has lprnb; then lprn_run lprnb --set name=deblur_lprn_b \
+  --set output.export="$BLURWISE_RUNS/deblur_lprn_b/lprn_b.safetensors" ${LPRNB_SET:-}; fi
 if has ablation; then ( $T configs/deblur_abl_*.toml --device $DEV --no-resume $LONG \
     --set train.time_budget=$AB_T --set data.batch=8 --set data.patch=128 --set optim.warmup=200 \
     --set data.num_workers=5 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/ablation.log" 2>&1
