@@ -86,6 +86,24 @@ class TestShapes:
             beyond = m(torch.cat([rgb, torch.full((1, 1, 8, 8), 7.0)], 1))
         assert torch.equal(at_max, beyond)  # an over-estimated map cannot push the input out of range
 
+    @pytest.mark.parametrize("scale", [2, 4])
+    def test_ebmsr_inference_path_matches_training_path(self, scale):
+        # EBM-SR's forward runs in place when no gradient is needed; it must compute the same function
+        torch.manual_seed(scale)
+        m = create_model(f"ebmsr-x{scale}").eval()
+        for p in m.parameters():  # non-trivial SFT and tail weights (the init starts near plain bicubic)
+            p.data.normal_(0, 0.2)
+        x = torch.rand(2, 4, 13, 10)
+        x[:, 3] *= 2
+        y_train = m(x)
+        with torch.no_grad():
+            y_infer = m(x)
+        with torch.inference_mode():
+            y_mode = m(x)
+        assert y_train.requires_grad and not y_infer.requires_grad
+        torch.testing.assert_close(y_infer, y_train.detach(), atol=1e-4, rtol=1e-4)  # float rounding order only
+        torch.testing.assert_close(y_mode, y_infer, atol=0, rtol=0)
+
     def test_batch(self):
         m = create_model("safmn", **SMALL["safmn"]).eval()
         x = torch.rand(3, 3, 9, 11)
