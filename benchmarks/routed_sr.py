@@ -45,6 +45,7 @@ from blurwise.metrics import psnr, ssim  # noqa: E402
 from blurwise.metrics.imresize import imresize  # noqa: E402
 from blurwise.routing import (  # noqa: E402
     DEFAULT_CONTEXT,
+    DEFAULT_MIN_SAVING,
     DEFAULT_OVERLAP,
     DEFAULT_PATCH,
     DEFAULT_SIDE_CONTEXT,
@@ -933,7 +934,9 @@ def main(argv: list[str] | None = None) -> int:
         "the heavy patches is cut where two boxes with their context cost fewer window pixels than one; a light "
         "patch inside a heavy box is computed by the heavy model anyway and is promoted to heavy (free quality). "
         "Light patches are merged into row-run rectangles, or the light model runs once on the whole image "
-        "when that is cheaper. If routing would not save compute at all, everything runs heavy (fallback).",
+        "when that is cheaper. If routing would save less than "
+        f"{DEFAULT_MIN_SAVING:.0%} of the heavy FLOPs, everything runs heavy (fallback, decided before the cover "
+        "when even context-free tiles could not save that; docs/results/routed_fallback.md).",
         f"- **Context and blending**: each tile's window adds {DEFAULT_OVERLAP} px (blend band) + {DEFAULT_CONTEXT} px "
         "(context) per interior side, clamped at the image border (no padding there, so border pixels equal a "
         f"whole-image run); a heavy tile's side that borders only cheaper routes gets {DEFAULT_SIDE_CONTEXT} px of "

@@ -237,6 +237,7 @@ class Upscaler:
         budget: float | None = None,
         routes: int = 2,
         router: str = "auto",
+        min_saving: float | None = None,
         tile: int = 0,
         tile_pad: int = 16,
         device: Any = "auto",
@@ -253,12 +254,16 @@ class Upscaler:
             raise UsageError(f"routes must be 2 or 3, not {routes}")
         if budget is not None and not 0.0 < budget <= 1.0:
             raise UsageError(f"budget must be a fraction in (0, 1], not {budget}")
+        if min_saving is not None and not 0.0 <= min_saving < 1.0:
+            raise UsageError(f"min_saving must be a fraction in [0, 1), not {min_saving}")
         if tile < 0 or tile_pad < 0:
             raise UsageError("tile and tile-pad must be >= 0")
         self.scale = int(scale)
         if self.scale < 1:
             raise UsageError(f"scale must be a positive integer, not {scale}")
-        self.route_opts = dict(threshold=threshold, budget=budget, routes=routes, scorer=ROUTERS[router])
+        self.route_opts = dict(
+            threshold=threshold, budget=budget, routes=routes, scorer=ROUTERS[router], min_saving=min_saving
+        )
         self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
         self.notes: list[str] = []
         self.light = None
@@ -412,6 +417,7 @@ def upscale(
     budget: float | None = None,
     routes: int = 2,
     router: str = "auto",
+    min_saving: float | None = None,
     depth: Any = None,
     tile: int = 0,
     tile_pad: int = 16,
@@ -429,6 +435,8 @@ def upscale(
     decides which patches go light: "learned" (a small network that predicts each patch's quality loss
     from the defocus map and the texture), "map" (the defocus map's blur against ``threshold``), or
     "auto" (the learned router where one ships for the scale and no sigma ``threshold`` is given).
+    A routed plan saving less than ``min_saving`` of the heavy FLOPs runs the heavy model everywhere
+    (None: ``blurwise.routing.DEFAULT_MIN_SAVING``; 0: route whatever it saves).
     ``depth`` (HW array or file) helps the defocus map. ``tile`` 0 picks the tile size from memory.
     ``half``: None (fp32), "auto", "fp16" or "bf16". With ``return_report`` returns (image, RunReport).
 
@@ -448,6 +456,7 @@ def upscale(
         budget=budget,
         routes=routes,
         router=router,
+        min_saving=min_saving,
         tile=tile,
         tile_pad=tile_pad,
         device=device,

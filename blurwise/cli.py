@@ -83,6 +83,13 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _saving(text: str) -> float:
+    v = float(text)
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), not {text}")
+    return v
+
+
 def _nonneg(text: str) -> int:
     v = int(text)
     if v < 0:
@@ -152,6 +159,13 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
         "--threshold), auto (learned where it ships, unless --threshold is given)",
     )
     g.add_argument("--light", metavar="MODEL", help="light (EBM-SR) model; default: the one distilled from -m")
+    g.add_argument(
+        "--min-saving",
+        type=_saving,
+        metavar="FRAC",
+        help="run the heavy model everywhere when routing would save less than this share of its FLOPs "
+        "(default 0.15; 0: route whatever it saves)",
+    )
     ray = argparse.ArgumentParser(add_help=False)
     g = ray.add_argument_group("scale-out with Ray Data (pip install 'blurwise[ray]'; see docs/ray.md)")
     g.add_argument("--ray", action="store_true", help="run on a Ray cluster (one model load per actor)")
@@ -429,6 +443,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         budget=args.budget,
         routes=args.routes,
         router=args.router,
+        min_saving=args.min_saving,
         **_model_options(args),
     )
     if args.ray:

@@ -49,8 +49,8 @@ __all__ = ["TASKS", "ImageMapper", "RayResult", "plan_rows", "build_dataset", "p
 
 TASKS = ("upscale", "deblur")
 _UPSCALE_KEYS = (
-    "scale model light route threshold budget routes router tile tile_pad device half compile trust_pickle".split()
-)
+    "scale model light route threshold budget routes router min_saving tile tile_pad device half compile trust_pickle"
+).split()
 _DEBLUR_KEYS = "model stages tile tile_pad device half compile trust_pickle".split()
 
 

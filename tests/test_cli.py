@@ -74,7 +74,7 @@ class TestHelp:
             "-i", "--input", "-o", "--output", "-s", "--scale", "-m", "--model", "-t", "--tile", "--tile-pad",
             "--device", "--fp32", "--half", "--compile", "--suffix", "--ext", "--overwrite", "--skip-existing",
             "--dry-run", "--recursive", "-q", "--quiet", "--trust-pickle", "--route", "--threshold", "--budget",
-            "--routes", "--router", "--save-map", "--depth", "--light",
+            "--routes", "--router", "--save-map", "--depth", "--light", "--min-saving",
         ]:  # fmt: skip
             assert flag in opts, flag
 
@@ -83,6 +83,8 @@ class TestHelp:
         assert code == 2 and "fraction" in err
         code, _, err = run(capsys, "upscale", "-i", tmp_path, "--router", "oracle")
         assert code == 2 and "--router" in err
+        code, _, err = run(capsys, "upscale", "-i", tmp_path, "--min-saving", "1")
+        assert code == 2 and "--min-saving" in err and "[0, 1)" in err
 
 
 # --------------------------------------------------------------------------- models

@@ -293,6 +293,39 @@ class TestPlan:
             plan_routes(sig, scale=2, budget=1.5)
         with pytest.raises(UsageError, match="needs a threshold or a budget"):
             plan_routes(scores=np.zeros((2, 2)), shape=(16, 16), patch=8, scale=2, scorer="texture")
+        for bad in (-0.1, 1.0):
+            with pytest.raises(UsageError, match="min_saving"):
+                plan_routes(sig, scale=2, threshold=1.0, min_saving=bad)
+
+    def test_min_saving_small_savings_run_all_heavy(self):
+        scores = np.zeros((16, 16), np.float32)
+        scores[:6, :6] = 1  # a corner of 36 of 256 patches light: less than a 15% saving
+        kw = dict(scores=scores, shape=(64, 64), scale=2, threshold=0.5, patch=4, heavy_macs=1e6, light_macs=3e4)
+        routed = plan_routes(**kw)  # min_saving 0 (the function's default): any saving routes
+        assert (routed.route_grid == LIGHT).any() and "fallback" not in routed.extra
+        every = plan_routes(**kw, min_saving=0.15)
+        assert (every.route_grid == HEAVY).all() and [t.route for t in every.tiles] == [HEAVY]
+        assert "less than 15%" in every.extra["fallback"] and every.thresholds == (0.5,)
+        scores[:, :8] = 1  # half the image light: saves far more than 15%
+        assert (plan_routes(**kw, min_saving=0.15).route_grid == LIGHT).any()
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_min_saving_holds_for_every_plan(self, seed):
+        # whatever the decisions (scattered, blobby), a plan either saves min_saving or is all heavy
+        g = np.random.default_rng(seed)
+        from scipy import ndimage
+
+        scores = ndimage.gaussian_filter(g.random((20, 24)), seed % 3).astype(np.float32)
+        for thr in np.quantile(scores, [0.5, 0.7, 0.8, 0.9, 0.95]):
+            p = plan_routes(scores=scores, shape=(80, 96), scale=4, threshold=float(thr), map_macs=1e6, min_saving=0.2)
+            floor = 1.0 + p.map_macs / p.full_heavy_macs
+            assert (p.route_grid == HEAVY).all() or p.macs_fraction <= floor - 0.2 + 1e-9
+
+    def test_min_saving_not_applied_to_a_budget(self):
+        sig = np.zeros((64, 64), np.float32)
+        sig[:, :6] = 2.0  # a thin defocused strip: a 0.97 budget is met by a small saving
+        p = plan_routes(sig, scale=2, budget=0.97, patch=4, min_saving=0.5)
+        assert (p.route_grid == LIGHT).any() and p.extra["budget_met"]
 
     def test_side_context_only_where_heavy_meets_cheaper_routes(self):
         # a heavy 2x2-cell block in the middle of a light sea, and a heavy column on the left edge
@@ -433,6 +466,14 @@ class TestUpscaleRouted:
         line = rep.summary()
         assert "FLOPs" in line and "heavy" in line and "\n" not in line
         assert rep.to_dict()["scale"] == 2
+
+    def test_min_saving_default_and_override(self, pair):
+        sig = np.zeros((48, 64), np.float32)
+        sig[:24, :24] = 2.0  # a defocused corner: routing it saves ~10%, under the default minimum
+        _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0)
+        assert rep.fractions["heavy"] == 1.0 and "less than 15%" in rep.plan.extra["fallback"]
+        _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0, min_saving=0)
+        assert rep.fractions["light"] > 0 and "fallback" not in rep.plan.extra
 
     @pytest.mark.parametrize("scorer", ["texture", "random"])
     def test_other_scorers_with_budget(self, pair, scorer):

@@ -21,6 +21,7 @@ from blurwise.routing.plan import (
     BICUBIC,
     DEFAULT_BICUBIC_THRESHOLD_HR,
     DEFAULT_CONTEXT,
+    DEFAULT_MIN_SAVING,
     DEFAULT_OVERLAP,
     DEFAULT_PATCH,
     DEFAULT_SIDE_CONTEXT,
@@ -43,6 +44,7 @@ __all__ = [
     "BICUBIC",
     "DEFAULT_BICUBIC_THRESHOLD_HR",
     "DEFAULT_CONTEXT",
+    "DEFAULT_MIN_SAVING",
     "DEFAULT_OVERLAP",
     "DEFAULT_PATCH",
     "DEFAULT_SIDE_CONTEXT",
@@ -456,6 +458,7 @@ def upscale_routed(
     map_kwargs: dict[str, Any] | None = None,
     smooth: float | str | None = "auto",
     edges: float | str | None = "auto",
+    min_saving: float | None = None,
 ) -> tuple[np.ndarray, RouteReport]:
     """Defocus-aware SR of ``lr`` (HWC RGB, float in [0, 1] or 8/16-bit): returns (SR image, RouteReport).
 
@@ -486,6 +489,8 @@ def upscale_routed(
     edges or fine texture) stays heavy even where the map calls it defocused: the light model cannot
     rebuild such edges, and a map that mistakes a soft but in-focus photo for mild defocus costs most
     there (``edge_share`` in the report). "auto": :func:`default_edges` as for ``smooth``; None: off.
+    ``min_saving``: a plan saving less than this fraction of the heavy model's FLOPs runs the heavy model
+    everywhere (None: :data:`DEFAULT_MIN_SAVING`; 0: route whatever it saves; ignored with a ``budget``).
     """
     t_start = time.perf_counter()
     arr = _as_unit_float(lr)
@@ -557,6 +562,7 @@ def upscale_routed(
         light_macs=li.macs_per_pixel,
         map_macs=m_macs,
         scorer=scorer,
+        min_saving=DEFAULT_MIN_SAVING if min_saving is None else float(min_saving),
     )
     for rule_name, rule in (("smooth", smooth), ("edges", edges)):
         if rule is not None and (scorer != "defocus" or budget is not None):

@@ -61,6 +61,14 @@ DEFAULT_CONTEXT = 2
 # Set5 -0.005 dB vs the whole image; 0 px: -0.010 dB) and, on 12 x4 calibration renders with the
 # estimated map, cuts 51% instead of 48% of the FLOPs for 0.003 dB (scripts in benchmarks/routed_sr.py).
 DEFAULT_SIDE_CONTEXT = 1
+# Least FLOPs saving a routed plan must reach (threshold routing), else the heavy model runs everywhere. A small
+# saving does not pay on the CPU: the tiles' context and per-call costs eat it, and it still spends the light
+# model's quality. Chosen on training renders (the 48 router-validation items and every 8th router-training item,
+# x4, 104 in all; map, router and cover times measured): plans at 80-90% of the FLOPs ran 1.12x the heavy model's
+# whole-image time (median), the fallback decided before the cover 1.06x. Whole-sample speed-up by min saving
+# 0 / 0.05 / 0.1 / 0.15 / 0.2 / 0.3 / 0.35: 1.510 / 1.531 / 1.535 / 1.541 / 1.544 / 1.544 / 1.526x; 0.15 is the
+# smallest within 0.5% of the best (script: benchmarks/routed_fallback.py).
+DEFAULT_MIN_SAVING = 0.15
 
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open, LR pixels)
@@ -551,28 +559,39 @@ def _fill_small_light(grid: np.ndarray, min_cells: int) -> np.ndarray:
     return g
 
 
-def _build(
-    shape: tuple[int, int],
+def _route_grid(
     scores: np.ndarray,
     thresholds: tuple[float, ...],
+    routes: int,
+    min_light_cells: int,
+    light_floor: np.ndarray | None = None,
+    keep_heavy: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each patch's route before the tile cover: thresholds, the light floor, the kept-heavy patches, then
+    cheap components too small to pay for their context promoted to heavy."""
+    grid = _decide(scores, thresholds, routes)
+    if light_floor is not None:  # patches that go at least light whatever their score
+        grid[(grid == HEAVY) & light_floor] = LIGHT
+    if keep_heavy is not None:  # patches that stay heavy whatever their score (and the light floor)
+        grid[keep_heavy] = HEAVY
+    return _fill_small_light(grid, min_light_cells)
+
+
+def _build(
+    shape: tuple[int, int],
+    grid: np.ndarray,
     *,
     routes: int,
     patch: int,
     overlap: int,
     context: int,
     max_tile: int,
-    min_light_cells: int,
     tile_cost: int,
     side_context: int,
-    light_floor: np.ndarray | None = None,
-    keep_heavy: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[Tile]]:
-    grid = _decide(scores, thresholds, routes)
-    if light_floor is not None:  # patches that go at least light whatever their score
-        grid[(grid == HEAVY) & light_floor] = LIGHT
-    if keep_heavy is not None:  # patches that stay heavy whatever their score (and the light floor)
-        grid[keep_heavy] = HEAVY
-    grid = _fill_small_light(grid, min_light_cells)
+    """The tiles each route runs on for a route grid (:func:`_route_grid`); returns the grid after the
+    heavy cover's promotions and the tiles."""
+    grid = grid.copy()
     ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
     cells = max(1, max_tile // patch)
     pad = overlap + context
@@ -641,6 +660,7 @@ def plan_routes(
     tie_scores: np.ndarray | None = None,
     light_floor: np.ndarray | None = None,
     keep_heavy: np.ndarray | None = None,
+    min_saving: float = 0.0,
 ) -> RoutePlan:
     """Decide the route of every LR patch and the tiles each model runs on.
 
@@ -660,11 +680,18 @@ def plan_routes(
     score (``plan.extra["floor_share"]``: the share of patches it moved); the all-heavy fallback ignores it.
     ``keep_heavy`` (bool per patch) keeps those patches heavy whatever their score or the light floor
     (``plan.extra["kept_share"]``: the share of patches that would otherwise have gone cheaper).
+    ``min_saving`` (with ``fallback``, not with a ``budget``): a plan that would save less than this fraction of
+    the heavy model's FLOPs runs the heavy model everywhere instead (``plan.extra["fallback"]`` says so);
+    :data:`DEFAULT_MIN_SAVING` is what ``upscale_routed`` uses.
     """
     if routes not in (2, 3):
         raise UsageError(f"routes must be 2 or 3, got {routes}")
     if threshold is not None and budget is not None:
         raise UsageError("give either a threshold or a budget, not both")
+    if not 0.0 <= min_saving < 1.0:
+        raise UsageError(f"min_saving is a fraction of the heavy model's FLOPs in [0, 1), got {min_saving}")
+    if budget is not None:
+        min_saving = 0.0  # a budget asks for that cost: it is not second-guessed
     if budget is not None and not 0.0 < budget <= 1.0:
         raise UsageError(f"budget is a fraction of the heavy model's FLOPs in (0, 1], got {budget}")
     if patch < 2 or overlap < 0 or context < 0 or (side_context is not None and side_context < 0):
@@ -694,18 +721,28 @@ def plan_routes(
     side = context if side_context is None else min(int(side_context), context)
     kw = dict(routes=routes, patch=patch, overlap=overlap, context=context, max_tile=max_tile, side_context=side)
 
+    # The heavy model everywhere costs at least the whole image (tiles add context) plus the map.
+    floor = 1.0 + map_macs / max(shape[0] * shape[1] * mpp[HEAVY], 1e-12)
+    cell_px = np.outer(np.diff(_edges(shape[0], patch)), np.diff(_edges(shape[1], patch)))
+    route_mpp = np.array([mpp[HEAVY], mpp[LIGHT], mpp[BICUBIC]])
+
+    def all_heavy(th: tuple[float, ...], why: str) -> RoutePlan:
+        every = make((np.inf,) * len(th), do_fallback=False)
+        every.thresholds = th
+        every.extra["fallback"] = why
+        return every
+
     def make(th: tuple[float, ...], do_fallback: bool = True) -> RoutePlan:
         lf = light_floor if do_fallback else None  # the fallback is everything heavy
-        grid, tiles = _build(
-            shape,
-            scores,
-            th,
-            min_light_cells=min_light_cells,
-            tile_cost=tile_cost,
-            light_floor=lf,
-            keep_heavy=keep_heavy,
-            **kw,  # type: ignore[arg-type]
-        )
+        decided = _route_grid(scores, th, routes, min_light_cells, lf, keep_heavy)
+        check = fallback and do_fallback and bool((decided != HEAVY).any())
+        if check and min_saving > 0:
+            # Every patch on its route with no context and no promotions: the cover can only add to this,
+            # so a plan that cannot save min_saving is known before the cover (the planner's costliest step).
+            bound = float((cell_px * route_mpp[decided]).sum()) / max(shape[0] * shape[1] * mpp[HEAVY], 1e-12)
+            if bound > 1.0 - min_saving:
+                return all_heavy(th, f"all heavy: routing would save less than {min_saving:.0%} of the FLOPs")
+        grid, tiles = _build(shape, decided, tile_cost=tile_cost, **kw)  # type: ignore[arg-type]
         plan = RoutePlan(
             shape=shape,  # type: ignore[arg-type]
             scale=scale,
@@ -734,16 +771,15 @@ def plan_routes(
             ts = plan.tiles_of(r)
             if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
                 plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or r == LIGHT
-        # The heavy model everywhere costs at least the whole image (tiles add context) plus the map.
-        floor = 1.0 + plan.map_macs / max(plan.full_heavy_macs, 1e-12)
-        if fallback and do_fallback and (grid != HEAVY).any() and plan.macs_fraction >= floor:
-            # Routing must pay for itself: if the cheap routes plus their context cost more than
-            # the heavy model everywhere, run the heavy model everywhere (best quality, less compute).
-            every = make((np.inf,) * len(th), do_fallback=False)
-            if every.macs_fraction <= plan.macs_fraction:
-                every.thresholds = th
-                every.extra["fallback"] = "all heavy: routing would not save compute"
-                return every
+        if check and (grid != HEAVY).any():
+            if plan.macs_fraction >= floor:
+                # Routing must pay for itself: if the cheap routes plus their context cost more than
+                # the heavy model everywhere, run the heavy model everywhere (best quality, less compute).
+                every = all_heavy(th, "all heavy: routing would not save compute")
+                if every.macs_fraction <= plan.macs_fraction:
+                    return every
+            elif min_saving > 0 and plan.macs_fraction > floor - min_saving:
+                return all_heavy(th, f"all heavy: routing would save less than {min_saving:.0%} of the FLOPs")
         return plan
 
     def thresholds_for(t: float) -> tuple[float, ...]:

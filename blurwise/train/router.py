@@ -234,7 +234,7 @@ def _model_macs(scale: int) -> tuple[float, float]:
 
 
 def _plan_kwargs(d: dict, scale: int, patch: int) -> dict:
-    from blurwise.routing import lr_map_macs
+    from blurwise.routing import DEFAULT_MIN_SAVING, lr_map_macs
 
     heavy_macs, light_macs = _model_macs(scale)
     h, w = d["lr"].shape[:2]
@@ -244,6 +244,7 @@ def _plan_kwargs(d: dict, scale: int, patch: int) -> dict:
         heavy_macs=heavy_macs,
         light_macs=light_macs,
         map_macs=lr_map_macs((h, w), scale, False),
+        min_saving=DEFAULT_MIN_SAVING,  # as upscale_routed plans
     )
 
 
