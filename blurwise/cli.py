@@ -164,7 +164,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
         type=_saving,
         metavar="FRAC",
         help="run the heavy model everywhere when routing would save less than this share of its FLOPs "
-        "(default 0.15; 0: route whatever it saves)",
+        "(default 0.2; 0: route whatever it saves)",
     )
     ray = argparse.ArgumentParser(add_help=False)
     g = ray.add_argument_group("scale-out with Ray Data (pip install 'blurwise[ray]'; see docs/ray.md)")

@@ -471,7 +471,7 @@ class TestUpscaleRouted:
         sig = np.zeros((48, 64), np.float32)
         sig[:24, :24] = 2.0  # a defocused corner: routing it saves ~10%, under the default minimum
         _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0)
-        assert rep.fractions["heavy"] == 1.0 and "less than 15%" in rep.plan.extra["fallback"]
+        assert rep.fractions["heavy"] == 1.0 and "less than 20%" in rep.plan.extra["fallback"]
         _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0, min_saving=0)
         assert rep.fractions["light"] > 0 and "fallback" not in rep.plan.extra
 
@@ -595,7 +595,9 @@ def test_seamless_shipped_heavy_default_settings(name):
         lr = np.clip(imresize(hr, scale=0.25), 0, 255).round().astype(np.float32) / 255
         blobs = ndimage.gaussian_filter(np.random.default_rng(0).random(lr.shape[:2]), 10)
         sig = (blobs > np.median(blobs)).astype(np.float32)  # half "defocused", in blobs: many route boundaries
-        sr, rep = upscale_routed(lr, heavy=(model, inf), light=(model, standin), sigma_lr=sig, check_teacher=False)
+        sr, rep = upscale_routed(  # min_saving 0: a routed plan even where the blobs' context eats the saving
+            lr, heavy=(model, inf), light=(model, standin), sigma_lr=sig, check_teacher=False, min_saving=0
+        )
         light.append(rep.fractions["light"])
         with torch.no_grad():
             ref = model(torch.from_numpy(lr.transpose(2, 0, 1))[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
