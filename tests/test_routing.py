@@ -472,6 +472,7 @@ class TestUpscaleRouted:
         sig[:24, :24] = 2.0  # a defocused corner: routing it saves ~10%, under the default minimum
         _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0)
         assert rep.fractions["heavy"] == 1.0 and "less than 20%" in rep.plan.extra["fallback"]
+        assert "(all heavy: routing would save less than 20% of the FLOPs)" in rep.summary()
         _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0, min_saving=0)
         assert rep.fractions["light"] > 0 and "fallback" not in rep.plan.extra
 

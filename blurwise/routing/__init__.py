@@ -184,6 +184,8 @@ class RouteReport:
             routes += f" (smooth {100 * self.smooth_share:.0f}%)"
         if self.edge_share:
             routes += f" (edges kept heavy {100 * self.edge_share:.0f}%)"
+        if self.plan is not None and self.plan.extra.get("fallback"):
+            routes += f" ({self.plan.extra['fallback']})"
         if self.scorer != "defocus":
             routes += f" by the {self.scorer} {'router' if self.scorer == 'learned' else 'score'}"
         t = self.timings
