@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from scipy.special import ndtr
 
-from blurwise.defocus import colorize, defocus_details, estimate_defocus, overlay
+from blurwise.defocus import as_float_image, colorize, defocus_details, estimate_defocus, overlay
 from blurwise.defocus.depth import prepare_depth
 from blurwise.defocus.edge import edge_defocus
 from blurwise.defocus.propagate import box_filter, guided_filter, zhuo_sim_propagate
@@ -35,6 +35,22 @@ def texture(size: int = 128, seed: int = 0) -> np.ndarray:
         else:
             img[(yy - y) ** 2 + (xx - x) ** 2 < r * r] = c
     return img
+
+
+# --------------------------------------------------------------------------- input conversion
+
+
+def test_as_float_image_pixel_types():
+    img8 = (texture(32) * 255).round().astype(np.uint8)
+    ref = img8.astype(np.float32) / 255
+    np.testing.assert_allclose(as_float_image(img8), ref, atol=1e-7)
+    np.testing.assert_allclose(as_float_image(img8.astype(np.uint16) * 257), ref, atol=1e-6)
+    np.testing.assert_array_equal(as_float_image(img8 > 127), (img8 > 127).astype(np.float32))
+    assert as_float_image(np.full((32, 32), 1.2, np.float64)).max() == 1.0  # floats clipped to [0, 1]
+    with pytest.raises(InputError, match="unsupported pixel type int32"):
+        as_float_image(img8.astype(np.int32))
+    with pytest.raises(InputError, match="NaN or infinite"):
+        as_float_image(np.full((32, 32), np.nan, np.float32))
 
 
 # --------------------------------------------------------------------------- edge estimate

@@ -59,7 +59,7 @@ class DefocusResult:
 
 
 def as_float_image(image: Any) -> np.ndarray:
-    """HWC (or HW) float32 in [0, 1] from a float/uint8/uint16 array or a ``blurwise.io`` Image."""
+    """HWC (or HW) float32 in [0, 1] from a float/uint8/uint16/bool array, a PIL image or a ``blurwise.io`` Image."""
     arr = getattr(image, "pixels", image)
     if hasattr(arr, "convert") and hasattr(arr, "mode"):  # PIL image
         arr = np.asarray(arr.convert("RGB"))
@@ -74,17 +74,13 @@ def as_float_image(image: Any) -> np.ndarray:
         raise InputError(
             f"image too small for a defocus map: {arr.shape[1]}x{arr.shape[0]} (need >= {MIN_SIDE}x{MIN_SIDE})"
         )
-    if arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        out = arr.astype(np.float32) / 65535.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        out = arr.astype(np.float32)
+    from blurwise.io.image import to_float  # the one pixel-type converter (8/16-bit scaled, bool, float kept)
+
+    out = to_float(arr)
+    if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(out).all():
             raise InputError("image has NaN or infinite values")
         out = np.clip(out, 0.0, 1.0)
-    else:
-        raise InputError(f"unsupported image dtype {arr.dtype}")
     return np.ascontiguousarray(out)
 
 
