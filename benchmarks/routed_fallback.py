@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, md_table, write_md  # noqa: E402
-from routed_sr import REPO, load_pair, run_off  # noqa: E402
+from routed_overheads import time_off_and_routed  # noqa: E402
+from routed_sr import REPO, load_pair  # noqa: E402
 
 SWEEP = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
@@ -56,23 +56,12 @@ def training_images(every: int) -> list[tuple[str, np.ndarray]]:
 
 def measure(lr: np.ndarray, pair: dict, repeats: int, min_saving: float | None) -> dict:
     """Median route-off time and the median routed run (time, FLOPs fraction, sunk map + router time)."""
-    from blurwise.routing import upscale_routed
-
-    offs, runs = [], []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        run_off(pair["heavy"], lr, 4, "cpu")
-        offs.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        _, rep = upscale_routed(lr, heavy=pair["heavy"], light=pair["light"], device="cpu", min_saving=min_saving)
-        runs.append((time.perf_counter() - t0, rep))
-    runs.sort(key=lambda r: r[0])
-    t, rep = runs[len(runs) // 2]
+    off, t, rep = time_off_and_routed(lr, pair, 4, repeats, min_saving=min_saving)
     sunk = rep.timings.get("map", 0.0) + rep.timings.get("score", 0.0)
     fell = bool(rep.plan is not None and rep.plan.extra.get("fallback"))
     mapf = rep.macs.get("map", 0.0) / max(rep.full_heavy_macs, 1e-12)
     heavy = rep.fractions.get("heavy", 0.0) >= 1.0 - 1e-9  # nothing cheap: no plan to fall back from
-    return {"off": statistics.median(offs), "routed": t, "flops": rep.flops_fraction, "mapf": mapf, "sunk": sunk,
+    return {"off": off, "routed": t, "flops": rep.flops_fraction, "mapf": mapf, "sunk": sunk,
             "fell": fell, "heavy": heavy}  # fmt: skip
 
 

@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ from routed_sr import REPO, defocus_items, load_pair, run_off  # noqa: E402
 STAGES = ("map", "score", "cover", "heavy", "light", "blend")
 
 
-def measure(lr: np.ndarray, pair: dict, s: int, repeats: int) -> dict:
-    """Median route-off and routed times of one image, with the stage timings of the median routed run."""
+def time_off_and_routed(lr: np.ndarray, pair: dict, s: int, repeats: int, **route_kw: Any) -> tuple[float, float, Any]:
+    """Route off and the default routing (``upscale_routed(**route_kw)``) one after the other ``repeats`` times:
+    (median route-off time, median routed time, the RouteReport of the median routed run)."""
     from blurwise.routing import upscale_routed
 
     offs, runs = [], []
@@ -41,14 +43,19 @@ def measure(lr: np.ndarray, pair: dict, s: int, repeats: int) -> dict:
         run_off(pair["heavy"], lr, s, "cpu")
         offs.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        _, rep = upscale_routed(lr, heavy=pair["heavy"], light=pair["light"], device="cpu")
+        _, rep = upscale_routed(lr, heavy=pair["heavy"], light=pair["light"], device="cpu", **route_kw)
         runs.append((time.perf_counter() - t0, rep))
     runs.sort(key=lambda r: r[0])
     t, rep = runs[len(runs) // 2]
+    return statistics.median(offs), t, rep
+
+
+def measure(lr: np.ndarray, pair: dict, s: int, repeats: int) -> dict:
+    """Median route-off and routed times of one image, with the stage timings of the median routed run."""
+    off, t, rep = time_off_and_routed(lr, pair, s, repeats)
     st = dict(rep.timings)
     stages = {k: st.get(k, 0.0) for k in ("map", "score", "heavy", "light", "blend")}
     stages["cover"] = st.get("plan", 0.0) - stages["score"]
-    off = statistics.median(offs)
     return {"off": off, "routed": t, "stages": stages, "macs": rep.total_macs, "full": rep.full_heavy_macs}
 
 
