@@ -722,9 +722,11 @@ def plan_routes(
     kw = dict(routes=routes, patch=patch, overlap=overlap, context=context, max_tile=max_tile, side_context=side)
 
     # The heavy model everywhere costs at least the whole image (tiles add context) plus the map.
-    floor = 1.0 + map_macs / max(shape[0] * shape[1] * mpp[HEAVY], 1e-12)
+    full_heavy = max(shape[0] * shape[1] * mpp[HEAVY], 1e-12)
+    floor = 1.0 + map_macs / full_heavy
     cell_px = np.outer(np.diff(_edges(shape[0], patch)), np.diff(_edges(shape[1], patch)))
     route_mpp = np.array([mpp[HEAVY], mpp[LIGHT], mpp[BICUBIC]])
+    too_little = f"all heavy: routing would save less than {min_saving:.0%} of the FLOPs"
 
     def all_heavy(th: tuple[float, ...], why: str) -> RoutePlan:
         every = make((np.inf,) * len(th), do_fallback=False)
@@ -739,9 +741,9 @@ def plan_routes(
         if check and min_saving > 0:
             # Every patch on its route with no context and no promotions: the cover can only add to this,
             # so a plan that cannot save min_saving is known before the cover (the planner's costliest step).
-            bound = float((cell_px * route_mpp[decided]).sum()) / max(shape[0] * shape[1] * mpp[HEAVY], 1e-12)
+            bound = float((cell_px * route_mpp[decided]).sum()) / full_heavy
             if bound > 1.0 - min_saving:
-                return all_heavy(th, f"all heavy: routing would save less than {min_saving:.0%} of the FLOPs")
+                return all_heavy(th, too_little)
         grid, tiles = _build(shape, decided, tile_cost=tile_cost, **kw)  # type: ignore[arg-type]
         plan = RoutePlan(
             shape=shape,  # type: ignore[arg-type]
@@ -771,7 +773,7 @@ def plan_routes(
             ts = plan.tiles_of(r)
             if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
                 plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or r == LIGHT
-        if check and (grid != HEAVY).any():
+        if check and (grid != HEAVY).any():  # the cover may have promoted every cheap patch
             if plan.macs_fraction >= floor:
                 # Routing must pay for itself: if the cheap routes plus their context cost more than
                 # the heavy model everywhere, run the heavy model everywhere (best quality, less compute).
@@ -779,7 +781,7 @@ def plan_routes(
                 if every.macs_fraction <= plan.macs_fraction:
                     return every
             elif min_saving > 0 and plan.macs_fraction > floor - min_saving:
-                return all_heavy(th, f"all heavy: routing would save less than {min_saving:.0%} of the FLOPs")
+                return all_heavy(th, too_little)
         return plan
 
     def thresholds_for(t: float) -> tuple[float, ...]:
