@@ -9,7 +9,7 @@ set -u
 OUT=${OUT:-/tmp/gpu_out}
 DEV=${DEV:-cuda}
 SCALE_T=${SCALE_T:-1}          # multiplies every time budget (dry runs)
-JOBS=${JOBS:-sr,lprn,ablation} # which trainings run (comma-separated); timings run on CUDA unless SKIP_TIMINGS=1
+JOBS=${JOBS:-sr,lprn,ablation} # which trainings run (comma-separated; distill = EBM-SR x4 alone); timings run on CUDA unless SKIP_TIMINGS=1
 LPRN_T=${LPRN_T:-390}          # LPRN budget in seconds (before SCALE_T); LPRN_SET / LPRNB_SET: extra --set options
 LPRN_WORKERS=${LPRN_WORKERS:-5}
 # Heavy x4 + EBM-SR: SR_SECONDS / DISTILL_SECONDS budgets, SR_INIT (empty = from scratch), SR_SET / DI_SET
@@ -17,6 +17,11 @@ LPRN_WORKERS=${LPRN_WORKERS:-5}
 # model and its student never see sr/train/DIV2K6):
 #   JOBS=sr SR_INIT= SR_SECONDS=420 SR_SET='--set optim.lr=4e-4 --set data.roots=["sr/train/T91","sr/train/BSD200"]'
 #   DI_SET='--set data.roots=["sr/train/T91","sr/train/BSD200"]' bash tools/gpu_session.sh
+# JOBS=distill: EBM-SR x4 alone from the shipped student (DISTILL_SECONDS, DI_LR, DI_SET). Judge a new student by
+# the router's calibration (`python -m blurwise.train.router bank ...` then `fit ...`), not by its whole-image PSNR:
+# on 2026-11-27 a 360 s run gained +0.20 dB on Set5 x4 (sigma 0) and +0.21 dB on its set5-defocus validation, yet
+# at the calibration rule the refitted router cut 54.8% of the heavy FLOPs against 66.7% with the shipped student
+# (at a 65% cut: -0.042 dB against -0.026 dB); the gain was in-focus texture, which routing never sends to it.
 SR_INIT=${SR_INIT-edsr-s-x4}
 PY=${PY:-python3}
 SR_T=$(awk "BEGIN{print ${SR_SECONDS:-280}*$SCALE_T}"); DI_T=$(awk "BEGIN{print ${DISTILL_SECONDS:-115}*$SCALE_T}")
@@ -50,6 +55,13 @@ if has sr; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml 
   $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
     --set train.time_budget=$DI_T --set optim.lr=1e-3 --set data.batch=32 --set data.num_workers=4 \
     --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1
+  say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!)
+# distill alone (the shipped heavy kept): render the cache first, then a longer run from the shipped student.
+elif has distill; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml --workers 14 > "$OUT/prerender.log" 2>&1
+  say "prerender done"
+  $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
+    --set train.time_budget=$DI_T --set optim.lr=${DI_LR:-5e-4} --set optim.warmup=200 --set data.batch=64 \
+    --set data.num_workers=6 --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1
   say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!); fi
 # One LPRN run: lprn_run JOB EXTRA... (the shipped recipe; EXTRA --set options last, so they override).
 lprn_run() { local job=$1; shift
