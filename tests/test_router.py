@@ -159,3 +159,78 @@ def test_api_router_choice():
     assert rep.routing.scorer == "learned" and "learned router" in rep.routing.summary()
     with pytest.raises(UsageError, match="router must be one of"):
         blurwise.upscale(img, scale=4, router="oracle")
+
+
+class TestLightOffset:
+    """The light model's mean error on blurred bank pixels, folded into its tail bias."""
+
+    def _model_and_item(self, shift: float, blurred: bool = True):
+        torch.manual_seed(0)
+        model = create_model("ebmsr", scale=4).eval()
+        rng = np.random.default_rng(0)
+        lr = (rng.random((12, 12, 3)) * 200 + 20).astype(np.uint8)
+        est = np.full((12, 12), 0.5, np.float32)
+        gt = np.full((12, 12), 1.0 if blurred else 0.0, np.float32)
+        gt[:, :6] = 0.0  # half in focus: those pixels must not count
+        x = np.concatenate([lr.astype(np.float32) / 255, est[..., None]], 2)
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])[0].permute(1, 2, 0)
+        hr = out.numpy().astype(np.float64) * 255
+        hr[:, 24:] += shift * 255  # the blurred half (LR columns 6-11) is off by `shift`
+        hr = np.clip(np.round(hr), 0, 255).astype(np.uint8)
+        return model, {"lr": lr, "hr": hr, "gt": gt, "est": est, "sharp": False}
+
+    def test_shift_output_adds_a_constant_per_channel(self):
+        torch.manual_seed(0)
+        model = create_model("ebmsr", scale=4).eval()
+        x = torch.rand(1, 4, 10, 9)
+        with torch.no_grad():
+            before = model(x)
+            model.shift_output_([0.01, -0.02, 0.003])
+            after = model(x)
+        d = (after - before).mean(dim=(0, 2, 3))
+        assert torch.allclose(d, torch.tensor([0.01, -0.02, 0.003]), atol=1e-6)
+        assert torch.allclose(after - before, d.view(1, 3, 1, 1).expand_as(after), atol=1e-6)
+        with pytest.raises(ValueError, match="one value per RGB channel"):
+            model.shift_output_([0.1])
+
+    def test_offset_is_measured_on_blurred_pixels_only_and_removed_by_the_shift(self):
+        from blurwise.train.router import light_offset
+
+        model, item = self._model_and_item(0.01)
+        off = light_offset([item], model, scale=4)
+        assert np.allclose(off, 0.01, atol=1.5e-3)  # 8-bit rounding of the HR
+        model.shift_output_(off.tolist())
+        assert np.allclose(light_offset([item], model, scale=4), 0.0, atol=1.5e-3)
+
+    def test_no_blurred_pixel_is_a_clear_error(self):
+        from blurwise.train.router import light_offset
+
+        model, item = self._model_and_item(0.01, blurred=False)
+        with pytest.raises(UsageError, match="no bank pixel is blurred"):
+            light_offset([item], model, scale=4)
+
+    def test_debias_writes_a_new_file_with_the_offset_in_its_metadata(self, tmp_path):
+        from blurwise.models.registry import WEIGHTS_DIR, read_weights
+        from blurwise.train.router import debias_light, light_offset, load_bank
+
+        shipped, _ = load_model("ebmsr-x4")
+        _, item = self._model_and_item(0.0)
+        x = np.concatenate([item["lr"].astype(np.float32) / 255, item["est"][..., None]], 2)
+        with torch.no_grad():
+            out = shipped(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])[0].permute(1, 2, 0)
+        item["hr"] = np.clip(np.round(out.numpy() * 255 + 3.0), 0, 255).astype(np.uint8)  # off by 3/255
+        bank = tmp_path / "bank"
+        bank.mkdir()
+        np.savez(bank / "000_dof.npz", heavy=item["hr"], light=item["hr"], **item)
+        np.savez(bank / "000_sharp.npz", heavy=item["hr"], light=item["hr"], **item)  # in focus: not used
+        dst, off = debias_light(bank, 4, tmp_path / "light.safetensors")
+        state, meta = read_weights(dst)
+        base = read_weights(WEIGHTS_DIR / "ebmsr-x4.safetensors")[1]
+        assert meta["training"] == base["training"] and meta["name"] == "ebmsr-x4"
+        prev = np.array(base.get("output_offset", {}).get("rgb", [0.0] * 3))
+        assert np.allclose(meta["output_offset"]["rgb"], prev + off, atol=1e-6)
+        blurred = [d for d in load_bank(bank) if not d["sharp"]]
+        fixed, _ = load_model(dst)
+        assert np.allclose(off, 3.0 / 255, atol=2e-3)
+        assert np.allclose(light_offset(blurred, fixed, 4), 0.0, atol=2e-3)

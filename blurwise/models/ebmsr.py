@@ -10,7 +10,7 @@ About 3% of the MACs per pixel of the ``edsr-s`` teacher it is distilled from (s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -116,6 +116,19 @@ class EBMSR(nn.Module):
         with torch.no_grad():  # start close to plain bicubic
             self.tail[0].weight.mul_(0.1)
             self.tail[0].bias.zero_()
+
+    def shift_output_(self, offset: Sequence[float]) -> None:
+        """Add a constant per RGB channel (in [0, 1] units) to every output pixel, via the tail's bias.
+
+        Folds a measured mean error into the weights (``python -m blurwise.train.router debias``): a
+        uniform offset costs most where the image is defocused and both models are otherwise nearly exact.
+        """
+        if len(offset) != 3:
+            raise ValueError(f"offset needs one value per RGB channel, got {len(offset)}")
+        s2 = self.scale * self.scale
+        with torch.no_grad():
+            for c, v in enumerate(offset):
+                self.tail[0].bias[c * s2 : (c + 1) * s2] += float(v)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != 4:

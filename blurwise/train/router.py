@@ -11,6 +11,8 @@ Steps (``python -m blurwise.train.router --help``):
 2. **fit**: per-patch features (:func:`blurwise.routing.features.patch_features`) and targets (the
    light model's mean squared Y error minus the heavy model's on the patch, ``asinh(d / 2)``); a
    :class:`blurwise.models.router.PatchRouter` fitted on random 16x16-patch crops (Huber loss).
+   Before fitting, ``debias`` can fold the light model's mean error on the training bank's blurred pixels
+   into its weights (:func:`debias_light`; rebuild the banks afterwards).
 3. **calibrate**: the threshold on the prediction is the largest-cut one whose routing (outputs
    composed by route from the cached whole-image outputs) keeps the validation renders within
    ``MEAN_DB`` on average and ``WORST_DB`` on each, and the in-focus images within ``INFOCUS_DB`` --
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from blurwise.errors import UsageError
 
 MEAN_DB, WORST_DB, INFOCUS_DB = -0.03, -0.3, -0.02  # as benchmarks/routed_sr.py's calibration rule
 N_VAL_IMAGES = 12
@@ -127,6 +131,80 @@ def load_bank(folder: Path) -> list[dict]:
         d["sharp"] = p.stem.endswith("_sharp")
         items.append(d)
     return items
+
+
+def _light_input(d: dict) -> Any:
+    """The light model's input for a bank item, as routing feeds it: LR RGB in [0, 1] plus the routing map."""
+    import torch
+
+    lr = d["lr"].astype(np.float32) / 255
+    x = np.concatenate([lr, d["est"][..., None].astype(np.float32)], 2)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+def light_offset(items: list[dict], model: Any, scale: int, min_sigma_hr: float | None = None) -> np.ndarray:
+    """Mean error of the light model, HR minus its output per RGB channel in [0, 1] units, over the pixels
+    of the bank's renders whose GT blur is at least ``min_sigma_hr`` (default: the routing threshold):
+    the constant it is off by where routing uses it. Its own unrounded output, recomputed here."""
+    import torch
+
+    from blurwise.routing import default_threshold_hr
+
+    thr = default_threshold_hr(scale) if min_sigma_hr is None else float(min_sigma_hr)
+    total, count = np.zeros(3), 0
+    for d in items:
+        mask = np.kron(d["gt"] * scale >= thr, np.ones((scale, scale), bool))
+        if not mask.any():
+            continue
+        with torch.no_grad():
+            out = model(_light_input(d))[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
+        total += (d["hr"].astype(np.float64) / 255 - out)[mask].sum(0)
+        count += int(mask.sum())
+    if count == 0:
+        raise UsageError("no bank pixel is blurred beyond the threshold: nothing to measure the offset on")
+    return total / count
+
+
+def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path, np.ndarray]:
+    """Fold the light model's mean error on the bank's blurred pixels into its weights (a new file, the
+    shipped one by default); the offset and what it was measured on go into the metadata."""
+    from blurwise.models import load_model
+    from blurwise.models.registry import WEIGHTS_DIR, read_weights, save_weights
+    from blurwise.routing import find_light_model
+
+    name = find_light_model(f"edsr-s-x{scale}", scale)
+    src = WEIGHTS_DIR / f"{name}.safetensors"
+    if not src.is_file():
+        raise UsageError(f"no shipped weights for the light model {name!r} ({src})")
+    model, _ = load_model(src)
+    if not hasattr(model, "shift_output_"):
+        raise UsageError(f"light model {name!r} has no output offset to adjust")
+    items = [d for d in load_bank(bank) if not d["sharp"]]
+    offset = light_offset(items, model, scale)
+    model.shift_output_(offset.tolist())
+    _, meta = read_weights(src)
+    prev = np.array(meta.get("output_offset", {}).get("rgb", [0.0, 0.0, 0.0]), dtype=np.float64)
+    core = ("arch", "task", "scale", "config", "name", "teacher")
+    extra = {k: v for k, v in meta.items() if k not in core}
+    extra["output_offset"] = {
+        "rgb": [round(float(v), 7) for v in prev + offset],
+        "data": f"{len(items)} defocus renders of the router's training bank (sr/train BSD200 minus the "
+        "first 12, T91), pixels with GT sigma_HR >= the routing threshold",
+        "command": f"python -m blurwise.train.router debias --train BANK --scale {scale}",
+    }
+    dst = out or src
+    save_weights(
+        model,
+        dst,
+        arch=meta["arch"],
+        task=meta["task"],
+        scale=meta["scale"],
+        config=meta["config"],
+        name=meta["name"],
+        teacher=meta.get("teacher"),
+        extra=extra,
+    )
+    return dst, offset
 
 
 def patch_targets(d: dict, scale: int, patch: int) -> np.ndarray:
@@ -337,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--taus", default="-0.5,-0.25,0,0.25,0.5,0.75,1,1.25,1.5,2")
     f.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped router-xS)")
     f.add_argument("--report", type=Path, default=None, help="also write the validation table (Markdown) here")
+    g = sub.add_parser("debias", help="fold the light model's mean error on blurred bank pixels into its weights")
+    g.add_argument("--train", required=True, type=Path, help="a training bank (not the validation one)")
+    g.add_argument("--scale", type=int, default=4)
+    g.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
     args = ap.parse_args(argv)
     import torch
 
@@ -345,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bank":
         torch.set_num_threads(args.threads)
         make_bank(args.out, args.split, scale=args.scale, limit=args.limit, renders=args.renders)
+        return 0
+    if args.cmd == "debias":
+        dst, offset = debias_light(args.train, args.scale, args.out)
+        print(f"wrote {dst} (offset {' '.join(f'{v * 255:+.3f}' for v in offset)} / 255)", file=sys.stderr)
         return 0
     torch.set_num_threads(1)
     t0 = time.time()
