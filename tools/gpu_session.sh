@@ -17,11 +17,10 @@ LPRN_WORKERS=${LPRN_WORKERS:-5}
 # model and its student never see sr/train/DIV2K6):
 #   JOBS=sr SR_INIT= SR_SECONDS=420 SR_SET='--set optim.lr=4e-4 --set data.roots=["sr/train/T91","sr/train/BSD200"]'
 #   DI_SET='--set data.roots=["sr/train/T91","sr/train/BSD200"]' bash tools/gpu_session.sh
-# JOBS=distill: EBM-SR x4 alone from the shipped student (DISTILL_SECONDS, DI_LR, DI_SET). Judge a new student by
-# the router's calibration (`python -m blurwise.train.router bank ...` then `fit ...`), not by its whole-image PSNR:
-# on 2026-11-27 a 360 s run gained +0.20 dB on Set5 x4 (sigma 0) and +0.21 dB on its set5-defocus validation, yet
-# at the calibration rule the refitted router cut 54.8% of the heavy FLOPs against 66.7% with the shipped student
-# (at a 65% cut: -0.042 dB against -0.026 dB); the gain was in-focus texture, which routing never sends to it.
+# JOBS=distill: EBM-SR x4 alone from the shipped student (DISTILL_SECONDS, DI_LR, DI_SET). Afterwards, here:
+# `python -m blurwise.train.router debias --train BANK` (the GPU students came out ~0.46/255 too dark, which costs
+# most on the defocused patches routing gives them), then judge the student by the router's calibration (`bank`,
+# `fit`), not by its whole-image PSNR: docs/results/ebmsr_x4_gpu_candidates.md.
 SR_INIT=${SR_INIT-edsr-s-x4}
 PY=${PY:-python3}
 SR_T=$(awk "BEGIN{print ${SR_SECONDS:-280}*$SCALE_T}"); DI_T=$(awk "BEGIN{print ${DISTILL_SECONDS:-115}*$SCALE_T}")
