@@ -161,12 +161,10 @@ def test_api_router_choice():
         blurwise.upscale(img, scale=4, router="oracle")
 
 
-class TestLightOffset:
-    """The light model's mean error on blurred bank pixels, folded into its tail bias."""
+class TestLightCorrection:
+    """The light model's gain and offset on blurred bank pixels, folded into it."""
 
-    def _model_and_item(self, shift: float, blurred: bool = True):
-        torch.manual_seed(0)
-        model = create_model("ebmsr", scale=4).eval()
+    def _item(self, model, gain: float, shift: float, blurred: bool = True):
         rng = np.random.default_rng(0)
         lr = (rng.random((12, 12, 3)) * 200 + 20).astype(np.uint8)
         est = np.full((12, 12), 0.5, np.float32)
@@ -175,62 +173,76 @@ class TestLightOffset:
         x = np.concatenate([lr.astype(np.float32) / 255, est[..., None]], 2)
         with torch.no_grad():
             out = model(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])[0].permute(1, 2, 0)
-        hr = out.numpy().astype(np.float64) * 255
-        hr[:, 24:] += shift * 255  # the blurred half (LR columns 6-11) is off by `shift`
-        hr = np.clip(np.round(hr), 0, 255).astype(np.uint8)
-        return model, {"lr": lr, "hr": hr, "gt": gt, "est": est, "sharp": False}
+        hr = out.numpy().astype(np.float64)
+        hr[:, 24:] = gain * hr[:, 24:] + shift  # the blurred half (LR columns 6-11) is off
+        hr[:, :24] += 0.2  # the in-focus half is off by far more, and must not count
+        hr = np.clip(np.round(hr * 255), 0, 255).astype(np.uint8)
+        return {"lr": lr, "hr": hr, "gt": gt, "est": est, "sharp": False}
 
-    def test_shift_output_adds_a_constant_per_channel(self):
+    @staticmethod
+    def _model():
         torch.manual_seed(0)
-        model = create_model("ebmsr", scale=4).eval()
+        return create_model("ebmsr", scale=4).eval()
+
+    def test_shift_and_gain_act_per_channel(self):
+        model = self._model()
         x = torch.rand(1, 4, 10, 9)
         with torch.no_grad():
             before = model(x)
             model.shift_output_([0.01, -0.02, 0.003])
-            after = model(x)
-        d = (after - before).mean(dim=(0, 2, 3))
-        assert torch.allclose(d, torch.tensor([0.01, -0.02, 0.003]), atol=1e-6)
-        assert torch.allclose(after - before, d.view(1, 3, 1, 1).expand_as(after), atol=1e-6)
+            shifted = model(x)
+            model.set_output_gain([1.0, 2.0, 0.5])
+            scaled = model(x)
+        expect = before + torch.tensor([0.01, -0.02, 0.003]).view(1, 3, 1, 1)
+        assert torch.allclose(shifted, expect, atol=1e-6)
+        assert torch.allclose(scaled, expect * torch.tensor([1.0, 2.0, 0.5]).view(1, 3, 1, 1), atol=1e-6)
+        with torch.enable_grad():  # the training path applies the gain too
+            assert torch.allclose(model(x), scaled, atol=1e-6)
         with pytest.raises(ValueError, match="one value per RGB channel"):
             model.shift_output_([0.1])
+        with pytest.raises(ValueError, match="one value per RGB channel"):
+            model.set_output_gain([1.0, 1.0])
+        assert create_model("ebmsr", scale=4, out_gain=[1.0, 2.0, 0.5]).out_gain == (1.0, 2.0, 0.5)
+        assert "gain" not in model.state_dict()  # in the config, not the weights
 
-    def test_offset_is_measured_on_blurred_pixels_only_and_removed_by_the_shift(self):
-        from blurwise.train.router import light_offset
+    def test_correction_is_measured_on_blurred_pixels_only_and_removed_by_it(self):
+        from blurwise.train.router import light_correction
 
-        model, item = self._model_and_item(0.01)
-        off = light_offset([item], model, scale=4)
-        assert np.allclose(off, 0.01, atol=1.5e-3)  # 8-bit rounding of the HR
-        model.shift_output_(off.tolist())
-        assert np.allclose(light_offset([item], model, scale=4), 0.0, atol=1.5e-3)
+        model = self._model()
+        item = self._item(model, 1.02, -0.01)
+        gain, offset = light_correction([item], model, scale=4)
+        assert np.allclose(gain, 1.02, atol=0.01) and np.allclose(offset, -0.01, atol=0.005)
+        model.shift_output_((offset / gain).tolist())
+        model.set_output_gain(gain.tolist())
+        gain2, offset2 = light_correction([item], model, scale=4)
+        assert np.allclose(gain2, 1.0, atol=1e-3) and np.allclose(offset2, 0.0, atol=1e-3)
 
     def test_no_blurred_pixel_is_a_clear_error(self):
-        from blurwise.train.router import light_offset
+        from blurwise.train.router import light_correction
 
-        model, item = self._model_and_item(0.01, blurred=False)
+        model = self._model()
         with pytest.raises(UsageError, match="no bank pixel is blurred"):
-            light_offset([item], model, scale=4)
+            light_correction([self._item(model, 1.0, 0.01, blurred=False)], model, scale=4)
 
-    def test_debias_writes_a_new_file_with_the_offset_in_its_metadata(self, tmp_path):
+    def test_debias_writes_a_new_file_with_the_correction_in_its_config(self, tmp_path):
         from blurwise.models.registry import WEIGHTS_DIR, read_weights
-        from blurwise.train.router import debias_light, light_offset, load_bank
+        from blurwise.train.router import debias_light, light_correction, load_bank
 
         shipped, _ = load_model("ebmsr-x4")
-        _, item = self._model_and_item(0.0)
-        x = np.concatenate([item["lr"].astype(np.float32) / 255, item["est"][..., None]], 2)
-        with torch.no_grad():
-            out = shipped(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])[0].permute(1, 2, 0)
-        item["hr"] = np.clip(np.round(out.numpy() * 255 + 3.0), 0, 255).astype(np.uint8)  # off by 3/255
+        item = self._item(shipped, 1.0, 3.0 / 255)
         bank = tmp_path / "bank"
         bank.mkdir()
         np.savez(bank / "000_dof.npz", heavy=item["hr"], light=item["hr"], **item)
         np.savez(bank / "000_sharp.npz", heavy=item["hr"], light=item["hr"], **item)  # in focus: not used
-        dst, off = debias_light(bank, 4, tmp_path / "light.safetensors")
-        state, meta = read_weights(dst)
+        dst, gain, offset = debias_light(bank, 4, tmp_path / "light.safetensors")
+        assert np.allclose(gain, 1.0, atol=0.01) and np.allclose(offset, 3.0 / 255, atol=0.005)
+        _, meta = read_weights(dst)
         base = read_weights(WEIGHTS_DIR / "ebmsr-x4.safetensors")[1]
         assert meta["training"] == base["training"] and meta["name"] == "ebmsr-x4"
-        prev = np.array(base.get("output_offset", {}).get("rgb", [0.0] * 3))
-        assert np.allclose(meta["output_offset"]["rgb"], prev + off, atol=1e-6)
-        blurred = [d for d in load_bank(bank) if not d["sharp"]]
+        prev = np.array(base["config"].get("out_gain", [1.0] * 3))
+        assert np.allclose(meta["config"]["out_gain"], prev * gain, atol=1e-5)
+        assert np.allclose(meta["output_correction"]["offset"], offset, atol=1e-6)
         fixed, _ = load_model(dst)
-        assert np.allclose(off, 3.0 / 255, atol=2e-3)
-        assert np.allclose(light_offset(blurred, fixed, 4), 0.0, atol=2e-3)
+        blurred = [d for d in load_bank(bank) if not d["sharp"]]
+        gain2, offset2 = light_correction(blurred, fixed, 4)
+        assert np.allclose(gain2, 1.0, atol=2e-3) and np.allclose(offset2, 0.0, atol=2e-3)

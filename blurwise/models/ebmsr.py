@@ -94,6 +94,7 @@ class EBMSR(nn.Module):
         n_blocks: int = 3,
         cond_channels: int = 16,
         sigma_max: float | None = None,
+        out_gain: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.scale = scale
@@ -113,6 +114,10 @@ class EBMSR(nn.Module):
         self.blocks = nn.ModuleList(SFTBlock(channels, cond_channels) for _ in range(n_blocks))
         self.tail = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
         self.bicubic = BicubicPhases(scale)  # fixed LR filters, shares the tail's pixel shuffle
+        # Per-channel output gain measured after training (``set_output_gain``; kept in the config, not the weights).
+        self.out_gain: tuple[float, float, float] | None = None
+        if out_gain is not None:
+            self.set_output_gain(out_gain)
         with torch.no_grad():  # start close to plain bicubic
             self.tail[0].weight.mul_(0.1)
             self.tail[0].bias.zero_()
@@ -130,6 +135,17 @@ class EBMSR(nn.Module):
             for c, v in enumerate(offset):
                 self.tail[0].bias[c * s2 : (c + 1) * s2] += float(v)
 
+    def set_output_gain(self, gain: Sequence[float]) -> None:
+        """Multiply every output pixel by a constant per RGB channel (a measured contrast correction).
+
+        Stored in the model's config (``out_gain``) rather than its state dict, so weights files without one
+        load unchanged; ``shift_output_`` adds the offset that goes with it.
+        """
+        if len(gain) != 3:
+            raise ValueError(f"gain needs one value per RGB channel, got {len(gain)}")
+        self.out_gain = tuple(float(g) for g in gain)  # type: ignore[assignment]
+        self.register_buffer("gain", torch.tensor(self.out_gain).view(1, 3, 1, 1), persistent=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != 4:
             raise ValueError(f"EBM-SR expects 4 input channels (RGB + sigma map), got {x.shape[1]}")
@@ -140,14 +156,16 @@ class EBMSR(nn.Module):
         if torch.is_grad_enabled():
             for blk in self.blocks:
                 f = blk(f, cond)
-            return self.tail[1](self.tail[0](f) + self.bicubic(rgb))  # one pixel shuffle for residual and bicubic
+            out = self.tail[1](self.tail[0](f) + self.bicubic(rgb))  # one pixel shuffle for residual and bicubic
+            return out if self.out_gain is None else out * self.gain
         # Inference: the same arithmetic in place. At 24 channels the element-wise ops are memory-bound, and
         # every fresh feature-sized tensor costs more to allocate and touch than to compute (10-20% of the
         # model's CPU time on routed tiles). Autograd needs the out-of-place form above.
         for blk in self.blocks:
             gamma, beta = blk.sft.proj(cond).chunk(2, dim=1)
             f.add_(F.leaky_relu_(blk.conv(beta.addcmul_(f, gamma.add_(1.0))), blk.act.negative_slope))
-        return self.tail[1](self.tail[0](f).add_(self.bicubic(rgb)))
+        out = self.tail[1](self.tail[0](f).add_(self.bicubic(rgb)))
+        return out if self.out_gain is None else out.mul_(self.gain)
 
 
 # --------------------------------------------------------------------------- distillation loss

@@ -11,8 +11,8 @@ Steps (``python -m blurwise.train.router --help``):
 2. **fit**: per-patch features (:func:`blurwise.routing.features.patch_features`) and targets (the
    light model's mean squared Y error minus the heavy model's on the patch, ``asinh(d / 2)``); a
    :class:`blurwise.models.router.PatchRouter` fitted on random 16x16-patch crops (Huber loss).
-   Before fitting, ``debias`` can fold the light model's mean error on the training bank's blurred pixels
-   into its weights (:func:`debias_light`; rebuild the banks afterwards).
+   Before fitting, ``debias`` can fold the light model's per-channel gain and offset on the training bank's
+   blurred pixels into it (:func:`debias_light`; rebuild the banks afterwards).
 3. **calibrate**: the threshold on the prediction is the largest-cut one whose routing (outputs
    composed by route from the cached whole-image outputs) keeps the validation renders within
    ``MEAN_DB`` on average and ``WORST_DB`` on each, and the in-focus images within ``INFOCUS_DB`` --
@@ -142,32 +142,37 @@ def _light_input(d: dict) -> Any:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 
-def light_offset(items: list[dict], model: Any, scale: int, min_sigma_hr: float | None = None) -> np.ndarray:
-    """Mean error of the light model, HR minus its output per RGB channel in [0, 1] units, over the pixels
-    of the bank's renders whose GT blur is at least ``min_sigma_hr`` (default: the routing threshold):
-    the constant it is off by where routing uses it. Its own unrounded output, recomputed here."""
+def light_correction(
+    items: list[dict], model: Any, scale: int, min_sigma_hr: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-RGB-channel ``(gain, offset)`` ([0, 1] units) that best map the light model's output onto the HR
+    (least squares) over the pixels of the bank's renders whose GT blur is at least ``min_sigma_hr`` (default:
+    the routing threshold): how its contrast and level are off where routing uses it. Its own unrounded
+    output, recomputed here."""
     import torch
 
     from blurwise.routing import default_threshold_hr
 
     thr = default_threshold_hr(scale) if min_sigma_hr is None else float(min_sigma_hr)
-    total, count = np.zeros(3), 0
+    sums = np.zeros((3, 5))  # per channel: n, sum x, sum y, sum xx, sum xy
     for d in items:
         mask = np.kron(d["gt"] * scale >= thr, np.ones((scale, scale), bool))
         if not mask.any():
             continue
         with torch.no_grad():
             out = model(_light_input(d))[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
-        total += (d["hr"].astype(np.float64) / 255 - out)[mask].sum(0)
-        count += int(mask.sum())
-    if count == 0:
-        raise UsageError("no bank pixel is blurred beyond the threshold: nothing to measure the offset on")
-    return total / count
+        x, y = out[mask], d["hr"].astype(np.float64)[mask] / 255
+        sums += np.stack([np.full(3, len(x)), x.sum(0), y.sum(0), (x * x).sum(0), (x * y).sum(0)], 1)
+    n, sx, sy, sxx, sxy = sums.T
+    if n[0] == 0:
+        raise UsageError("no bank pixel is blurred beyond the threshold: nothing to measure the correction on")
+    gain = (n * sxy - sx * sy) / np.maximum(n * sxx - sx * sx, 1e-12)
+    return gain, (sy - gain * sx) / n
 
 
-def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path, np.ndarray]:
-    """Fold the light model's mean error on the bank's blurred pixels into its weights (a new file, the
-    shipped one by default); the offset and what it was measured on go into the metadata."""
+def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Fold the light model's gain and offset on the bank's blurred pixels into it (a new file, the
+    shipped one by default); both, and what they were measured on, go into the config and metadata."""
     from blurwise.models import load_model
     from blurwise.models.registry import WEIGHTS_DIR, read_weights, save_weights
     from blurwise.routing import find_light_model
@@ -177,21 +182,25 @@ def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path,
     if not src.is_file():
         raise UsageError(f"no shipped weights for the light model {name!r} ({src})")
     model, _ = load_model(src)
-    if not hasattr(model, "shift_output_"):
-        raise UsageError(f"light model {name!r} has no output offset to adjust")
+    if not hasattr(model, "set_output_gain"):
+        raise UsageError(f"light model {name!r} has no output gain and offset to adjust")
     items = [d for d in load_bank(bank) if not d["sharp"]]
-    offset = light_offset(items, model, scale)
-    model.shift_output_(offset.tolist())
+    gain, offset = light_correction(items, model, scale)
+    prev_gain = np.array(model.out_gain or (1.0, 1.0, 1.0))
+    model.shift_output_((offset / gain).tolist())  # g * (out + b / g) = g * out + b
+    model.set_output_gain((prev_gain * gain).tolist())
     _, meta = read_weights(src)
-    prev = np.array(meta.get("output_offset", {}).get("rgb", [0.0, 0.0, 0.0]), dtype=np.float64)
     core = ("arch", "task", "scale", "config", "name", "teacher")
     extra = {k: v for k, v in meta.items() if k not in core}
-    extra["output_offset"] = {
-        "rgb": [round(float(v), 7) for v in prev + offset],
+    extra["output_correction"] = {
+        "gain": [round(float(v), 6) for v in gain],
+        "offset": [round(float(v), 7) for v in offset],
         "data": f"{len(items)} defocus renders of the router's training bank (sr/train BSD200 minus the "
-        "first 12, T91), pixels with GT sigma_HR >= the routing threshold",
+        "first 12, T91), pixels with GT sigma_HR >= the routing threshold; least squares HR ~ gain x output + offset",
         "command": f"python -m blurwise.train.router debias --train BANK --scale {scale}",
     }
+    config = {**meta["config"], "out_gain": [round(float(v), 6) for v in model.out_gain]}
+    model.set_output_gain(config["out_gain"])  # what the file will say, exactly
     dst = out or src
     save_weights(
         model,
@@ -199,12 +208,12 @@ def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path,
         arch=meta["arch"],
         task=meta["task"],
         scale=meta["scale"],
-        config=meta["config"],
+        config=config,
         name=meta["name"],
         teacher=meta.get("teacher"),
         extra=extra,
     )
-    return dst, offset
+    return dst, gain, offset
 
 
 def patch_targets(d: dict, scale: int, patch: int) -> np.ndarray:
@@ -415,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--taus", default="-0.5,-0.25,0,0.25,0.5,0.75,1,1.25,1.5,2")
     f.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped router-xS)")
     f.add_argument("--report", type=Path, default=None, help="also write the validation table (Markdown) here")
-    g = sub.add_parser("debias", help="fold the light model's mean error on blurred bank pixels into its weights")
+    g = sub.add_parser("debias", help="fold the light model's gain and offset on blurred bank pixels into it")
     g.add_argument("--train", required=True, type=Path, help="a training bank (not the validation one)")
     g.add_argument("--scale", type=int, default=4)
     g.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
@@ -429,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         make_bank(args.out, args.split, scale=args.scale, limit=args.limit, renders=args.renders)
         return 0
     if args.cmd == "debias":
-        dst, offset = debias_light(args.train, args.scale, args.out)
-        print(f"wrote {dst} (offset {' '.join(f'{v * 255:+.3f}' for v in offset)} / 255)", file=sys.stderr)
+        dst, gain, offset = debias_light(args.train, args.scale, args.out)
+        g, b = " ".join(f"{v:.4f}" for v in gain), " ".join(f"{v * 255:+.3f}" for v in offset)
+        print(f"wrote {dst} (gain {g}, offset {b} / 255)", file=sys.stderr)
         return 0
     torch.set_num_threads(1)
     t0 = time.time()
