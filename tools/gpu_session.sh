@@ -18,7 +18,7 @@ LPRN_WORKERS=${LPRN_WORKERS:-5}
 #   JOBS=sr SR_INIT= SR_SECONDS=420 SR_SET='--set optim.lr=4e-4 --set data.roots=["sr/train/T91","sr/train/BSD200"]'
 #   DI_SET='--set data.roots=["sr/train/T91","sr/train/BSD200"]' bash tools/gpu_session.sh
 # JOBS=distill: EBM-SR x4 alone from the shipped student (DISTILL_SECONDS, DI_LR, DI_SET). Afterwards, here:
-# `python -m blurwise.train.router debias --train BANK` (the GPU students came out ~0.46/255 too dark, which costs
+# `python -m blurwise.train.router debias --train BANK` (the GPU students came out ~0.4% too dark, which costs
 # most on the defocused patches routing gives them), then judge the student by the router's calibration (`bank`,
 # `fit`), not by its whole-image PSNR: docs/results/ebmsr_x4_gpu_candidates.md.
 SR_INIT=${SR_INIT-edsr-s-x4}
