@@ -246,3 +246,15 @@ class TestLightCorrection:
         blurred = [d for d in load_bank(bank) if not d["sharp"]]
         gain2, offset2 = light_correction(blurred, fixed, 4)
         assert np.allclose(gain2, 1.0, atol=2e-3) and np.allclose(offset2, 0.0, atol=2e-3)
+
+    def test_debias_cli_bad_bank_is_a_one_line_error(self, tmp_path, capsys):
+        from blurwise.train.router import main
+
+        assert main(["debias", "--train", str(tmp_path / "none"), "--out", str(tmp_path / "w.safetensors")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and err.count("\n") == 0 and "no such bank folder" in err
+        (tmp_path / "empty").mkdir()
+        assert main(["debias", "--train", str(tmp_path / "empty"), "--out", str(tmp_path / "w.safetensors")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "no bank pixel is blurred" in err
+        assert not (tmp_path / "w.safetensors").exists()

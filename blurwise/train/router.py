@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from blurwise.errors import UsageError
+from blurwise.errors import BlurwiseError, UsageError
 
 MEAN_DB, WORST_DB, INFOCUS_DB = -0.03, -0.3, -0.02  # as benchmarks/routed_sr.py's calibration rule
 N_VAL_IMAGES = 12
@@ -121,6 +121,8 @@ def make_bank(out: Path, split: str, *, scale: int = 4, limit: int | None = None
 
 def load_bank(folder: Path) -> list[dict]:
     """The items of a bank folder, sorted by name, with their name and whether they are in focus."""
+    if not Path(folder).is_dir():
+        raise UsageError(f"{folder}: no such bank folder (make one with 'bank --split train|val --out DIR')")
     items = []
     for p in sorted(Path(folder).glob("*.npz")):
         if p.name.endswith(".tmp.npz"):
@@ -429,6 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--scale", type=int, default=4)
     g.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
     args = ap.parse_args(argv)
+    try:
+        return _run(args, argv)
+    except BlurwiseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _run(args: argparse.Namespace, argv: Any) -> int:
+    """One subcommand of :func:`main`, its errors left to the caller."""
     import torch
 
     from blurwise.routing import DEFAULT_PATCH
