@@ -71,10 +71,9 @@ def _item(img: np.ndarray, rng: np.random.Generator | None, scale: int, models: 
     lr = lr8.astype(np.float32) / 255
     est = estimate_lr_map(lr, scale)
     x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None]
-    xl = torch.from_numpy(np.ascontiguousarray(np.concatenate([lr, est[..., None]], 2).transpose(2, 0, 1)))[None]
     with torch.no_grad():
         he = run_tiled(models["heavy"], x, scale=scale, tile=0)
-        li = models["light"](xl)
+        li = models["light"](_light_input(lr8, est))
 
     def u8(t: Any) -> np.ndarray:
         return (t[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -135,12 +134,11 @@ def load_bank(folder: Path) -> list[dict]:
     return items
 
 
-def _light_input(d: dict) -> Any:
-    """The light model's input for a bank item, as routing feeds it: LR RGB in [0, 1] plus the routing map."""
+def _light_input(lr8: np.ndarray, est: np.ndarray) -> Any:
+    """The light model's input, as routing feeds it: 8-bit LR RGB scaled to [0, 1] plus the routing map (N4HW)."""
     import torch
 
-    lr = d["lr"].astype(np.float32) / 255
-    x = np.concatenate([lr, d["est"][..., None].astype(np.float32)], 2)
+    x = np.concatenate([lr8.astype(np.float32) / 255, est[..., None].astype(np.float32)], 2)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 
@@ -162,7 +160,7 @@ def light_correction(
         if not mask.any():
             continue
         with torch.no_grad():
-            out = model(_light_input(d))[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
+            out = model(_light_input(d["lr"], d["est"]))[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64)
         x, y = out[mask], d["hr"].astype(np.float64)[mask] / 255
         sums += np.stack([np.full(3, len(x)), x.sum(0), y.sum(0), (x * x).sum(0), (x * y).sum(0)], 1)
     n, sx, sy, sxx, sxy = sums.T
@@ -176,43 +174,41 @@ def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path,
     """Fold the light model's gain and offset on the bank's blurred pixels into it (a new file, the
     shipped one by default); both, and what they were measured on, go into the config and metadata."""
     from blurwise.models import load_model
-    from blurwise.models.registry import WEIGHTS_DIR, read_weights, save_weights
+    from blurwise.models.registry import WEIGHTS_DIR, save_weights
     from blurwise.routing import find_light_model
 
     name = find_light_model(f"edsr-s-x{scale}", scale)
     src = WEIGHTS_DIR / f"{name}.safetensors"
     if not src.is_file():
         raise UsageError(f"no shipped weights for the light model {name!r} ({src})")
-    model, _ = load_model(src)
+    model, info = load_model(src)
     if not hasattr(model, "set_output_gain"):
         raise UsageError(f"light model {name!r} has no output gain and offset to adjust")
     items = [d for d in load_bank(bank) if not d["sharp"]]
     gain, offset = light_correction(items, model, scale)
-    prev_gain = np.array(model.out_gain or (1.0, 1.0, 1.0))
+    new_gain = [round(float(v), 6) for v in np.array(model.out_gain or (1.0, 1.0, 1.0)) * gain]  # as the file says
     model.shift_output_((offset / gain).tolist())  # g * (out + b / g) = g * out + b
-    model.set_output_gain((prev_gain * gain).tolist())
-    _, meta = read_weights(src)
-    core = ("arch", "task", "scale", "config", "name", "teacher")
-    extra = {k: v for k, v in meta.items() if k not in core}
-    extra["output_correction"] = {
-        "gain": [round(float(v), 6) for v in gain],
-        "offset": [round(float(v), 7) for v in offset],
-        "data": f"{len(items)} defocus renders of the router's training bank (sr/train BSD200 minus the "
-        "first 12, T91), pixels with GT sigma_HR >= the routing threshold; least squares HR ~ gain x output + offset",
-        "command": f"python -m blurwise.train.router debias --train BANK --scale {scale}",
+    model.set_output_gain(new_gain)
+    extra = {
+        **info.metadata,
+        "output_correction": {
+            "gain": [round(float(v), 6) for v in gain],
+            "offset": [round(float(v), 7) for v in offset],
+            "data": f"{len(items)} defocus renders of the router's training bank (sr/train BSD200 minus the "
+            "first 12, T91), pixels with GT sigma_HR >= the routing threshold; least squares HR ~ gain x output + offset",
+            "command": f"python -m blurwise.train.router debias --train BANK --scale {scale}",
+        },
     }
-    config = {**meta["config"], "out_gain": [round(float(v), 6) for v in model.out_gain]}
-    model.set_output_gain(config["out_gain"])  # what the file will say, exactly
     dst = out or src
     save_weights(
         model,
         dst,
-        arch=meta["arch"],
-        task=meta["task"],
-        scale=meta["scale"],
-        config=config,
-        name=meta["name"],
-        teacher=meta.get("teacher"),
+        arch=info.arch,
+        task=info.task,
+        scale=info.scale,
+        config={**info.config, "out_gain": new_gain},
+        name=info.name,
+        teacher=info.teacher,
         extra=extra,
     )
     return dst, gain, offset
