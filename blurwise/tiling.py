@@ -39,6 +39,7 @@ from blurwise.errors import InputError, ModelError, UsageError
 __all__ = [
     "Tile",
     "tile_grid",
+    "feather_profiles",
     "feather_weights",
     "run_tiled",
     "auto_tile",
@@ -141,12 +142,25 @@ def feather_weights(
     or raised-cosine (``blend``), so the weights of tiles from :func:`tile_grid` sum to 1 everywhere.
     Give everything in output pixels when the model upscales (margins and pad times the scale).
     """
+    wy, wx = feather_profiles(h, w, pad, blend, margins=margins, device=device)
+    return (wy[:, None] * wx[None, :]).float()
+
+
+def feather_profiles(
+    h: int,
+    w: int,
+    pad: float,
+    blend: str = "cosine",
+    *,
+    margins: tuple[float, float, float, float] | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two float64 1D factors of :func:`feather_weights` (rows, columns): the weights are their outer
+    product, so a blender can weigh only the ramps and copy the window's inside (weight exactly 1)."""
     if blend not in ("cosine", "linear"):
         raise ValueError(f"blend must be 'cosine' or 'linear', got {blend!r}")
     mt, mb, ml, mr = (pad, pad, pad, pad) if margins is None else margins
-    wy = _profile(h, mt, mb, pad, blend, device)
-    wx = _profile(w, ml, mr, pad, blend, device)
-    return (wy[:, None] * wx[None, :]).float()
+    return _profile(h, mt, mb, pad, blend, device), _profile(w, ml, mr, pad, blend, device)
 
 
 def is_oom(exc: BaseException) -> bool:

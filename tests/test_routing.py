@@ -217,6 +217,24 @@ class TestPlan:
         assert ws.shape == (40 * scale, 52 * scale)
         np.testing.assert_allclose(ws, 1.0, atol=1e-6)
 
+    @pytest.mark.parametrize("overlap", [0, 1, 3])
+    @pytest.mark.parametrize("blend", ["linear", "cosine"])
+    def test_blending_copies_tile_insides_bit_for_bit(self, rng, overlap, blend):
+        """execute_plan's blender (inside copied, ramps weighed) gives exactly the full weighted sum."""
+        from blurwise.routing.execute import add_weighted, tile_weights
+
+        sig = rng.random((40, 52)).astype(np.float32) * 2
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=4, overlap=overlap, context=1, max_tile=16)
+        ref, got = torch.zeros(1, 3, 80, 104), torch.zeros(1, 3, 80, 104)
+        for t in p.tiles:
+            oy0, oy1, ox0, ox1 = t.out
+            y = torch.rand(1, 3, (oy1 - oy0) * 2, (ox1 - ox0) * 2)
+            ref[:, :, oy0 * 2 : oy1 * 2, ox0 * 2 : ox1 * 2] += y * tile_weights(
+                t, p.shape, scale=2, overlap=overlap, blend=blend
+            )
+            add_weighted(got, y, t, scale=2, overlap=overlap, blend=blend)
+        assert torch.equal(ref, got)
+
     def test_merge_rectangles_exact_cover(self, rng):
         m = rng.random((30, 40)) > 0.4
         rects = merge_rectangles(m, (5, 7))

@@ -23,7 +23,7 @@ from torch import nn
 
 from blurwise.errors import ModelError, UsageError
 from blurwise.routing.plan import BICUBIC, HEAVY, LIGHT, ROUTE_NAMES, RoutePlan, Tile
-from blurwise.tiling import feather_weights, forward_batch, half_dtype
+from blurwise.tiling import feather_profiles, feather_weights, forward_batch, half_dtype
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,40 @@ def tile_weights(
     margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
     h, w = (oy1 - oy0) * scale, (ox1 - ox0) * scale
     return feather_weights(h, w, 2 * overlap * scale, blend, margins=margins, device=device)
+
+
+def _span_of_ones(p: torch.Tensor) -> tuple[int, int]:
+    """[a, b): the stretch of a 1D blend profile where it is exactly 1 (a == b when there is none)."""
+    ones = torch.nonzero(p == 1.0).flatten()
+    if ones.numel() == 0:
+        return 0, 0
+    return int(ones[0]), int(ones[-1]) + 1
+
+
+def add_weighted(
+    acc: torch.Tensor, y: torch.Tensor, tile: Tile, *, scale: int, overlap: int, blend: str = "linear"
+) -> None:
+    """``acc[tile.out] += y * tile_weights(tile)``, the same numbers for less work: the weights are separable
+    and exactly 1 inside the tile's ramps, where no other tile reaches (their ramps end at this tile's), so
+    the inside is copied and only the ramp strips are weighed. ``y``: the tile's output over its ``out`` box."""
+    if blend not in ("linear", "cosine"):
+        raise UsageError(f"blend must be 'linear' or 'cosine', got {blend!r}")
+    cy0, cy1, cx0, cx1 = tile.core
+    oy0, oy1, ox0, ox1 = tile.out
+    margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
+    h, w = (oy1 - oy0) * scale, (ox1 - ox0) * scale
+    wy, wx = feather_profiles(h, w, 2 * overlap * scale, blend, margins=margins, device=acc.device)
+    dst = acc[:, :, oy0 * scale : oy1 * scale, ox0 * scale : ox1 * scale]
+    a, b = _span_of_ones(wy)
+    c, d = _span_of_ones(wx)
+    strips = [(0, h, 0, w)]  # no inside: weigh the whole window
+    if a < b and c < d:
+        dst[:, :, a:b, c:d] = y[:, :, a:b, c:d]  # 0 + y * 1: nothing else lands here
+        strips = [(0, a, 0, w), (b, h, 0, w), (a, b, 0, c), (a, b, d, w)]
+    for r0, r1, c0, c1 in strips:
+        if r1 > r0 and c1 > c0:
+            wt = (wy[r0:r1, None] * wx[None, c0:c1]).float()
+            dst[:, :, r0:r1, c0:c1] += y[:, :, r0:r1, c0:c1].float() * wt
 
 
 def weight_sum(plan: RoutePlan, *, blend: str = "linear") -> np.ndarray:
@@ -192,8 +226,7 @@ def execute_plan(
             wy0, _, wx0, _ = win[t]
             oy0, oy1, ox0, ox1 = t.out
             y = outs[win[t]][:, :, (oy0 - wy0) * s : (oy1 - wy0) * s, (ox0 - wx0) * s : (ox1 - wx0) * s]
-            w = tile_weights(t, plan.shape, scale=s, overlap=plan.overlap, blend=blend, device=device)
-            acc[:, :, oy0 * s : oy1 * s, ox0 * s : ox1 * s] += y.float() * w
+            add_weighted(acc, y, t, scale=s, overlap=plan.overlap, blend=blend)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t2 = time.perf_counter()

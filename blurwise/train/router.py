@@ -195,7 +195,8 @@ def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path,
             "gain": [round(float(v), 6) for v in gain],
             "offset": [round(float(v), 7) for v in offset],
             "data": f"{len(items)} defocus renders of the router's training bank (sr/train BSD200 minus the "
-            "first 12, T91), pixels with GT sigma_HR >= the routing threshold; least squares HR ~ gain x output + offset",
+            "first 12, T91), pixels with GT sigma_HR >= the routing threshold; "
+            "least squares HR ~ gain x output + offset",
             "command": f"python -m blurwise.train.router debias --train BANK --scale {scale}",
         },
     }
