@@ -31,8 +31,9 @@ from routed_sr import REPO, load_pair  # noqa: E402
 SWEEP = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 
 
-def training_images(every: int) -> list[tuple[str, np.ndarray]]:
-    """(name, LR float image) of the router's validation renders and a spread of its training renders."""
+def training_pairs(every: int) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
+    """(name, LR float image, HR uint8, in focus) of the router's validation renders and a spread of its training
+    renders (the images and seeds of ``blurwise.train.router``'s banks)."""
     from blurwise.data.datasets import read_rgb, render_item
     from blurwise.data.sr import make_sr_pair
     from blurwise.train.router import TRAIN_SEED, VAL_SEEDS, _files
@@ -46,12 +47,25 @@ def training_images(every: int) -> list[tuple[str, np.ndarray]]:
     for name, f, seed in jobs:
         img = read_rgb(f)
         if seed is None:
-            lr8 = make_sr_pair(img, 4)[0]
+            lr8, hr8 = make_sr_pair(img, 4)
         else:
-            lr8 = render_item(img, np.random.default_rng(seed), scale=4)["lr"]
+            r = render_item(img, np.random.default_rng(seed), scale=4)
+            lr8, hr8 = r["lr"], r["hr"]
         if min(lr8.shape[:2]) >= 24:
-            out.append((name, lr8.astype(np.float32) / 255))
+            out.append((name, lr8.astype(np.float32) / 255, hr8, seed is None))
     return out
+
+
+def sample_args(description: str, out: str, argv: list[str] | None) -> argparse.Namespace:
+    """The command line of the benchmarks on this training sample (``--every``, ``--repeats``, ``--out``);
+    also sets one torch thread (stable timings on a shared CPU)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--every", type=int, default=8, help="every N-th router-training image (default 8)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(REPO / "docs/results" / out))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    return args
 
 
 def measure(lr: np.ndarray, pair: dict, repeats: int, min_saving: float | None) -> dict:
@@ -66,18 +80,13 @@ def measure(lr: np.ndarray, pair: dict, repeats: int, min_saving: float | None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--every", type=int, default=8, help="every N-th router-training image (default 8)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(REPO / "docs/results/routed_fallback.md"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    args = sample_args(__doc__.splitlines()[0], "routed_fallback.md", argv)
     from blurwise.routing import DEFAULT_MIN_SAVING
 
     pair = load_pair(4, None, False, "cpu")
-    images = training_images(args.every)
+    images = training_pairs(args.every)
     recs, shipped = [], []
-    for name, lr in images:
+    for name, lr, _, _ in images:
         r = measure(lr, pair, args.repeats, 0.0)
         d = measure(lr, pair, args.repeats, None)
         recs.append(r)

@@ -125,15 +125,7 @@ def _profile(n: int, lo: float, hi: float, pad: float, blend: str, device: Any) 
     return rise - fall  # difference form: the profiles of neighbouring tiles telescope to exactly 1
 
 
-def feather_weights(
-    h: int,
-    w: int,
-    pad: float,
-    blend: str = "cosine",
-    *,
-    margins: tuple[float, float, float, float] | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
+def feather_weights(h: int, w: int, pad: float, blend: str = "cosine", **where: Any) -> torch.Tensor:
     """Blending weights (float32 ``h`` x ``w``) of one window, ramping over ``pad`` pixels at each core boundary.
 
     ``margins`` = (top, bottom, left, right) distances from the window edge to its core; a margin
@@ -141,8 +133,9 @@ def feather_weights(
     sides (an interior window). The ramp is centred on the core boundary and ``pad`` wide, linear
     or raised-cosine (``blend``), so the weights of tiles from :func:`tile_grid` sum to 1 everywhere.
     Give everything in output pixels when the model upscales (margins and pad times the scale).
+    ``where``: ``margins`` and ``device``, keywords of :func:`feather_profiles`.
     """
-    wy, wx = feather_profiles(h, w, pad, blend, margins=margins, device=device)
+    wy, wx = feather_profiles(h, w, pad, blend, **where)
     return (wy[:, None] * wx[None, :]).float()
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from blurwise.errors import ModelError, UsageError
 from blurwise.routing.plan import BICUBIC, HEAVY, LIGHT, ROUTE_NAMES, RoutePlan, Tile
-from blurwise.tiling import feather_profiles, feather_weights, forward_batch, half_dtype
+from blurwise.tiling import feather_profiles, forward_batch, half_dtype
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,21 @@ def tile_weights(
     interior core edge (``tiling.feather_weights`` with the tile's margins); sides on the image border
     keep weight 1. Because the cores partition the image, all tiles' weights sum to exactly 1.
     """
+    wy, wx = _tile_profiles(tile, scale=scale, overlap=overlap, blend=blend, device=device)
+    return (wy[:, None] * wx[None, :]).float()
+
+
+def _tile_profiles(
+    tile: Tile, *, scale: int, overlap: int, blend: str, device: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row and column factors (float64) of a tile's HR blend weights over its ``out`` box."""
     if blend not in ("linear", "cosine"):
         raise UsageError(f"blend must be 'linear' or 'cosine', got {blend!r}")
     cy0, cy1, cx0, cx1 = tile.core
     oy0, oy1, ox0, ox1 = tile.out
     margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
     h, w = (oy1 - oy0) * scale, (ox1 - ox0) * scale
-    return feather_weights(h, w, 2 * overlap * scale, blend, margins=margins, device=device)
+    return feather_profiles(h, w, 2 * overlap * scale, blend, margins=margins, device=device)
 
 
 def _span_of_ones(p: torch.Tensor) -> tuple[int, int]:
@@ -60,13 +68,9 @@ def add_weighted(
     """``acc[tile.out] += y * tile_weights(tile)``, the same numbers for less work: the weights are separable
     and exactly 1 inside the tile's ramps, where no other tile reaches (their ramps end at this tile's), so
     the inside is copied and only the ramp strips are weighed. ``y``: the tile's output over its ``out`` box."""
-    if blend not in ("linear", "cosine"):
-        raise UsageError(f"blend must be 'linear' or 'cosine', got {blend!r}")
-    cy0, cy1, cx0, cx1 = tile.core
+    wy, wx = _tile_profiles(tile, scale=scale, overlap=overlap, blend=blend, device=acc.device)
+    h, w = wy.numel(), wx.numel()
     oy0, oy1, ox0, ox1 = tile.out
-    margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
-    h, w = (oy1 - oy0) * scale, (ox1 - ox0) * scale
-    wy, wx = feather_profiles(h, w, 2 * overlap * scale, blend, margins=margins, device=acc.device)
     dst = acc[:, :, oy0 * scale : oy1 * scale, ox0 * scale : ox1 * scale]
     a, b = _span_of_ones(wy)
     c, d = _span_of_ones(wx)
