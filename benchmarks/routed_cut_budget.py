@@ -16,8 +16,11 @@ model's whole-image FLOPs (pixel-weighted over the images):
 - context: the heavy tiles' windows beyond their cores, and the light model's windows (or whole image);
 - the defocus map and the router.
 
-The terms add up to ``ideal - achieved`` exactly (the last column checks it). Analysis only: nothing here is
-tuned on these images.
+The terms add up to ``ideal - achieved`` exactly (the last column checks it). A second table gives how often the
+estimated map sees no blur (its routing statistic below the threshold) on patches that are blurred by 0.625-1,
+1-2 and >= 2 px HR, per subset and on the router's calibration renders (the first 12 BSD200 *training* images,
+its three seeds): whether the map's misses are the LR image's ambiguity (alike everywhere) or a gap between the
+training content and a subset. Analysis only: nothing here is tuned on these images.
 
 ``python benchmarks/routed_cut_budget.py [--limit N] [--out FILE.md]``
 """
@@ -59,8 +62,9 @@ def _per_pixel(grid: np.ndarray, shape: tuple[int, int], patch: int) -> np.ndarr
     return grid[rows][:, cols]
 
 
-def budget(lr8: np.ndarray, hr8: np.ndarray, gt_lr: np.ndarray, pair: dict) -> dict[str, float]:
-    """The cut's terms for one render, in LR pixels weighted as heavy-FLOPs shares (summed by the caller)."""
+def budget(lr8: np.ndarray, hr8: np.ndarray, gt_lr: np.ndarray, pair: dict) -> tuple[dict[str, float], np.ndarray]:
+    """The cut's terms for one render, in LR pixels weighted as heavy-FLOPs shares (summed by the caller), and
+    its :func:`map_misses`."""
     from blurwise.routing import HEAVY, LIGHT, default_threshold_hr, upscale_routed
     from blurwise.routing.plan import _pool
     from blurwise.train.router import _light_input, patch_targets, target_transform
@@ -100,7 +104,42 @@ def budget(lr8: np.ndarray, hr8: np.ndarray, gt_lr: np.ndarray, pair: dict) -> d
         "light": float(plan.route_pixels(LIGHT) - (final == LIGHT).sum()) * r,
         "map": rep.macs.get("map", 0.0) / pair["heavy"][1].macs_per_pixel,
     }
+    return out, map_misses(gt_lr, est, s, plan.patch)
+
+
+BANDS = ((0.625, 1.0), (1.0, 2.0), (2.0, np.inf))  # GT sigma_HR bands (px) of the map-miss table
+MAP_STAT = 35.0  # the map's routing statistic (percentile over a patch and 1 px around it): LR_MAP_STAT at x4
+
+
+def map_misses(gt_lr: np.ndarray, est: np.ndarray, s: int = 4, patch: int = 4) -> np.ndarray:
+    """(patches, missed) per GT band: patches wholly blurred within the band (GT minimum over the patch and 1 px
+    around it) and those whose estimated-map statistic is below the 0.625 px threshold; shape (len(BANDS), 2)."""
+    from blurwise.routing import default_threshold_hr
+    from blurwise.routing.plan import _pool
+
+    th = default_threshold_hr(s) / s
+    g = _pool(gt_lr, patch, 1, "min") * s
+    miss = _pool(est, patch, 1, MAP_STAT) < th
+    out = np.zeros((len(BANDS), 2))
+    for i, (lo, hi) in enumerate(BANDS):
+        band = (g >= lo) & (g < hi)
+        out[i] = band.sum(), (band & miss).sum()
     return out
+
+
+def calibration_misses() -> np.ndarray:
+    """:func:`map_misses` summed over the router's calibration renders (training images)."""
+    from blurwise.data.datasets import read_rgb, render_item
+    from blurwise.routing import estimate_lr_map
+    from blurwise.train.router import VAL_SEEDS, _files
+
+    tot = np.zeros((len(BANDS), 2))
+    for i, f in enumerate(_files("val")):
+        img = read_rgb(f)
+        for b in VAL_SEEDS:
+            r = render_item(img, np.random.default_rng(b + i), scale=4)
+            tot += map_misses(r["sigma_lr"], estimate_lr_map(r["lr"].astype(np.float32) / 255, 4))
+    return tot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     items = [it for it in items if it["kind"] == "synthetic"]
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     counts: dict[str, int] = defaultdict(int)
+    misses: dict[str, np.ndarray] = {"calibration renders (BSD200 training)": calibration_misses()}
     for i, it in enumerate(items):
         d = load_defocus_item(eval_dir, it, scale=4)
-        b = budget(d["lr"], d["hr"], d["sigma_lr"], pair)
+        b, miss = budget(d["lr"], d["hr"], d["sigma_lr"], pair)
+        misses[it["subset"]] = misses.get(it["subset"], 0) + miss
         for group in (it["subset"], "all"):
             counts[group] += 1
             for k, v in b.items():
@@ -159,6 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     lines += md_table(
         ["subset", "ideal cut", "achieved", "efficiency", *[name for name, _ in TERMS], "gap / terms"], rows
     )
+    lines += [
+        "",
+        "## How often the map sees no blur on blurred patches",
+        "",
+        "Patches wholly blurred within each GT band (sigma_HR px); missed = the estimated map's "
+        f"p{MAP_STAT:g} over the patch and 1 px around it is below 0.625 px: the router sees an in-focus patch there.",
+        "",
+    ]
+    band_names = [f"{lo:g}-{hi:g} px" if np.isfinite(hi) else f">= {lo:g} px" for lo, hi in BANDS]
+    mrows = []
+    for g, m in misses.items():
+        mrows.append([g] + [f"{100 * mi / max(n, 1):.1f}% of {int(n)}" for n, mi in m])
+    lines += md_table(["renders", *[f"missed, {b}" for b in band_names]], mrows)
     write_md(args.out, lines)
     print(f"wrote {args.out}")
     return 0
