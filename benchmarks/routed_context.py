@@ -17,9 +17,7 @@ image, against the whole-image run, by distance of an LR column from the window'
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, md_table, write_md  # noqa: E402
+from _common import header, md_table, round_robin, write_md  # noqa: E402
 from routed_fallback import sample_args, training_pairs  # noqa: E402
 from routed_sr import load_pair, quality, run_off  # noqa: E402
 
@@ -60,18 +58,11 @@ def measure(lr: np.ndarray, hr: np.ndarray, pair: dict, repeats: int) -> dict:
         fns[(c, sc)] = lambda c=c, sc=sc: upscale_routed(
             lr, heavy=pair["heavy"], light=pair["light"], device="cpu", context=c, side_context=sc
         )
-    times: dict[Any, list[float]] = {k: [] for k in fns}
-    last: dict[Any, Any] = {}
-    for _ in range(max(1, repeats)):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            last[k] = fn()
-            times[k].append(time.perf_counter() - t0)
-    rec = {"off": statistics.median(times["off"]), "q_off": quality(last["off"], hr, s)[0]}
-    rec["px"] = lr.shape[0] * lr.shape[1]
+    last, t = round_robin(fns, repeats)
+    rec = {"off": t["off"], "q_off": quality(last["off"], hr, s)[0], "px": lr.shape[0] * lr.shape[1]}
     for k in SETTINGS:
         sr, rep = last[k]
-        rec[k] = {"t": statistics.median(times[k]), "q": quality(sr, hr, s)[0], "flops": rep.flops_fraction}
+        rec[k] = {"t": t[k], "q": quality(sr, hr, s)[0], "flops": rep.flops_fraction}
     return rec
 
 

@@ -52,26 +52,40 @@ TERMS = (
 )
 
 
-def _per_pixel(grid: np.ndarray, shape: tuple[int, int], patch: int) -> np.ndarray:
-    """A per-patch array expanded to LR pixels (the routing grid's edges)."""
-    from blurwise.routing.plan import _edges
+BANDS = ((0.625, 1.0), (1.0, 2.0), (2.0, np.inf))  # GT sigma_HR bands (px) of the map-miss table
 
-    ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
-    rows = np.repeat(np.arange(len(ys) - 1), np.diff(ys))
-    cols = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
-    return grid[rows][:, cols]
+
+def map_sees_no_blur(est: np.ndarray, s: int = 4, patch: int = 4) -> np.ndarray:
+    """Per patch: the map's routing statistic (the scale's calibrated percentile over the patch and 1 px around
+    it, ``blurwise.routing.default_stat``) is below the threshold, so routing sees an in-focus patch there."""
+    from blurwise.routing import default_stat, default_threshold_hr
+    from blurwise.routing.plan import _pool
+
+    return _pool(est, patch, 1, default_stat(s)) < default_threshold_hr(s) / s
+
+
+def map_misses(gt_lr: np.ndarray, no_blur: np.ndarray, s: int = 4, patch: int = 4) -> np.ndarray:
+    """(patches, missed) per GT band: patches wholly blurred within the band (GT minimum over the patch and 1 px
+    around it) and those of them where ``no_blur`` (:func:`map_sees_no_blur`) holds; shape (len(BANDS), 2)."""
+    from blurwise.routing.plan import _pool
+
+    g = _pool(gt_lr, patch, 1, "min") * s
+    out = np.zeros((len(BANDS), 2))
+    for i, (lo, hi) in enumerate(BANDS):
+        band = (g >= lo) & (g < hi)
+        out[i] = band.sum(), (band & no_blur).sum()
+    return out
 
 
 def budget(lr8: np.ndarray, hr8: np.ndarray, gt_lr: np.ndarray, pair: dict) -> tuple[dict[str, float], np.ndarray]:
     """The cut's terms for one render, in LR pixels weighted as heavy-FLOPs shares (summed by the caller), and
     its :func:`map_misses`."""
     from blurwise.routing import HEAVY, LIGHT, default_threshold_hr, upscale_routed
-    from blurwise.routing.plan import _pool
     from blurwise.train.router import _light_input, patch_targets, target_transform
 
     s = 4
     lr = lr8.astype(np.float32) / 255
-    sr, rep = upscale_routed(lr, heavy=pair["heavy"], light=pair["light"], device="cpu")
+    _, rep = upscale_routed(lr, heavy=pair["heavy"], light=pair["light"], device="cpu")
     plan, est = rep.plan, rep.sigma_lr
     r = pair["light"][1].macs_per_pixel / pair["heavy"][1].macs_per_pixel
     th_hr = default_threshold_hr(s)  # the ideal's threshold, as in benchmarks/routed_sr.py
@@ -83,11 +97,12 @@ def budget(lr8: np.ndarray, hr8: np.ndarray, gt_lr: np.ndarray, pair: dict) -> t
     safe = target_transform(patch_targets(d, s, plan.patch)) <= -plan.thresholds[0]  # router's units: -loss
     n = lr.shape[0] * lr.shape[1]
     blur = gt_lr > th_hr / s
-    said_light = _per_pixel(plan.scores >= plan.thresholds[0], plan.shape, plan.patch)
+    said_light = plan.per_pixel(plan.scores >= plan.thresholds[0])
     final = plan.route_map()
     fell = bool(plan.extra.get("fallback"))
-    safe_px = _per_pixel(safe, plan.shape, plan.patch)
-    map_off = _per_pixel(_pool(est, plan.patch, plan.overlap, 35.0) < th_hr / s, plan.shape, plan.patch)
+    safe_px = plan.per_pixel(safe)
+    no_blur = map_sees_no_blur(est, s, plan.patch)
+    map_off = plan.per_pixel(no_blur)
     kept = blur & ~said_light
     heavy_core = int((final == HEAVY).sum())
     out = {
@@ -104,27 +119,7 @@ def budget(lr8: np.ndarray, hr8: np.ndarray, gt_lr: np.ndarray, pair: dict) -> t
         "light": float(plan.route_pixels(LIGHT) - (final == LIGHT).sum()) * r,
         "map": rep.macs.get("map", 0.0) / pair["heavy"][1].macs_per_pixel,
     }
-    return out, map_misses(gt_lr, est, s, plan.patch)
-
-
-BANDS = ((0.625, 1.0), (1.0, 2.0), (2.0, np.inf))  # GT sigma_HR bands (px) of the map-miss table
-MAP_STAT = 35.0  # the map's routing statistic (percentile over a patch and 1 px around it): LR_MAP_STAT at x4
-
-
-def map_misses(gt_lr: np.ndarray, est: np.ndarray, s: int = 4, patch: int = 4) -> np.ndarray:
-    """(patches, missed) per GT band: patches wholly blurred within the band (GT minimum over the patch and 1 px
-    around it) and those whose estimated-map statistic is below the 0.625 px threshold; shape (len(BANDS), 2)."""
-    from blurwise.routing import default_threshold_hr
-    from blurwise.routing.plan import _pool
-
-    th = default_threshold_hr(s) / s
-    g = _pool(gt_lr, patch, 1, "min") * s
-    miss = _pool(est, patch, 1, MAP_STAT) < th
-    out = np.zeros((len(BANDS), 2))
-    for i, (lo, hi) in enumerate(BANDS):
-        band = (g >= lo) & (g < hi)
-        out[i] = band.sum(), (band & miss).sum()
-    return out
+    return out, map_misses(gt_lr, no_blur, s, plan.patch)
 
 
 def calibration_misses() -> np.ndarray:
@@ -138,7 +133,8 @@ def calibration_misses() -> np.ndarray:
         img = read_rgb(f)
         for b in VAL_SEEDS:
             r = render_item(img, np.random.default_rng(b + i), scale=4)
-            tot += map_misses(r["sigma_lr"], estimate_lr_map(r["lr"].astype(np.float32) / 255, 4))
+            est = estimate_lr_map(r["lr"].astype(np.float32) / 255, 4)
+            tot += map_misses(r["sigma_lr"], map_sees_no_blur(est))
     return tot
 
 
@@ -150,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from blurwise.data import load_defocus_item
+    from blurwise.routing import default_stat
 
     pair = load_pair(4, None, False, "cpu")
     eval_dir, items, _ = defocus_items(Path(args.eval_dir), False, args.limit, "spread")
@@ -205,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         "## How often the map sees no blur on blurred patches",
         "",
         "Patches wholly blurred within each GT band (sigma_HR px); missed = the estimated map's "
-        f"p{MAP_STAT:g} over the patch and 1 px around it is below 0.625 px: the router sees an in-focus patch there.",
+        f"p{default_stat(4):g} over the patch and 1 px around it is below 0.625 px: "
+        "the router sees an in-focus patch there.",
         "",
     ]
     band_names = [f"{lo:g}-{hi:g} px" if np.isfinite(hi) else f">= {lo:g} px" for lo, hi in BANDS]

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -39,6 +38,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _common import round_robin  # noqa: E402
 
 from blurwise.errors import ModelError  # noqa: E402
 from blurwise.metrics import psnr, ssim  # noqa: E402
@@ -224,16 +226,7 @@ def bench_image(
     for th in thresholds_hr:
         fns[th] = lambda th=th: upscale_routed(lr, heavy=heavy, light=light, threshold=th / s, device=dev)
     fns[DEFAULT] = lambda: upscale_routed(lr, heavy=heavy, light=light, device=dev)
-    times: dict[Any, list[float]] = {k: [] for k in fns}
-    last: dict[Any, Any] = {}
-    for _ in range(max(1, args.repeats)):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            last[k] = fn()
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[k].append(time.perf_counter() - t0)
-    t = {k: statistics.median(v) for k, v in times.items()}
+    last, t = round_robin(fns, args.repeats, device=dev)
     est = last["map"]
     rec["map_time"] = t["map"]
     rec["bicubic"] = {"q": quality(last["bicubic"], hr, s), "t": t["bicubic"], "flops": 0.0}

@@ -143,13 +143,17 @@ class RoutePlan:
         """The merged tiles of one route."""
         return [t for t in self.tiles if t.route == route]
 
-    def route_map(self) -> np.ndarray:
-        """int8 (H, W) map of the route of every LR pixel."""
+    def per_pixel(self, grid: np.ndarray) -> np.ndarray:
+        """A per-patch array (``grid_shape``) expanded to every LR pixel (H, W) of its patch."""
         ys = _edges(self.shape[0], self.patch)
         xs = _edges(self.shape[1], self.patch)
         rows = np.repeat(np.arange(len(ys) - 1), np.diff(ys))
         cols = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
-        return self.route_grid[rows][:, cols]
+        return np.asarray(grid)[rows][:, cols]
+
+    def route_map(self) -> np.ndarray:
+        """int8 (H, W) map of the route of every LR pixel."""
+        return self.per_pixel(self.route_grid)
 
     # ------------------------------------------------------------------ accounting
     def fractions(self) -> dict[str, float]:
