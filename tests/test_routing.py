@@ -644,6 +644,39 @@ def test_guillotine_finds_cuts_that_pay_off_one_level_deeper():
     assert sum(cost(*b) for b in boxes) < cost(0, 20, 0, 20)
 
 
+def test_guillotine_settled_boxes_are_taken_whole():
+    """``settled(box, empty_cells)`` stops the search: a settled box is one rectangle, holes promoted."""
+    from blurwise.routing.plan import guillotine_cover
+
+    m = np.zeros((12, 12), bool)
+    m[:, :4] = m[:, 8:] = True  # two bars: cutting between them pays under this cost
+
+    def cost(r0, r1, c0, c1):
+        return (np.asarray(r1) - r0 + 2) * (np.asarray(c1) - c0 + 2) + 1
+
+    assert len(guillotine_cover(m, cost)) == 2
+    seen = []
+
+    def settled(box, empty):
+        seen.append((box, empty))
+        return True
+
+    assert guillotine_cover(m, cost, settled=settled) == [(0, 12, 0, 12)]
+    assert seen == [((0, 12, 0, 12), 48)]  # the tight box and its 4 x 12 empty cells
+
+
+def test_planner_settles_boxes_whose_holes_cannot_pay_for_a_cut():
+    """The planner's rule (plan.SETTLE): two light patches inside a large heavy block are promoted (their pixels
+    are fewer than the context a cut would add); a wide light band is not."""
+    sig = np.zeros((64, 64), np.float32)
+    sig[28:32, 28:36] = 1.0  # two 4x4 LR patches of defocus in an in-focus image
+    p = plan_routes(sig, scale=4, threshold=0.25, heavy_macs=1e6, light_macs=3e4, fallback=False, stat="max")
+    assert len(p.tiles_of(HEAVY)) == 1 and p.fractions()["light"] == 0.0
+    sig[:, 16:48] = 1.0  # a 32 px band: worth its own route
+    p = plan_routes(sig, scale=4, threshold=0.25, heavy_macs=1e6, light_macs=3e4, fallback=False)
+    assert p.fractions()["light"] >= 0.3
+
+
 @pytest.mark.parametrize("width", [4, 8, 12, 16])
 def test_in_focus_frame_around_a_defocused_centre_routes_the_centre_light(width):
     """A frame-shaped heavy region has no single cut that pays; the cover must still find its four sides

@@ -369,8 +369,14 @@ def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None)
     return list(zip(r0[o].tolist(), r1[o].tolist(), a0[o].tolist(), b0[o].tolist(), strict=True))
 
 
-DENSE = 0.9  # guillotine_cover stops at boxes whose cells are this much on the route already
+DENSE = 0.9  # guillotine_cover (without a ``settled`` rule) stops at boxes whose cells are this much True already
 LEAF_CELLS = 4  # ... and at boxes of at most this many cells
+# The planner's rule for a settled heavy box (taken whole, not searched for cuts): its promoted cells' pixels are
+# fewer than SETTLE x what the cheapest cut could add (full context on both sides of a cut across the box's
+# shorter side, plus a tile). Searching such boxes was most of the planner's time and rarely paid. Chosen on
+# training renders (benchmarks/routed_planner.py -> docs/results/routed_planner.md) as the largest value whose
+# plans stay within 0.05 points of the heavy FLOPs of the former density rule (DENSE, SETTLE = 0).
+SETTLE = 0.8
 
 
 def _spans(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -382,7 +388,10 @@ def _spans(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def guillotine_cover(
-    mask: np.ndarray, cost: Callable[..., Any], max_cells: tuple[int, int] | None = None
+    mask: np.ndarray,
+    cost: Callable[..., Any],
+    max_cells: tuple[int, int] | None = None,
+    settled: Callable[[tuple[int, int, int, int], int], bool] | None = None,
 ) -> list[tuple[int, int, int, int]]:
     """Disjoint rectangles (r0, r1, c0, c1) covering every True cell of ``mask``, cheap under ``cost``.
 
@@ -392,7 +401,9 @@ def guillotine_cover(
     cut (each side reduced to its tight bounding box), cover both sides the same way, and keep the
     cut when the two covers cost less than the box (or the box exceeds ``max_cells``), so cuts that
     pay off only one level deeper (a scattered mask) are found too. Each box also weighs the exact
-    row-run cover of its cells (:func:`merge_rectangles`), which a frame or ring needs.
+    row-run cover of its cells (:func:`merge_rectangles`), which a frame or ring needs. A box is kept whole
+    without a search when it has at most ``LEAF_CELLS`` cells or ``settled(box, empty_cells)`` says so
+    (default: more than ``DENSE`` of its cells True).
     """
     if not mask.any():
         return []
@@ -472,7 +483,8 @@ def guillotine_cover(
         own = float(cost(*box))
         forced = too_big(box)
         sub = mask[box[0] : box[1], box[2] : box[3]]
-        if not any(forced) and (sub.size <= LEAF_CELLS or sub.mean() > DENSE):
+        full = settled(box, int(sub.size - np.count_nonzero(sub))) if settled else sub.mean() > DENSE
+        if not any(forced) and (sub.size <= LEAF_CELLS or full):
             return own, [box]  # tiny or (nearly) full: no cut can save much
         c, parts = best_cut(box, forced)
         # Every cut is explored, however much it costs at this level: pruning cuts above 1.05 x the box
@@ -620,9 +632,14 @@ def _build(
         return h * w + tile_cost
 
     tiles: list[Tile] = []
+
     # Heavy: cost-aware cover; cheap-route cells inside a heavy rectangle are promoted to heavy
     # (computed anyway, so the best model is free there).
-    rects = guillotine_cover(grid == HEAVY, window_cost, (cells, cells))
+    def settled(box: Box, empty: int) -> bool:  # SETTLE's rule: too few promoted pixels to pay for any cut
+        side = min(ysl[box[1]] - ysl[box[0]], xsl[box[3]] - xsl[box[2]])
+        return empty * patch * patch < SETTLE * (2 * pad * side + tile_cost)
+
+    rects = guillotine_cover(grid == HEAVY, window_cost, (cells, cells), settled if SETTLE > 0 else None)
     for r0, r1, c0, c1 in rects:
         grid[r0:r1, c0:c1] = HEAVY
     final_sides = _heavy_sides(grid, pad, cheap_pad)  # neighbours after the promotion
