@@ -405,6 +405,41 @@ class TestExecute:
             ref = heavy(torch.from_numpy(lr.transpose(2, 0, 1))[None])[0].permute(1, 2, 0).numpy()
         np.testing.assert_allclose(sr, ref, atol=1e-5)
 
+    @pytest.mark.parametrize("routes", [2, 3])
+    def test_blend_on_a_whole_image_route_equals_the_weighted_sum(self, pair, routes):
+        """When a route runs once on the whole image, the blend starts from its output and adds the other
+        tiles as differences: the same image as every tile's output weighed onto zeros."""
+        from blurwise.routing.execute import tile_weights
+
+        (h, _), (lm, _) = pair
+        lr, sig = rgb(48, 64), two_region_map()
+        sig[:, 48:] = 9.0  # a third, very blurred region for the bicubic route
+        th = (1.0, 4.0) if routes == 3 else 1.0
+        p = plan_routes(sig, scale=2, threshold=th, routes=routes, patch=8, max_tile=16, fallback=False)
+        p.full_image[LIGHT] = True
+        assert p.tiles_of(HEAVY) and p.tiles_of(LIGHT)
+        got, _ = execute_plan(lr, p, {HEAVY: h, LIGHT: lm}, sig, clamp=False)
+        x = torch.from_numpy(lr.transpose(2, 0, 1))[None]
+        with torch.no_grad():
+            light_full = lm(torch.cat([x, torch.from_numpy(sig)[None, None]], 1))
+        ref = torch.zeros(1, 3, 96, 128)
+        for t in p.tiles:
+            oy0, oy1, ox0, ox1 = t.out
+            if t.route == HEAVY:
+                wy0, _, wx0, _ = t.window
+                with torch.no_grad():
+                    yw = h(x[:, :, t.window[0] : t.window[1], t.window[2] : t.window[3]])
+                y = yw[:, :, (oy0 - wy0) * 2 : (oy1 - wy0) * 2, (ox0 - wx0) * 2 : (ox1 - wx0) * 2]
+            elif t.route == LIGHT:
+                y = light_full[:, :, oy0 * 2 : oy1 * 2, ox0 * 2 : ox1 * 2]
+            else:
+                from blurwise.metrics.imresize import imresize
+
+                up = torch.from_numpy(imresize(lr, scale=2).astype(np.float32).transpose(2, 0, 1))[None]
+                y = up[:, :, oy0 * 2 : oy1 * 2, ox0 * 2 : ox1 * 2]
+            ref[:, :, oy0 * 2 : oy1 * 2, ox0 * 2 : ox1 * 2] += y * tile_weights(t, p.shape, scale=2, overlap=p.overlap)
+        np.testing.assert_allclose(got, ref[0].permute(1, 2, 0).numpy(), atol=2e-6)
+
     def test_batch_size_does_not_change_output(self, pair):
         (h, _), (lm, _) = pair
         lr, sig = rgb(48, 64), two_region_map()

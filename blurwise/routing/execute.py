@@ -63,25 +63,41 @@ def _span_of_ones(p: torch.Tensor) -> tuple[int, int]:
 
 
 def add_weighted(
-    acc: torch.Tensor, y: torch.Tensor, tile: Tile, *, scale: int, overlap: int, blend: str = "linear"
+    acc: torch.Tensor,
+    y: torch.Tensor,
+    tile: Tile,
+    *,
+    scale: int,
+    overlap: int,
+    blend: str = "linear",
+    base: torch.Tensor | None = None,
 ) -> None:
     """``acc[tile.out] += y * tile_weights(tile)``, the same numbers for less work: the weights are separable
     and exactly 1 inside the tile's ramps, where no other tile reaches (their ramps end at this tile's), so
-    the inside is copied and only the ramp strips are weighed. ``y``: the tile's output over its ``out`` box."""
+    the inside is copied and only the ramp strips are weighed. ``y``: the tile's output over its ``out`` box.
+
+    With ``base`` (a whole HR image that ``acc`` started from, standing for every tile not blended this way),
+    adds ``(y - base) * weights`` instead: the tile takes its weight from the base's.
+    """
     wy, wx = _tile_profiles(tile, scale=scale, overlap=overlap, blend=blend, device=acc.device)
     h, w = wy.numel(), wx.numel()
     oy0, oy1, ox0, ox1 = tile.out
-    dst = acc[:, :, oy0 * scale : oy1 * scale, ox0 * scale : ox1 * scale]
+    box = (slice(None), slice(None), slice(oy0 * scale, oy1 * scale), slice(ox0 * scale, ox1 * scale))
+    dst = acc[box]
+    under = base[box] if base is not None else None
     a, b = _span_of_ones(wy)
     c, d = _span_of_ones(wx)
     strips = [(0, h, 0, w)]  # no inside: weigh the whole window
     if a < b and c < d:
-        dst[:, :, a:b, c:d] = y[:, :, a:b, c:d]  # 0 + y * 1: nothing else lands here
+        dst[:, :, a:b, c:d] = y[:, :, a:b, c:d]  # (0 or base) + (y - base) * 1: nothing else lands here
         strips = [(0, a, 0, w), (b, h, 0, w), (a, b, 0, c), (a, b, d, w)]
     for r0, r1, c0, c1 in strips:
         if r1 > r0 and c1 > c0:
             wt = (wy[r0:r1, None] * wx[None, c0:c1]).float()
-            dst[:, :, r0:r1, c0:c1] += y[:, :, r0:r1, c0:c1].float() * wt
+            v = y[:, :, r0:r1, c0:c1].float()
+            if under is not None:
+                v = v - under[:, :, r0:r1, c0:c1]
+            dst[:, :, r0:r1, c0:c1] += v * wt
 
 
 def weight_sum(plan: RoutePlan, *, blend: str = "linear") -> np.ndarray:
@@ -185,14 +201,13 @@ def execute_plan(
     timings: dict[str, float] = {}
     x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))[None].to(device)
     H, W = plan.shape
-    acc = torch.zeros(1, 3, H * s, W * s, device=device)
     bar = None
     if progress:
         from tqdm import tqdm
 
         n = sum(len({t.window for t in plan.tiles_of(r)}) for r in (HEAVY, LIGHT))
         bar = tqdm(total=n, unit="tile", leave=False)
-    blend_time = 0.0
+    outs_of: dict[int, tuple[dict, dict]] = {}
     for r in range(plan.routes):
         tiles = plan.tiles_of(r)
         if not tiles:
@@ -225,17 +240,31 @@ def execute_plan(
             outs = _run_windows(model, src, sorted(set(win.values())), batch=batch, scale=s, half=half, progress=bar)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        t1 = time.perf_counter()
-        for t in tiles:
+        timings[ROUTE_NAMES[r]] = time.perf_counter() - t0
+        outs_of[r] = (outs, win)
+    t1 = time.perf_counter()
+    # A route run once on the whole image (the light one, typically, with most of the tiles) is the base: the
+    # blend starts from its output, where its tiles' weights already are, and adds only the other routes' tiles
+    # as differences from it. The same sum as blending every tile onto zeros, for the other routes' tiles only.
+    whole = [r for r in outs_of if plan.full_image.get(r, False)]
+    base_r = max(whole, key=lambda r: len(plan.tiles_of(r))) if whole else None
+    base = None
+    if base_r is not None:
+        base = outs_of[base_r][0][(0, H, 0, W)].float()
+        acc = base.clone()
+    else:
+        acc = torch.zeros(1, 3, H * s, W * s, device=device)
+    for r, (outs, win) in outs_of.items():
+        if r == base_r:
+            continue
+        for t in plan.tiles_of(r):
             wy0, _, wx0, _ = win[t]
             oy0, oy1, ox0, ox1 = t.out
             y = outs[win[t]][:, :, (oy0 - wy0) * s : (oy1 - wy0) * s, (ox0 - wx0) * s : (ox1 - wx0) * s]
-            add_weighted(acc, y, t, scale=s, overlap=plan.overlap, blend=blend)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t2 = time.perf_counter()
-        timings[ROUTE_NAMES[r]] = t1 - t0
-        blend_time += t2 - t1
+            add_weighted(acc, y, t, scale=s, overlap=plan.overlap, blend=blend, base=base)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    blend_time = time.perf_counter() - t1
     if bar is not None:
         bar.close()
     timings["blend"] = blend_time
