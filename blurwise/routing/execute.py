@@ -7,7 +7,9 @@ T-junctions between rectangles of different sizes. Image borders get no ramp. So
 any route boundary comes from one model, and across a boundary the two routes' outputs cross-fade
 over ``2 * overlap`` LR px. Each window is computed with ``context`` extra LR px beyond the blend
 band (clamped at the image border, where the model's own zero padding equals a whole-image run), so
-the outputs used are those of a whole-image run up to the model's receptive field.
+the outputs used are those of a whole-image run up to the model's receptive field. When a route runs once on
+the whole image, the blend starts from its output and adds the other routes' tiles as weighted differences from it:
+the same sum, with only those tiles to weigh.
 """
 
 from __future__ import annotations
