@@ -373,7 +373,7 @@ DENSE = 0.9  # guillotine_cover (without a ``settled`` rule) stops at boxes whos
 LEAF_CELLS = 4  # ... and at boxes of at most this many cells
 # The planner's rule for a settled heavy box (taken whole, not searched for cuts): its promoted cells' pixels are
 # fewer than SETTLE x what the cheapest cut could add (full context on both sides of a cut across the box's
-# shorter side, plus a tile). Searching such boxes was most of the planner's time and rarely paid. Chosen on
+# shorter side, plus a tile). Searching such boxes took a large part of the planning time and rarely paid. Chosen on
 # training renders (benchmarks/routed_planner.py -> docs/results/routed_planner.md) as the largest value whose
 # plans stay within 0.05 points of the heavy FLOPs of the former density rule (DENSE, SETTLE = 0).
 SETTLE = 0.8
@@ -483,8 +483,10 @@ def guillotine_cover(
         own = float(cost(*box))
         forced = too_big(box)
         sub = mask[box[0] : box[1], box[2] : box[3]]
-        full = settled(box, int(sub.size - np.count_nonzero(sub))) if settled else sub.mean() > DENSE
-        if not any(forced) and (sub.size <= LEAF_CELLS or full):
+        if not any(forced) and (
+            sub.size <= LEAF_CELLS
+            or (settled(box, int(sub.size - np.count_nonzero(sub))) if settled else sub.mean() > DENSE)
+        ):
             return own, [box]  # tiny or (nearly) full: no cut can save much
         c, parts = best_cut(box, forced)
         # Every cut is explored, however much it costs at this level: pruning cuts above 1.05 x the box
@@ -631,14 +633,13 @@ def _build(
         w = np.minimum(xs[c1] + pr, shape[1]) - np.maximum(xs[c0] - pl, 0)
         return h * w + tile_cost
 
-    tiles: list[Tile] = []
-
-    # Heavy: cost-aware cover; cheap-route cells inside a heavy rectangle are promoted to heavy
-    # (computed anyway, so the best model is free there).
     def settled(box: Box, empty: int) -> bool:  # SETTLE's rule: too few promoted pixels to pay for any cut
         side = min(ysl[box[1]] - ysl[box[0]], xsl[box[3]] - xsl[box[2]])
         return empty * patch * patch < SETTLE * (2 * pad * side + tile_cost)
 
+    tiles: list[Tile] = []
+    # Heavy: cost-aware cover; cheap-route cells inside a heavy rectangle are promoted to heavy
+    # (computed anyway, so the best model is free there).
     rects = guillotine_cover(grid == HEAVY, window_cost, (cells, cells), settled if SETTLE > 0 else None)
     for r0, r1, c0, c1 in rects:
         grid[r0:r1, c0:c1] = HEAVY
