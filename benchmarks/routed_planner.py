@@ -37,7 +37,7 @@ SWEEP = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5)
 RULE_POINTS = 0.05  # the largest SETTLE whose FLOPs stay within this many points of SETTLE = 0's
 
 
-def scored(lrs: list[np.ndarray], pair: dict) -> list[dict[str, Any]]:
+def scored(lrs: list[np.ndarray]) -> list[dict[str, Any]]:
     """Per LR image: the learned router's scores, threshold and the map + router MACs (what plan_routes needs)."""
     from blurwise.routing import estimate_lr_map, learned_scores, lr_map_macs
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     import blurwise.routing.plan as plan
 
     pair = load_pair(4, None, False, "cpu")
-    train = scored([lr for _, lr, _, _ in training_pairs(args.every)], pair)
+    train = scored([lr for _, lr, _, _ in training_pairs(args.every)])
     print(f"{len(train)} training renders scored", flush=True)
     rows = sweep(train, pair, args.repeats)
     ok = [r for r in rows if r["flops"] - rows[0]["flops"] <= RULE_POINTS]
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         from blurwise.data import load_defocus_item
 
         lrs = [load_defocus_item(eval_dir, it, scale=4)["lr"].astype(np.float32) / 255 for it in items]
-        ev = sweep(scored(lrs, pair), pair, args.repeats)
+        ev = sweep(scored(lrs), pair, args.repeats)
         lines += ["", f"## Check: the defocus-sr evaluation set ({len(lrs)} images, x4; not used to choose)", ""]
         lines += table(ev, plan.SETTLE)
     write_md(args.out, lines)
