@@ -344,7 +344,9 @@ def merge_rectangles(mask: np.ndarray, max_cells: tuple[int, int] | None = None)
     """
     rows, cols = mask.shape
     mr, mc = max_cells if max_cells is not None else (rows, cols)
-    d = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    m8 = np.zeros((rows, cols + 2), np.int8)  # one empty column on each side (np.pad costs more here)
+    m8[:, 1:-1] = mask
+    d = m8[:, 1:] - m8[:, :-1]
     r, c0 = np.nonzero(d == 1)  # row-major, so starts and ends pair up in order
     c1 = np.nonzero(d == -1)[1]
     if r.size == 0:
@@ -379,14 +381,6 @@ LEAF_CELLS = 4  # ... and at boxes of at most this many cells
 SETTLE = 0.8
 
 
-def _spans(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For rows of a bool matrix: (any, first True index, last True index) per row."""
-    anyv = acc.any(axis=1)
-    first = np.argmax(acc, axis=1)
-    last = acc.shape[1] - 1 - np.argmax(acc[:, ::-1], axis=1)
-    return anyv, first, last
-
-
 def guillotine_cover(
     mask: np.ndarray,
     cost: Callable[..., Any],
@@ -410,11 +404,17 @@ def guillotine_cover(
 
     def tight(r0: int, r1: int, c0: int, c1: int) -> tuple[int, int, int, int] | None:
         sub = mask[r0:r1, c0:c1]
-        rows = np.flatnonzero(sub.any(axis=1))
-        if rows.size == 0:
+        rows = sub.any(axis=1)
+        if not rows.any():
             return None
-        cols = np.flatnonzero(sub.any(axis=0))
-        return (r0 + int(rows[0]), r0 + int(rows[-1]) + 1, c0 + int(cols[0]), c0 + int(cols[-1]) + 1)
+        cols = sub.any(axis=0)
+        n, m = rows.size, cols.size
+        return (
+            r0 + int(rows.argmax()),
+            r0 + n - int(rows[::-1].argmax()),
+            c0 + int(cols.argmax()),
+            c0 + m - int(cols[::-1].argmax()),
+        )
 
     def best_cut(box: tuple[int, int, int, int], forced: tuple[bool, bool]) -> tuple[float, tuple | None]:
         r0, r1, c0, c1 = box
@@ -425,28 +425,32 @@ def guillotine_cover(
             n = m.shape[0]
             if n < 2 or (any(forced) and not forced[axis]):
                 continue
-            top = np.logical_or.accumulate(m, axis=0)[:-1]  # cells of rows [0, k] for cut after row k
-            bot = np.logical_or.accumulate(m[::-1], axis=0)[::-1][1:]  # rows [k+1, n)
+            # Per row: whether it holds a True cell, its first and last True column; the two sides of
+            # the cut after row k span rows [0, k] and [k + 1, n), so their column spans are running
+            # minima / maxima of those (1-D scans instead of OR-accumulating the whole box).
             rany = m.any(axis=1)
+            rf = np.where(rany, m.argmax(axis=1), m.shape[1])
+            rl = np.where(rany, m.shape[1] - 1 - m[:, ::-1].argmax(axis=1), -1)
             idx = np.arange(n)
-            first_row = int(np.argmax(rany))
+            first_row = int(rany.argmax())
             last_upto = np.maximum.accumulate(np.where(rany, idx, -1))[:-1]
             first_from = np.minimum.accumulate(np.where(rany, idx, n)[::-1])[::-1][1:]
-            last_row = n - 1 - int(np.argmax(rany[::-1]))
-            ta, tf, tl = _spans(top)
-            ba, bf, bl = _spans(bot)
+            last_row = n - 1 - int(rany[::-1].argmax())
+            ta, ba = last_upto >= 0, first_from < n
+            tf, tl = np.minimum.accumulate(rf)[:-1], np.maximum.accumulate(rl)[:-1]
+            bf, bl = np.minimum.accumulate(rf[::-1])[::-1][1:], np.maximum.accumulate(rl[::-1])[::-1][1:]
             ks = np.flatnonzero(ta & ba)
             if forced[axis]:  # too big: only near-halving cuts, so the pieces shrink geometrically
                 ks = ks[np.abs(ks + 1 - n / 2) <= max(1, n // 8)]
             if ks.size == 0:
                 continue
-            a = np.stack([np.full(ks.size, first_row), last_upto[ks] + 1, tf[ks], tl[ks] + 1])
-            b = np.stack([first_from[ks], np.full(ks.size, last_row + 1), bf[ks], bl[ks] + 1])
-            if axis == 1:
-                a, b = a[[2, 3, 0, 1]], b[[2, 3, 0, 1]]
-            off = np.array([r0, r0, c0, c0])[:, None]
-            cand_a.append(a + off)
-            cand_b.append(b + off)
+            # (r0, r1, c0, c1) of both sides, box coordinates made absolute (rows and columns swap for axis 1)
+            (ra, rb, ca, cb), (o_r, o_c) = ((0, 1, 2, 3), (r0, c0)) if axis == 0 else ((2, 3, 0, 1), (c0, r0))
+            a, b = np.empty((4, ks.size), np.int64), np.empty((4, ks.size), np.int64)
+            a[ra], a[rb], a[ca], a[cb] = first_row + o_r, last_upto[ks] + (1 + o_r), tf[ks] + o_c, tl[ks] + (1 + o_c)
+            b[ra], b[rb], b[ca], b[cb] = first_from[ks] + o_r, last_row + 1 + o_r, bf[ks] + o_c, bl[ks] + (1 + o_c)
+            cand_a.append(a)
+            cand_b.append(b)
         if not cand_a:
             return (np.inf, None)
         a, b = np.concatenate(cand_a, axis=1), np.concatenate(cand_b, axis=1)
@@ -535,21 +539,26 @@ def _heavy_sides(grid: np.ndarray, pad: int, cheap_pad: int) -> Callable[..., tu
     cum = np.pad(np.pad(grid == HEAVY, 1).astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     rows = cum.tolist()  # the same table for one box at a time (plain ints: no numpy call per lookup)
 
-    def any_heavy(a0: Any, a1: Any, b0: Any, b1: Any) -> Any:  # cells [a0, a1) x [b0, b1), unpadded coords
-        a0, a1, b0, b1 = a0 + 1, a1 + 1, b0 + 1, b1 + 1
-        if type(a0) is int:
-            ra, rb = rows[a0], rows[a1]
-            return rb[b1] - ra[b1] - rb[b0] + ra[b0] > 0
-        return (cum[a1, b1] - cum[a0, b1] - cum[a1, b0] + cum[a0, b0]) > 0
-
     def sides(r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[Any, Any, Any, Any]:
         if cheap_pad >= pad:
             return (pad, pad, pad, pad)
-        strips = ((r0 - 1, r0, c0 - 1, c1 + 1), (r1, r1 + 1, c0 - 1, c1 + 1), (r0 - 1, r1 + 1, c0 - 1, c0))
-        strips += ((r0 - 1, r1 + 1, c1, c1 + 1),)
-        if type(r0) is int:  # one box (the planner's most frequent query)
-            return tuple(pad if any_heavy(*st) else cheap_pad for st in strips)  # type: ignore[return-value]
-        return tuple(np.where(any_heavy(*st), pad, cheap_pad) for st in strips)  # type: ignore[return-value]
+        if type(r0) is int:  # one box (the planner's most frequent query): the four strips' sums inline
+            top, below, up, down = rows[r0], rows[r0 + 1], rows[r1 + 1], rows[r1 + 2]  # padded rows
+            w0, w1 = c0, c1 + 2  # padded columns of a strip one cell wider than the box on each side
+            return (
+                pad if below[w1] - top[w1] - below[w0] + top[w0] > 0 else cheap_pad,  # row above
+                pad if down[w1] - up[w1] - down[w0] + up[w0] > 0 else cheap_pad,  # row below
+                pad if down[c0 + 1] - top[c0 + 1] - down[c0] + top[c0] > 0 else cheap_pad,  # left column
+                pad if down[w1] - top[w1] - down[c1 + 1] + top[c1 + 1] > 0 else cheap_pad,  # right column
+            )
+        # Arrays of boxes: the same four strips from one gather of the 4 x 4 prefix-sum corners they use.
+        g = cum[np.array((r0, r0 + 1, r1 + 1, r1 + 2))[:, None], np.array((c0, c0 + 1, c1 + 1, c1 + 2))[None]]
+        return (
+            np.where(g[1, 3] - g[0, 3] - g[1, 0] + g[0, 0] > 0, pad, cheap_pad),
+            np.where(g[3, 3] - g[2, 3] - g[3, 0] + g[2, 0] > 0, pad, cheap_pad),
+            np.where(g[3, 1] - g[0, 1] - g[3, 0] + g[0, 0] > 0, pad, cheap_pad),
+            np.where(g[3, 3] - g[0, 3] - g[3, 2] + g[0, 2] > 0, pad, cheap_pad),
+        )
 
     return sides
 
