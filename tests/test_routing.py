@@ -813,3 +813,26 @@ def test_keep_heavy_wins_over_score_and_light_floor():
     assert p.extra["kept_share"] == 0.5 and p.extra["floor_share"] == 0.0
     with pytest.raises(UsageError, match="keep_heavy"):
         plan_routes(sig, scale=2, threshold=0.5, keep_heavy=np.ones((3, 3), bool))
+
+
+def test_heavy_sides_one_box_and_arrays_agree_with_a_direct_count():
+    """The tile cover prices a heavy box's window by which of its four sides touch other heavy cells (corners
+    included); the one-box path and the vectorised path must both say what a direct look at the grid says."""
+    from blurwise.routing.plan import _heavy_sides
+
+    rng = np.random.default_rng(3)
+    grid = np.where(rng.random((9, 11)) < 0.35, HEAVY, 1).astype(np.int8)
+    pad, cheap = 3, 1
+    sides = _heavy_sides(grid, pad, cheap)
+    boxes = [(r0, r1, c0, c1) for r0 in range(9) for r1 in range(r0 + 1, 10) for c0 in range(11) for c1 in (c0 + 1, 11)]
+    g = np.pad(grid == HEAVY, 1)  # outside the image: no heavy cells
+
+    def direct(r0, r1, c0, c1):  # padded coordinates: cells [r0, r1) x [c0, c1) are at [r0 + 1, r1 + 1)
+        strips = (g[r0, c0 : c1 + 2], g[r1 + 1, c0 : c1 + 2], g[r0 : r1 + 2, c0], g[r0 : r1 + 2, c1 + 1])
+        return tuple(pad if s.any() else cheap for s in strips)
+
+    want = [direct(*b) for b in boxes]
+    assert [tuple(sides(*b)) for b in boxes] == want
+    arrays = sides(*(np.array(v) for v in zip(*boxes, strict=True)))
+    assert [tuple(int(a[i]) for a in arrays) for i in range(len(boxes))] == want
+    assert len({w for w in want}) > 4  # the grid exercises several side patterns
