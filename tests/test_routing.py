@@ -24,7 +24,7 @@ from blurwise.routing import (
     upscale_routed,
 )
 from blurwise.routing.execute import execute_plan, weight_sum
-from blurwise.routing.plan import guillotine_cover
+from blurwise.routing.plan import ROUTE_NAMES, guillotine_cover
 
 
 # ---------------------------------------------------------------------- helpers
@@ -836,3 +836,14 @@ def test_heavy_sides_one_box_and_arrays_agree_with_a_direct_count():
     arrays = sides(*(np.array(v) for v in zip(*boxes, strict=True)))
     assert [tuple(int(a[i]) for a in arrays) for i in range(len(boxes))] == want
     assert len({w for w in want}) > 4  # the grid exercises several side patterns
+
+
+def test_route_fractions_count_the_pixels_of_the_route_map():
+    """``RoutePlan.fractions`` (from patch areas) equals the shares of the per-pixel route map, uneven edge
+    patches included."""
+    rng = np.random.default_rng(5)
+    sig = rng.random((37, 50)).astype(np.float32)
+    for routes in (2, 3):
+        p = plan_routes(sig, scale=4, threshold=(0.3, 0.8) if routes == 3 else 0.3, routes=routes, fallback=False)
+        rm = p.route_map()
+        assert p.fractions() == {ROUTE_NAMES[r]: float(np.mean(rm == r)) for r in range(routes)}

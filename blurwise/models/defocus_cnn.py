@@ -54,7 +54,7 @@ class DefocusCNN(nn.Module):
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")  # unconditional: keeps ONNX shapes dynamic
-        x = torch.cat([x[:, :3] - 0.5, x[:, 3:]], dim=1)
+        x = x - 0.5 if x.shape[1] == 3 else torch.cat([x[:, :3] - 0.5, x[:, 3:]], dim=1)
         e1 = self.enc1(x)
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)

@@ -14,6 +14,7 @@ the same sum, with only those tiles to weigh.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -64,6 +65,26 @@ def _span_of_ones(p: torch.Tensor) -> tuple[int, int]:
     return int(ones[0]), int(ones[-1]) + 1
 
 
+@functools.lru_cache(maxsize=1024)
+def _blend_layout(
+    h: int, w: int, margins: tuple[int, int, int, int], pad: int, blend: str, device: str
+) -> tuple[tuple[int, int, int, int] | None, tuple[tuple[int, int, int, int, torch.Tensor], ...]]:
+    """How a tile of ``h`` x ``w`` HR px with these ramp ``margins`` is blended: its inside, where the weight is
+    exactly 1 (None when there is none), and the strips around it with their float32 weights.
+
+    A pure function of the tile's geometry: tiles of one plan (and of one image size) repeat the same few, so
+    the weights are built once instead of per tile (the blend is otherwise mostly small tensor ops)."""
+    wy, wx = feather_profiles(h, w, pad, blend, margins=margins, device=device)
+    a, b = _span_of_ones(wy)
+    c, d = _span_of_ones(wx)
+    inside = (a, b, c, d) if a < b and c < d else None
+    boxes = [(0, a, 0, w), (b, h, 0, w), (a, b, 0, c), (a, b, d, w)] if inside else [(0, h, 0, w)]
+    strips = tuple(
+        (r0, r1, c0, c1, (wy[r0:r1, None] * wx[None, c0:c1]).float()) for r0, r1, c0, c1 in boxes if r1 > r0 and c1 > c0
+    )
+    return inside, strips
+
+
 def add_weighted(
     acc: torch.Tensor,
     y: torch.Tensor,
@@ -81,25 +102,24 @@ def add_weighted(
     With ``base`` (a whole HR image that ``acc`` started from, standing for every tile not blended this way),
     adds ``(y - base) * weights`` instead: the tile takes its weight from the base's.
     """
-    wy, wx = _tile_profiles(tile, scale=scale, overlap=overlap, blend=blend, device=acc.device)
-    h, w = wy.numel(), wx.numel()
+    if blend not in ("linear", "cosine"):
+        raise UsageError(f"blend must be 'linear' or 'cosine', got {blend!r}")
+    cy0, cy1, cx0, cx1 = tile.core
     oy0, oy1, ox0, ox1 = tile.out
+    margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
+    h, w = (oy1 - oy0) * scale, (ox1 - ox0) * scale
+    inside, strips = _blend_layout(h, w, margins, 2 * overlap * scale, blend, str(acc.device))
     box = (slice(None), slice(None), slice(oy0 * scale, oy1 * scale), slice(ox0 * scale, ox1 * scale))
     dst = acc[box]
     under = base[box] if base is not None else None
-    a, b = _span_of_ones(wy)
-    c, d = _span_of_ones(wx)
-    strips = [(0, h, 0, w)]  # no inside: weigh the whole window
-    if a < b and c < d:
+    if inside is not None:
+        a, b, c, d = inside
         dst[:, :, a:b, c:d] = y[:, :, a:b, c:d]  # (0 or base) + (y - base) * 1: nothing else lands here
-        strips = [(0, a, 0, w), (b, h, 0, w), (a, b, 0, c), (a, b, d, w)]
-    for r0, r1, c0, c1 in strips:
-        if r1 > r0 and c1 > c0:
-            wt = (wy[r0:r1, None] * wx[None, c0:c1]).float()
-            v = y[:, :, r0:r1, c0:c1].float()
-            if under is not None:
-                v = v - under[:, :, r0:r1, c0:c1]
-            dst[:, :, r0:r1, c0:c1] += v * wt
+    for r0, r1, c0, c1, wt in strips:
+        v = y[:, :, r0:r1, c0:c1].float()
+        if under is not None:
+            v = v - under[:, :, r0:r1, c0:c1]
+        dst[:, :, r0:r1, c0:c1] += v * wt
 
 
 def weight_sum(plan: RoutePlan, *, blend: str = "linear") -> np.ndarray:

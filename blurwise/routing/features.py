@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from blurwise.errors import UsageError
-from blurwise.routing.plan import DEFAULT_PATCH, _grad_energy, _luma, _pool
+from blurwise.routing.plan import DEFAULT_PATCH, _grad_energy, _luma, _pool, _pool_means
 
 # Order of the feature channels (the router's input); sigma values in HR pixels (sigma_LR x scale).
 FEATURES = (
@@ -56,17 +56,19 @@ def patch_features(
     lap = ndimage.laplace(y, mode="reflect")
     mean_y = _pool(y, patch, margin, "mean")
     var_y = np.maximum(_pool(y * y, patch, margin, "mean") - mean_y.astype(np.float64) ** 2, 0.0)
+    sig_mean, sig_wide = _pool_means(sig, patch, (margin, wide))  # one summed-area table for both windows
+    grad_mean, grad_wide = _pool_means(grad, patch, (margin, wide))
     cols = [
         _pool(sig, patch, margin, "min"),
         _pool(sig, patch, margin, 35.0),
-        _pool(sig, patch, margin, "mean"),
+        sig_mean,
         _pool(sig, patch, margin, "max"),
-        _pool(sig, patch, wide, "mean"),
-        np.log10(_pool(grad, patch, margin, "mean") + EPS),
+        sig_wide,
+        np.log10(grad_mean + EPS),
         np.log10(_pool(grad, patch, margin, "max") + EPS),
         np.log10(_pool(lap * lap, patch, margin, "mean") + EPS),
         mean_y,
         np.sqrt(var_y),
-        np.log10(_pool(grad, patch, wide, "mean") + EPS),
+        np.log10(grad_wide + EPS),
     ]
     return np.stack(cols, axis=-1).astype(np.float32)
