@@ -44,17 +44,28 @@ def tile_weights(
     return (wy[:, None] * wx[None, :]).float()
 
 
+def _tile_geometry(tile: Tile, scale: int) -> tuple[int, int, tuple[int, int, int, int]]:
+    """(h, w, margins) in HR px of a tile's ``out`` box: its size and the distance from each side to its core."""
+    cy0, cy1, cx0, cx1 = tile.core
+    oy0, oy1, ox0, ox1 = tile.out
+    margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
+    return (oy1 - oy0) * scale, (ox1 - ox0) * scale, margins
+
+
+def _profiles(
+    h: int, w: int, margins: tuple[int, int, int, int], pad: int, blend: str, device: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row and column factors (float64) of the HR blend weights of an ``h`` x ``w`` box with these margins."""
+    if blend not in ("linear", "cosine"):
+        raise UsageError(f"blend must be 'linear' or 'cosine', got {blend!r}")
+    return feather_profiles(h, w, pad, blend, margins=margins, device=device)
+
+
 def _tile_profiles(
     tile: Tile, *, scale: int, overlap: int, blend: str, device: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The row and column factors (float64) of a tile's HR blend weights over its ``out`` box."""
-    if blend not in ("linear", "cosine"):
-        raise UsageError(f"blend must be 'linear' or 'cosine', got {blend!r}")
-    cy0, cy1, cx0, cx1 = tile.core
-    oy0, oy1, ox0, ox1 = tile.out
-    margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
-    h, w = (oy1 - oy0) * scale, (ox1 - ox0) * scale
-    return feather_profiles(h, w, 2 * overlap * scale, blend, margins=margins, device=device)
+    return _profiles(*_tile_geometry(tile, scale), 2 * overlap * scale, blend, device)
 
 
 def _span_of_ones(p: torch.Tensor) -> tuple[int, int]:
@@ -74,7 +85,7 @@ def _blend_layout(
 
     A pure function of the tile's geometry: tiles of one plan (and of one image size) repeat the same few, so
     the weights are built once instead of per tile (the blend is otherwise mostly small tensor ops)."""
-    wy, wx = feather_profiles(h, w, pad, blend, margins=margins, device=device)
+    wy, wx = _profiles(h, w, margins, pad, blend, device)  # a bad ``blend`` raises here, so it is never cached
     a, b = _span_of_ones(wy)
     c, d = _span_of_ones(wx)
     inside = (a, b, c, d) if a < b and c < d else None
@@ -102,13 +113,9 @@ def add_weighted(
     With ``base`` (a whole HR image that ``acc`` started from, standing for every tile not blended this way),
     adds ``(y - base) * weights`` instead: the tile takes its weight from the base's.
     """
-    if blend not in ("linear", "cosine"):
-        raise UsageError(f"blend must be 'linear' or 'cosine', got {blend!r}")
-    cy0, cy1, cx0, cx1 = tile.core
-    oy0, oy1, ox0, ox1 = tile.out
-    margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
-    h, w = (oy1 - oy0) * scale, (ox1 - ox0) * scale
+    h, w, margins = _tile_geometry(tile, scale)
     inside, strips = _blend_layout(h, w, margins, 2 * overlap * scale, blend, str(acc.device))
+    oy0, oy1, ox0, ox1 = tile.out
     box = (slice(None), slice(None), slice(oy0 * scale, oy1 * scale), slice(ox0 * scale, ox1 * scale))
     dst = acc[box]
     under = base[box] if base is not None else None
