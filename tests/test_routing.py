@@ -847,3 +847,52 @@ def test_route_fractions_count_the_pixels_of_the_route_map():
         p = plan_routes(sig, scale=4, threshold=(0.3, 0.8) if routes == 3 else 0.3, routes=routes, fallback=False)
         rm = p.route_map()
         assert p.fractions() == {ROUTE_NAMES[r]: float(np.mean(rm == r)) for r in range(routes)}
+
+
+def test_numpy_filters_of_the_routing_path_equal_scipy_ndimage():
+    """The routing path's neighbourhood filters are numpy (no scipy import in a routing process); they must give
+    scipy.ndimage's numbers exactly, on 8-bit-like luma, arbitrary floats and thin or one-pixel planes."""
+    from scipy import ndimage
+
+    from blurwise.routing.plan import _fill_small_light, _grad_energy, _laplace, _running
+
+    rng = np.random.default_rng(11)
+    shapes = [(1, 1), (1, 7), (9, 1), (2, 2), (13, 17), (40, 33)]
+    for i, (h, w) in enumerate(shapes * 3):
+        if i % 3 == 0:  # luma of an 8-bit RGB image, as the router computes it
+            rgb = np.round(rng.random((h, w, 3)) * 255).astype(np.float32) / 255
+            v = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+        else:
+            v = (rng.random((h, w)) ** (1 + i % 2) * (1 + 20 * (i % 3 == 2))).astype(np.float32)
+        for m in (1, 2):
+            for op, ref in ((np.minimum, ndimage.minimum_filter1d), (np.maximum, ndimage.maximum_filter1d)):
+                for axis in (0, 1):
+                    assert np.array_equal(_running(v, m, axis, op), ref(v, 2 * m + 1, axis=axis, mode="nearest"))
+        assert np.array_equal(_laplace(v), ndimage.laplace(v, mode="reflect"))
+        gx, gy = ndimage.sobel(v, axis=1, mode="reflect"), ndimage.sobel(v, axis=0, mode="reflect")
+        assert np.array_equal(_grad_energy(v), gx * gx + gy * gy)
+        grid = np.where(rng.random((h, w)) < 0.5, HEAVY, LIGHT).astype(np.int8)
+        labels, n = ndimage.label(grid != HEAVY)
+        sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+        want = grid.copy()
+        want[np.isin(labels, np.flatnonzero(sizes < 2) + 1)] = HEAVY
+        assert np.array_equal(_fill_small_light(grid, 2), want)
+        small3 = np.isin(labels, np.flatnonzero(sizes < 3) + 1)
+        assert np.array_equal(_fill_small_light(grid, 3) == HEAVY, (grid == HEAVY) | small3)
+
+
+def test_routing_does_not_import_scipy():
+    """Routed SR with the learned map and router must not pay scipy's import (~0.25 s per process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from blurwise.routing import upscale_routed\n"
+        "lr = np.random.default_rng(0).random((24, 32, 3)).astype(np.float32)\n"
+        "upscale_routed(lr, heavy='edsr-s-x4', device='cpu')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'skimage')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -101,10 +101,8 @@ def defocus_details(
     device: str | None = None,
 ) -> DefocusResult:
     """Like :func:`estimate_defocus` but returns a :class:`DefocusResult` (map, regions, timings)."""
-    from blurwise.defocus.edge import edge_defocus
-    from blurwise.defocus.propagate import dgs_propagate, refine_dense, zhuo_sim_propagate
-    from blurwise.defocus.segment import segment
-
+    # The edge, segmentation and propagation modules (scipy, scikit-image) are imported where they are used:
+    # the learned map without refinement, the routing default, needs none of them.
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if segmenter not in SEGMENTERS:
@@ -134,6 +132,8 @@ def defocus_details(
 
     labels = None
     if seg != "none":
+        from blurwise.defocus.segment import segment
+
         t1 = time.perf_counter()
         labels = segment(
             img,
@@ -154,11 +154,16 @@ def defocus_details(
         t["network"] = time.perf_counter() - t1
         flat = None
         if labels is not None:
+            from blurwise.defocus.propagate import refine_dense
+
             t1 = time.perf_counter()
             dense = refine_dense(img, dense, labels)
             t["propagate"] = time.perf_counter() - t1
         t["total"] = time.perf_counter() - t0
         return DefocusResult(dense, "learned", seg, flat, labels, None, t)
+
+    from blurwise.defocus.edge import edge_defocus
+    from blurwise.defocus.propagate import dgs_propagate, zhuo_sim_propagate
 
     t1 = time.perf_counter()
     sparse = edge_defocus(img)

@@ -225,19 +225,63 @@ def _pool(values: np.ndarray, patch: int, margin: int, stat: str | float) -> np.
     h, w = values.shape
     ys, xs = _edges(h, patch), _edges(w, patch)
     if stat in ("min", "max", "mean") and margin >= 0:
-        from scipy import ndimage
-
         # Separable running statistic, then one read per patch: fast for large images.
         if stat == "mean":
             return _pool_means(values, patch, (margin,))[0]
-        f = ndimage.minimum_filter1d if stat == "min" else ndimage.maximum_filter1d
         # Row pass then column pass over whole patch extents: pool each patch's rows/cols block.
         v = values.astype(np.float32)
-        red = np.minimum.reduceat if stat == "min" else np.maximum.reduceat
+        op = np.minimum if stat == "min" else np.maximum
         if margin > 0:
-            v = f(f(v, 2 * margin + 1, axis=0, mode="nearest"), 2 * margin + 1, axis=1, mode="nearest")
-        return red(red(v, ys[:-1], axis=0), xs[:-1], axis=1).astype(np.float32)
+            v = _running(_running(v, margin, 0, op), margin, 1, op)
+        return op.reduceat(op.reduceat(v, ys[:-1], axis=0), xs[:-1], axis=1).astype(np.float32)
     return _pool_percentile(values, ys, xs, margin, float(stat))
+
+
+# The few neighbourhood filters of the routing path, in numpy. They give the same numbers as scipy.ndimage's
+# (minimum/maximum_filter1d with mode "nearest", sobel and laplace with mode "reflect"; tests compare them), and
+# spare every process that routes the ~0.25 s it takes to import scipy.ndimage.
+
+
+def _shifted(p: np.ndarray, axis: int, n: int, k: int) -> np.ndarray:
+    """View of ``p`` from ``k`` to ``k + n`` along ``axis`` (0 or 1)."""
+    return p[k : k + n] if axis == 0 else p[:, k : k + n]
+
+
+def _running(v: np.ndarray, margin: int, axis: int, op: Any) -> np.ndarray:
+    """Running min or max (``op``: ``np.minimum`` or ``np.maximum``) over ``2 * margin + 1`` samples along
+    ``axis`` (0 or 1), the edge samples repeated beyond the ends."""
+    n = v.shape[axis]
+    p = np.pad(v, ((margin, margin), (0, 0)) if axis == 0 else ((0, 0), (margin, margin)), mode="edge")
+    out = _shifted(p, axis, n, 0).copy()
+    for k in range(1, 2 * margin + 1):
+        op(out, _shifted(p, axis, n, k), out=out)
+    return out
+
+
+def _diff(v: np.ndarray, axis: int) -> np.ndarray:
+    """Central difference ``v[i + 1] - v[i - 1]`` of a float32 plane along ``axis`` (reflect borders), as
+    ``scipy.ndimage.correlate1d(v, [-1, 0, 1])``: IEEE float32 subtraction rounds the exact difference, as
+    rounding scipy's float64 one does."""
+    p = np.pad(v, ((1, 1), (0, 0)) if axis == 0 else ((0, 0), (1, 1)), mode="symmetric")
+    n = v.shape[axis]
+    return _shifted(p, axis, n, 2) - _shifted(p, axis, n, 0)
+
+
+def _sym3(v: np.ndarray, centre: float, axis: int) -> np.ndarray:
+    """``v[i - 1] + centre * v[i] + v[i + 1]`` of a float32 plane along ``axis`` (reflect borders), as
+    ``scipy.ndimage.correlate1d(v, [1, centre, 1])``: summed in float64 (exact for a small integer ``centre``)
+    and rounded once to float32."""
+    p = np.pad(v.astype(np.float64), ((1, 1), (0, 0)) if axis == 0 else ((0, 0), (1, 1)), mode="symmetric")
+    n = v.shape[axis]
+    out = _shifted(p, axis, n, 0) + _shifted(p, axis, n, 2)
+    out += _shifted(p, axis, n, 1) * centre
+    return out.astype(np.float32)
+
+
+def _laplace(y: np.ndarray) -> np.ndarray:
+    """Discrete Laplacian of a float32 plane (reflect borders), as ``scipy.ndimage.laplace``."""
+    y = np.asarray(y, dtype=np.float32)
+    return _sym3(y, -2.0, 0) + _sym3(y, -2.0, 1)
 
 
 def _pool_means(values: np.ndarray, patch: int, margins: tuple[int, ...]) -> list[np.ndarray]:
@@ -323,10 +367,9 @@ def _luma(lr: np.ndarray) -> np.ndarray:
 
 def _grad_energy(y: np.ndarray) -> np.ndarray:
     """Squared Sobel gradient magnitude of a plane (the texture cue of the texture scores and the router)."""
-    from scipy import ndimage
-
-    gx = ndimage.sobel(y, axis=1, mode="reflect")
-    gy = ndimage.sobel(y, axis=0, mode="reflect")
+    y = np.asarray(y, dtype=np.float32)
+    gx = _sym3(_diff(y, 1), 2.0, 0)  # as scipy.ndimage.sobel
+    gy = _sym3(_diff(y, 0), 2.0, 1)
     return gx * gx + gy * gy
 
 
@@ -589,9 +632,14 @@ def _fill_small_light(grid: np.ndarray, min_cells: int) -> np.ndarray:
     their windows would be mostly context)."""
     if min_cells <= 1:
         return grid
+    g = grid.copy()
+    if min_cells == 2:  # the default: single cheap patches with no cheap 4-neighbour (no labelling needed)
+        cheap = np.pad(g != HEAVY, 1)
+        alone = cheap[1:-1, 1:-1] & ~(cheap[:-2, 1:-1] | cheap[2:, 1:-1] | cheap[1:-1, :-2] | cheap[1:-1, 2:])
+        g[alone] = HEAVY
+        return g
     from scipy import ndimage
 
-    g = grid.copy()
     labels, n = ndimage.label(g != HEAVY)
     if n:
         sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
