@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -242,19 +242,21 @@ def _pool(values: np.ndarray, patch: int, margin: int, stat: str | float) -> np.
 # spare every process that routes the ~0.25 s it takes to import scipy.ndimage.
 
 
-def _shifted(p: np.ndarray, axis: int, n: int, k: int) -> np.ndarray:
-    """View of ``p`` from ``k`` to ``k + n`` along ``axis`` (0 or 1)."""
-    return p[k : k + n] if axis == 0 else p[:, k : k + n]
+def _taps(v: np.ndarray, r: int, axis: int, mode: Literal["edge", "symmetric"]) -> list[np.ndarray]:
+    """The ``2 * r + 1`` views of a plane shifted by -r .. r samples along ``axis`` (0 or 1), each the size of
+    ``v``; beyond the ends the plane is extended by ``np.pad``'s ``mode`` ("edge" or "symmetric")."""
+    n = v.shape[axis]
+    p = np.pad(v, ((r, r), (0, 0)) if axis == 0 else ((0, 0), (r, r)), mode=mode)
+    return [p[k : k + n] if axis == 0 else p[:, k : k + n] for k in range(2 * r + 1)]
 
 
 def _running(v: np.ndarray, margin: int, axis: int, op: Any) -> np.ndarray:
     """Running min or max (``op``: ``np.minimum`` or ``np.maximum``) over ``2 * margin + 1`` samples along
     ``axis`` (0 or 1), the edge samples repeated beyond the ends."""
-    n = v.shape[axis]
-    p = np.pad(v, ((margin, margin), (0, 0)) if axis == 0 else ((0, 0), (margin, margin)), mode="edge")
-    out = _shifted(p, axis, n, 0).copy()
-    for k in range(1, 2 * margin + 1):
-        op(out, _shifted(p, axis, n, k), out=out)
+    first, *rest = _taps(v, margin, axis, "edge")
+    out = first.copy()
+    for t in rest:
+        op(out, t, out=out)
     return out
 
 
@@ -262,19 +264,17 @@ def _diff(v: np.ndarray, axis: int) -> np.ndarray:
     """Central difference ``v[i + 1] - v[i - 1]`` of a float32 plane along ``axis`` (reflect borders), as
     ``scipy.ndimage.correlate1d(v, [-1, 0, 1])``: IEEE float32 subtraction rounds the exact difference, as
     rounding scipy's float64 one does."""
-    p = np.pad(v, ((1, 1), (0, 0)) if axis == 0 else ((0, 0), (1, 1)), mode="symmetric")
-    n = v.shape[axis]
-    return _shifted(p, axis, n, 2) - _shifted(p, axis, n, 0)
+    before, _, after = _taps(v, 1, axis, "symmetric")
+    return after - before
 
 
 def _sym3(v: np.ndarray, centre: float, axis: int) -> np.ndarray:
     """``v[i - 1] + centre * v[i] + v[i + 1]`` of a float32 plane along ``axis`` (reflect borders), as
     ``scipy.ndimage.correlate1d(v, [1, centre, 1])``: summed in float64 (exact for a small integer ``centre``)
     and rounded once to float32."""
-    p = np.pad(v.astype(np.float64), ((1, 1), (0, 0)) if axis == 0 else ((0, 0), (1, 1)), mode="symmetric")
-    n = v.shape[axis]
-    out = _shifted(p, axis, n, 0) + _shifted(p, axis, n, 2)
-    out += _shifted(p, axis, n, 1) * centre
+    before, mid, after = _taps(v.astype(np.float64), 1, axis, "symmetric")
+    out = before + after
+    out += mid * centre
     return out.astype(np.float32)
 
 
