@@ -12,6 +12,7 @@ import argparse
 import inspect
 import json
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Callable
@@ -83,6 +84,13 @@ def _fraction(text: str) -> float:
     return v
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, not {text}")
+    return v
+
+
 def _saving(text: str) -> float:
     v = float(text)
     if not 0.0 <= v < 1.0:
@@ -148,7 +156,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     route = argparse.ArgumentParser(add_help=False)
     g = route.add_argument_group("defocus-aware routing")
     g.add_argument("--route", choices=["auto", "on", "off"], default="auto", help="route defocused patches (auto)")
-    g.add_argument("--threshold", type=float, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
+    g.add_argument("--threshold", type=_finite, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
     g.add_argument("--budget", type=_fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model")
     g.add_argument("--routes", type=int, choices=[2, 3], default=2, help="3 adds a bicubic route for heavy blur")
     g.add_argument(
@@ -259,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-s", "--scale", type=_positive, default=4)
     sp.add_argument("-m", "--model", help="model name/path, or bicubic / identity (default: the shipped default)")
     sp.add_argument("--route", choices=["auto", "on", "off"], default="off", help="routed SR (sr only; default off)")
-    sp.add_argument("--threshold", type=float, metavar="SIGMA")
+    sp.add_argument("--threshold", type=_finite, metavar="SIGMA")
     sp.add_argument("--budget", type=_fraction, metavar="FRAC")
     sp.add_argument("--routes", type=int, choices=[2, 3])
     sp.add_argument("--limit", type=_positive, help="first N images only")

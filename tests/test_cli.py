@@ -85,6 +85,8 @@ class TestHelp:
         assert code == 2 and "--router" in err
         code, _, err = run(capsys, "upscale", "-i", tmp_path, "--min-saving", "1")
         assert code == 2 and "--min-saving" in err and "[0, 1)" in err
+        code, _, err = run(capsys, "upscale", "-i", tmp_path, "--threshold", "nan")
+        assert code == 2 and "--threshold" in err and "finite" in err
 
 
 # --------------------------------------------------------------------------- models
@@ -329,6 +331,11 @@ class TestBadInput:
     def test_wrong_scale(self, capsys, untrained, image_folder, tmp_path):
         code, _, err = run(capsys, "upscale", "-i", image_folder, "-o", tmp_path / "o", "-m", "edsr-s-x2", "-s", "4")
         assert code == 1 and "x2" in err and "x4" in err and err.count("\n") == 1
+
+    def test_negative_sigma_threshold(self, capsys, image_folder, tmp_path):
+        code, _, err = run(capsys, "upscale", "-i", image_folder / "a.png", "-o", tmp_path / "o", "--threshold", "-1")
+        assert code == 1 and "blur sigma in LR pixels (>= 0)" in err and "Traceback" not in err
+        assert files(tmp_path / "o") == []
 
     def test_wrong_task(self, capsys, untrained, image_folder, tmp_path):
         code, _, err = run(capsys, "deblur", "-i", image_folder, "-o", tmp_path / "o", "-m", "edsr-s-x2")

@@ -558,6 +558,18 @@ class TestUpscaleRouted:
         with pytest.raises(UsageError, match="sigma map is 96x128 but the LR image is 48x64"):
             upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=np.zeros((96, 128), np.float32))
 
+    def test_bad_thresholds(self, pair):
+        with pytest.raises(UsageError, match="blur sigma in LR pixels"):
+            upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=-0.5)
+        with pytest.raises(UsageError, match="blur sigma in LR pixels"):
+            upscale_routed(
+                rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=(-1.0, 2.0), routes=3
+            )
+        with pytest.raises(UsageError, match="finite"):
+            upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=float("nan"))
+        # texture scores live on their own (log) scale: a negative threshold is meaningful there
+        upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), threshold=-3.0, scorer="texture")
+
     def test_bad_scorer_and_image(self, pair):
         with pytest.raises(UsageError, match="scorer"):
             upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), scorer="magic")
