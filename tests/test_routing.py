@@ -314,6 +314,10 @@ class TestPlan:
         for bad in (-0.1, 1.0):
             with pytest.raises(UsageError, match="min_saving"):
                 plan_routes(sig, scale=2, threshold=1.0, min_saving=bad)
+        with pytest.raises(UsageError, match="blur sigma in LR pixels"):
+            plan_routes(sig, scale=2, threshold=-1.0)
+        with pytest.raises(UsageError, match="finite"):
+            plan_routes(scores=np.zeros((2, 2)), shape=(16, 16), patch=8, scale=2, scorer="texture", threshold=np.inf)
 
     def test_min_saving_small_savings_run_all_heavy(self):
         scores = np.zeros((16, 16), np.float32)

@@ -519,12 +519,6 @@ def upscale_routed(
         router = router or router_for(s, hi.name, map_kwargs, depth is not None)
         if router is None:
             raise NotAvailableError(f"no learned router for x{s} with {hi.name} and this map; use the defocus scorer")
-    if threshold is not None:
-        ths = threshold if isinstance(threshold, tuple | list) else (threshold,)
-        if not all(np.isfinite(float(t)) for t in ths):
-            raise UsageError(f"the routing threshold must be a finite number, got {threshold}")
-        if scorer == "defocus" and min(float(t) for t in ths) < 0:
-            raise UsageError(f"a defocus threshold is a blur sigma in LR pixels (>= 0), got {threshold}")
     need_map = scorer in ("defocus", "learned") or li.in_channels == 4
     m_macs = 0.0
     if sigma_lr is None and need_map:

@@ -787,6 +787,12 @@ def plan_routes(
         min_saving = 0.0  # a budget asks for that cost: it is not second-guessed
     if budget is not None and not 0.0 < budget <= 1.0:
         raise UsageError(f"budget is a fraction of the heavy model's FLOPs in (0, 1], got {budget}")
+    if threshold is not None:
+        given = [float(t) for t in (threshold if isinstance(threshold, (tuple, list)) else (threshold,))]
+        if not all(np.isfinite(given)):
+            raise UsageError(f"the routing threshold must be a finite number, got {threshold}")
+        if scorer == "defocus" and min(given) < 0:
+            raise UsageError(f"a defocus threshold is a blur sigma in LR pixels (>= 0), got {threshold}")
     if patch < 2 or overlap < 0 or context < 0 or (side_context is not None and side_context < 0):
         raise UsageError(
             f"bad grid: patch={patch} (>= 2), overlap={overlap}, context={context} "
