@@ -216,6 +216,8 @@ class RunReport:
 
 # ``router`` choices of Upscaler / upscale / ``blurwise upscale --router`` -> upscale_routed's scorer
 ROUTERS = {"auto": "auto", "learned": "learned", "map": "defocus"}
+# ``map_precision`` choices (``blurwise upscale --map-precision``): see blurwise.routing.map_precision
+MAP_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class Upscaler:
@@ -238,6 +240,7 @@ class Upscaler:
         routes: int = 2,
         router: str = "auto",
         min_saving: float | None = None,
+        map_precision: str = "auto",
         tile: int = 0,
         tile_pad: int = 16,
         device: Any = "auto",
@@ -256,13 +259,20 @@ class Upscaler:
             raise UsageError(f"budget must be a fraction in (0, 1], not {budget}")
         if min_saving is not None and not 0.0 <= min_saving < 1.0:
             raise UsageError(f"min_saving must be a fraction in [0, 1), not {min_saving}")
+        if map_precision not in MAP_PRECISIONS:
+            raise UsageError(f"map precision must be one of {', '.join(MAP_PRECISIONS)}, not {map_precision!r}")
         if tile < 0 or tile_pad < 0:
             raise UsageError("tile and tile-pad must be >= 0")
         self.scale = int(scale)
         if self.scale < 1:
             raise UsageError(f"scale must be a positive integer, not {scale}")
         self.route_opts = dict(
-            threshold=threshold, budget=budget, routes=routes, scorer=ROUTERS[router], min_saving=min_saving
+            threshold=threshold,
+            budget=budget,
+            routes=routes,
+            scorer=ROUTERS[router],
+            min_saving=min_saving,
+            map_half=None if map_precision == "auto" else map_precision,
         )
         self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
         self.notes: list[str] = []
@@ -418,6 +428,7 @@ def upscale(
     routes: int = 2,
     router: str = "auto",
     min_saving: float | None = None,
+    map_precision: str = "auto",
     depth: Any = None,
     tile: int = 0,
     tile_pad: int = 16,
@@ -436,7 +447,9 @@ def upscale(
     from the defocus map and the texture), "map" (the defocus map's blur against ``threshold``), or
     "auto" (the learned router where one ships for the scale and no sigma ``threshold`` is given).
     A routed plan saving less than ``min_saving`` of the heavy FLOPs runs the heavy model everywhere
-    (None: ``blurwise.routing.DEFAULT_MIN_SAVING``; 0: route whatever it saves).
+    (None: ``blurwise.routing.DEFAULT_MIN_SAVING``; 0: route whatever it saves). ``map_precision``: the
+    defocus map's arithmetic, "auto" (bf16 on CPUs with bf16 units, where it is 2x faster; on a GPU as
+    ``half``), "fp32" (the same routes on every machine), "bf16" or "fp16".
     ``depth`` (HW array or file) helps the defocus map. ``tile`` 0 picks the tile size from memory.
     ``half``: None (fp32), "auto", "fp16" or "bf16". With ``return_report`` returns (image, RunReport).
 
@@ -457,6 +470,7 @@ def upscale(
         routes=routes,
         router=router,
         min_saving=min_saving,
+        map_precision=map_precision,
         tile=tile,
         tile_pad=tile_pad,
         device=device,

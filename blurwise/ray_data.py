@@ -49,7 +49,8 @@ __all__ = ["TASKS", "ImageMapper", "RayResult", "plan_rows", "build_dataset", "p
 
 TASKS = ("upscale", "deblur")
 _UPSCALE_KEYS = (
-    "scale model light route threshold budget routes router min_saving tile tile_pad device half compile trust_pickle"
+    "scale model light route threshold budget routes router min_saving map_precision "
+    "tile tile_pad device half compile trust_pickle"
 ).split()
 _DEBLUR_KEYS = "model stages tile tile_pad device half compile trust_pickle".split()
 

@@ -24,6 +24,7 @@ NaN/Inf outputs is rerun in fp32.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -46,6 +47,7 @@ __all__ = [
     "is_oom",
     "resolve_device",
     "half_dtype",
+    "cpu_has_fast_bf16",
     "forward_batch",
 ]
 
@@ -328,6 +330,28 @@ def half_dtype(half: bool | str, device: torch.device) -> torch.dtype | None:
     if half in ("bf16", "bfloat16"):
         return torch.bfloat16
     raise ValueError(f"half must be False, True, 'fp16' or 'bf16', got {half!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        text = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()  # noqa: SIM115 - read once
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+def cpu_has_fast_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16 units; Linux ``/proc/cpuinfo``).
+
+    There a small bf16 conv net runs 2-2.5x faster than in fp32; elsewhere oneDNN emulates bf16, more slowly
+    than fp32, so callers that pick bf16 by themselves ask this first. ``flags`` overrides the CPU's (tests).
+    """
+    f = _cpu_flags() if flags is None else flags
+    return "amx_bf16" in f or "avx512_bf16" in f
 
 
 def _batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:

@@ -131,6 +131,8 @@ class TestModels:
             blurwise.upscale(img, 2, model="edsr-s-x2", routes=4, device="cpu")
         with pytest.raises(UsageError, match="half"):
             blurwise.upscale(img, 2, model="edsr-s-x2", half="fp8", device="cpu")
+        with pytest.raises(UsageError, match="map precision"):
+            blurwise.upscale(img, 2, model="edsr-s-x2", map_precision="int8", device="cpu")
 
     def test_devices(self):
         import torch

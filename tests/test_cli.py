@@ -87,6 +87,8 @@ class TestHelp:
         assert code == 2 and "--min-saving" in err and "[0, 1)" in err
         code, _, err = run(capsys, "upscale", "-i", tmp_path, "--threshold", "nan")
         assert code == 2 and "--threshold" in err and "finite" in err
+        code, _, err = run(capsys, "upscale", "-i", tmp_path, "--map-precision", "int8")
+        assert code == 2 and "--map-precision" in err
 
 
 # --------------------------------------------------------------------------- models

@@ -912,3 +912,55 @@ def test_routing_does_not_import_scipy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags():
+    """bf16 is picked by default only on CPUs that multiply it in hardware (elsewhere it is emulated, slower)."""
+    from blurwise.tiling import cpu_has_fast_bf16
+
+    assert cpu_has_fast_bf16(frozenset({"avx2", "amx_bf16", "amx_tile"}))
+    assert cpu_has_fast_bf16({"avx512f", "avx512_bf16"})
+    assert not cpu_has_fast_bf16({"avx2", "avx512f", "avx512bw"})
+    assert not cpu_has_fast_bf16(frozenset())
+    assert isinstance(cpu_has_fast_bf16(), bool)  # this machine's flags (False where /proc/cpuinfo is missing)
+
+
+def test_map_precision_default_and_choices(monkeypatch):
+    """auto: bf16 on a CPU with bf16 units, fp32 on other CPUs, the models' half on a GPU; explicit wins."""
+    import blurwise.tiling as tiling
+    from blurwise.routing import map_precision
+
+    monkeypatch.setattr(tiling, "cpu_has_fast_bf16", lambda flags=None: True)
+    assert map_precision(None, False, "cpu") == "bf16"
+    assert map_precision(None, False, torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(tiling, "cpu_has_fast_bf16", lambda flags=None: False)
+    assert map_precision(None, False, "cpu") is False
+    assert map_precision(None, True, "cpu") is False  # CPU: only where it is native, whatever the models do
+    assert map_precision(None, "fp16", torch.device("cuda")) == "fp16"
+    assert map_precision(None, False, torch.device("cuda")) is False
+    assert map_precision("fp32", "fp16", torch.device("cuda")) is False
+    assert map_precision("bf16", False, "cpu") == "bf16"
+    with pytest.raises(UsageError, match="map precision"):
+        map_precision("int8", False, "cpu")
+
+
+def test_bf16_map_is_close_and_fp32_map_is_the_default_estimate():
+    """A bf16 map decides nearly the same routes; map_half='fp32' reproduces estimate_lr_map exactly."""
+    from blurwise.routing import estimate_lr_map, lr_map_kwargs
+
+    if lr_map_kwargs(4).get("method") != "learned":
+        pytest.skip("the learned x4 map is not shipped")
+    lr = rgb(48, 64)
+    for _ in range(6):  # right half defocused: repeated [1, 2, 1] / 4 smoothing
+        for ax in (0, 1):
+            lr[:, 32:] = (np.roll(lr[:, 32:], 1, ax) + 2 * lr[:, 32:] + np.roll(lr[:, 32:], -1, ax)) / 4
+    ref = estimate_lr_map(lr, 4)
+    low = estimate_lr_map(lr, 4, half="bf16")
+    assert low.dtype == np.float32 and low.shape == ref.shape
+    assert np.median(np.abs(low - ref)) < 0.02 and np.abs(low - ref).max() < 0.5  # LR px of sigma
+    _, rep = upscale_routed(lr, heavy="edsr-s-x4", device="cpu", map_half="fp32")
+    np.testing.assert_array_equal(rep.sigma_lr, ref)
+    _, rep = upscale_routed(lr, heavy="edsr-s-x4", device="cpu", map_half="bf16")
+    np.testing.assert_array_equal(rep.sigma_lr, low)
+    with pytest.raises(UsageError, match="map precision"):
+        upscale_routed(lr, heavy="edsr-s-x4", device="cpu", map_half="int8")

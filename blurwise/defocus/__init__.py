@@ -99,6 +99,7 @@ def defocus_details(
     calibrate: bool = True,
     n_segments: int | None = None,
     device: str | None = None,
+    half: bool | str = False,
 ) -> DefocusResult:
     """Like :func:`estimate_defocus` but returns a :class:`DefocusResult` (map, regions, timings)."""
     # The edge, segmentation and propagation modules (scipy, scikit-image) are imported where they are used:
@@ -150,7 +151,7 @@ def defocus_details(
         from blurwise.defocus.learned import learned_defocus
 
         t1 = time.perf_counter()
-        dense = learned_defocus(img, lr_scale=int(lr_scale), device=device)
+        dense = learned_defocus(img, lr_scale=int(lr_scale), device=device, half=half)
         t["network"] = time.perf_counter() - t1
         flat = None
         if labels is not None:
@@ -208,7 +209,7 @@ def estimate_defocus(
     ``edge``, raw network output for ``learned``).
     ``lr_scale``: the image is the LR input of an x``lr_scale`` SR (bicubic-downscaled); the estimate
     is calibrated for it. Leave 1 for full-resolution photos.
-    Other keyword arguments go to :func:`defocus_details` (e.g. ``device`` for the learned CNN,
+    Other keyword arguments go to :func:`defocus_details` (e.g. ``device`` and ``half`` for the learned CNN,
     ``calibrate=False`` for the raw edge law, ``propagation="matting"`` with ``segmenter="none"``).
     """
     return defocus_details(

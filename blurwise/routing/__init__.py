@@ -330,15 +330,52 @@ def lr_map_macs(shape: tuple[int, int], scale: int, depth: bool = False, **kw: A
     return map_macs(shape, mk.get("method", "auto"), mk.get("segmenter", "auto"), lr_scale=scale)
 
 
-def estimate_lr_map(lr: np.ndarray, scale: int, depth: np.ndarray | None = None, **kw: Any) -> np.ndarray:
-    """Defocus map of an LR image (sigma in LR px), calibrated for an x``scale`` bicubic-made LR input."""
+def estimate_lr_map(
+    lr: np.ndarray,
+    scale: int,
+    depth: np.ndarray | None = None,
+    *,
+    device: Any = None,
+    half: bool | str = False,
+    **kw: Any,
+) -> np.ndarray:
+    """Defocus map of an LR image (sigma in LR px), calibrated for an x``scale`` bicubic-made LR input.
+
+    ``device`` and ``half`` say where and in what precision the learned estimator runs (not which
+    estimator: ``kw`` does, see :func:`lr_map_kwargs`); the edge/DGS estimator ignores them.
+    """
     try:
         from blurwise.defocus import estimate_defocus
     except ImportError:
         raise NotAvailableError("defocus map estimation is not available; pass sigma_lr or use --route off") from None
     kw = lr_map_kwargs(scale, depth is not None, **kw)
     kw.setdefault("lr_scale", scale)
+    if kw.get("method") == "learned":
+        kw.setdefault("device", None if device is None else str(device))
+        kw.setdefault("half", half)
     return np.asarray(estimate_defocus(lr, depth, **kw), dtype=np.float32)
+
+
+def map_precision(map_half: bool | str | None, half: bool | str, device: Any) -> bool | str:
+    """The precision the routing map runs in: ``map_half`` when given (False = fp32, "bf16", "fp16"); by
+    default the SR models' ``half`` on a GPU, and on a CPU bf16 where it is native (AMX / AVX512-BF16).
+
+    The map only decides routes (which side of a threshold each patch lies on; on the router's 48
+    calibration items a bf16 map moves the cut by 0.2 points and the loss by 0.002 dB, see
+    docs/results/routed_sr_history.md), and on such CPUs it takes 3-5% of a whole-image heavy run in fp32.
+    """
+    import torch
+
+    if map_half is not None:
+        if map_half not in (False, True, "fp32", "no", "fp16", "float16", "bf16", "bfloat16"):
+            raise UsageError(f"map precision must be fp32, fp16 or bf16, not {map_half!r}")
+        return False if map_half in ("fp32", "no") else map_half
+    dev = torch.device("cpu" if device in (None, "auto") else device)
+    if dev.type == "cpu":
+        from blurwise.tiling import cpu_has_fast_bf16
+
+        return "bf16" if cpu_has_fast_bf16() else False
+    return half
 
 
 # ---------------------------------------------------------------------- learned router
@@ -461,6 +498,7 @@ def upscale_routed(
     smooth: float | str | None = "auto",
     edges: float | str | None = "auto",
     min_saving: float | None = None,
+    map_half: bool | str | None = None,
 ) -> tuple[np.ndarray, RouteReport]:
     """Defocus-aware SR of ``lr`` (HWC RGB, float in [0, 1] or 8/16-bit): returns (SR image, RouteReport).
 
@@ -493,6 +531,8 @@ def upscale_routed(
     there (``edge_share`` in the report). "auto": :func:`default_edges` as for ``smooth``; None: off.
     ``min_saving``: a plan saving less than this fraction of the heavy model's FLOPs runs the heavy model
     everywhere (None: :data:`DEFAULT_MIN_SAVING`; 0: route whatever it saves; ignored with a ``budget``).
+    ``map_half``: the precision of the map estimated here (:func:`map_precision`; None: bf16 on CPUs with
+    bf16 units, else as ``half``; False or "fp32": full precision, the same routes on every CPU).
     """
     t_start = time.perf_counter()
     arr = _as_unit_float(lr)
@@ -520,10 +560,12 @@ def upscale_routed(
         if router is None:
             raise NotAvailableError(f"no learned router for x{s} with {hi.name} and this map; use the defocus scorer")
     need_map = scorer in ("defocus", "learned") or li.in_channels == 4
+    mdev = next((p.device for p in hm.parameters()), device)  # the map runs beside the heavy model
+    mhalf = map_precision(map_half, half, mdev)
     m_macs = 0.0
     if sigma_lr is None and need_map:
         t0 = time.perf_counter()
-        sigma_lr = estimate_lr_map(arr, s, depth, **(map_kwargs or {}))
+        sigma_lr = estimate_lr_map(arr, s, depth, device=mdev, half=mhalf, **(map_kwargs or {}))
         timings["map"] = time.perf_counter() - t0
         m_macs = lr_map_macs((h, w), s, depth is not None, **(map_kwargs or {}))
         if threshold is None and budget is None and scorer == "defocus":
