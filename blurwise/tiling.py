@@ -30,6 +30,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -335,7 +336,7 @@ def half_dtype(half: bool | str, device: torch.device) -> torch.dtype | None:
 @functools.lru_cache(maxsize=1)
 def _cpu_flags() -> frozenset[str]:
     try:
-        text = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()  # noqa: SIM115 - read once
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
         return frozenset()
     for line in text.splitlines():

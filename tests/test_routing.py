@@ -964,3 +964,23 @@ def test_bf16_map_is_close_and_fp32_map_is_the_default_estimate():
     np.testing.assert_array_equal(rep.sigma_lr, low)
     with pytest.raises(UsageError, match="map precision"):
         upscale_routed(lr, heavy="edsr-s-x4", device="cpu", map_half="int8")
+
+
+def test_the_map_runs_on_the_heavy_models_device_in_the_asked_precision(pair, monkeypatch):
+    """The estimated map gets the heavy model's device and the resolved precision (on a GPU the map used to
+    run on the CPU); a given map is used as is."""
+    import blurwise.defocus
+
+    seen: list[dict] = []
+
+    def fake(im, depth=None, **k):
+        seen.append(k)
+        return two_region_map(*im.shape[:2])
+
+    monkeypatch.setattr(blurwise.defocus, "estimate_defocus", fake)
+    heavy, light = pair
+    upscale_routed(rgb(), heavy=heavy, light=light, threshold=0.5, map_half="bf16")
+    upscale_routed(rgb(), heavy=heavy, light=light, threshold=0.5, map_half="fp32")
+    assert [(k["device"], k["half"]) for k in seen] == [("cpu", "bf16"), ("cpu", False)]
+    upscale_routed(rgb(), heavy=heavy, light=light, threshold=0.5, sigma_lr=two_region_map(), map_half="bf16")
+    assert len(seen) == 2

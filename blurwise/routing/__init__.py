@@ -350,9 +350,8 @@ def estimate_lr_map(
         raise NotAvailableError("defocus map estimation is not available; pass sigma_lr or use --route off") from None
     kw = lr_map_kwargs(scale, depth is not None, **kw)
     kw.setdefault("lr_scale", scale)
-    if kw.get("method") == "learned":
-        kw.setdefault("device", None if device is None else str(device))
-        kw.setdefault("half", half)
+    kw.setdefault("device", None if device is None else str(device))
+    kw.setdefault("half", half)
     return np.asarray(estimate_defocus(lr, depth, **kw), dtype=np.float32)
 
 
