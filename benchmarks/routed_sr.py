@@ -224,9 +224,10 @@ def bench_image(
     rec: dict[str, Any] = {"shape": lr.shape[:2], "full_macs": lr.shape[0] * lr.shape[1] * heavy[1].macs_per_pixel}
     # Every timed method runs once per round, rounds repeated: load drift on a shared machine then hits
     # all methods alike, and each method's time is the median over the rounds.
+    map_half = map_precision(None, False, dev)  # the map's precision in the default routing
     fns: dict[Any, Any] = {
         "bicubic": lambda: np.clip(imresize(lr, scale=s), 0, 1),
-        "map": lambda: estimate_lr_map(lr, s, device=dev, half=map_precision(None, False, dev)),  # as routed
+        "map": lambda: estimate_lr_map(lr, s, device=dev, half=map_half),  # as routed
         "ebmsr": lambda: run_light_alone(light, lr, estimate_lr_map(lr, s), dev),
         "off": lambda: run_off(heavy, lr, s, dev),
     }

@@ -365,14 +365,16 @@ def map_precision(map_half: bool | str | None, half: bool | str, device: Any) ->
     """
     import torch
 
+    from blurwise.tiling import cpu_has_fast_bf16, half_dtype
+
     if map_half is not None:
-        if map_half not in (False, True, "fp32", "no", "fp16", "float16", "bf16", "bfloat16"):
-            raise UsageError(f"map precision must be fp32, fp16 or bf16, not {map_half!r}")
-        return False if map_half in ("fp32", "no") else map_half
+        try:  # the spellings every ``half`` flag takes
+            fp32 = half_dtype(map_half, torch.device("cpu")) is None
+        except ValueError:
+            raise UsageError(f"map precision must be fp32, fp16 or bf16, not {map_half!r}") from None
+        return False if fp32 else map_half
     dev = torch.device("cpu" if device in (None, "auto") else device)
     if dev.type == "cpu":
-        from blurwise.tiling import cpu_has_fast_bf16
-
         return "bf16" if cpu_has_fast_bf16() else False
     return half
 
