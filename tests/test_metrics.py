@@ -216,6 +216,41 @@ class TestImresize:
         out_64 = imresize_torch(t.double() / 255, scale, size=size).permute(0, 2, 3, 1).numpy()
         assert np.abs(out_64 - ref_f).max() < 1e-12
 
+    @pytest.mark.parametrize("scale", [1, 2, 3, 4])
+    @pytest.mark.parametrize("size", [(1, 1), (2, 5), (13, 9)])
+    def test_phase_filter_upscaling_equals_imresize(self, scale, size):
+        # the routed SR's bicubic route: MATLAB's numbers, borders (mirrored, also past a 1-2 px axis) included
+        import torch
+
+        from blurwise.metrics.imresize import upscale_bicubic_torch
+
+        imgs = np.stack([rng_image(*size, seed=s) for s in range(2)]).astype(np.float64) / 255
+        ref = np.stack([imresize(im, scale) for im in imgs])
+        out = upscale_bicubic_torch(torch.from_numpy(imgs).permute(0, 3, 1, 2), scale).permute(0, 2, 3, 1).numpy()
+        assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-12
+        out32 = upscale_bicubic_torch(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), scale)
+        assert out32.dtype == torch.float32 and np.abs(out32.permute(0, 2, 3, 1).numpy() - ref).max() < 1e-5
+
+    def test_phase_filter_upscaling_errors(self):
+        import torch
+
+        from blurwise.metrics.imresize import upscale_bicubic_torch
+
+        with pytest.raises(ValueError, match="integer scale"):
+            upscale_bicubic_torch(torch.zeros(1, 3, 4, 4), 1.5)
+        with pytest.raises(ValueError, match="float NCHW"):
+            upscale_bicubic_torch(torch.zeros(3, 4, 4), 2)
+
+
+def test_import_does_not_load_scipy():
+    # the routed SR path resizes but needs no quality metric: importing the resizer must not pull scipy in
+    import subprocess
+    import sys
+
+    code = "import sys, blurwise.metrics.imresize, blurwise.models.ebmsr; print('scipy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
 
 # --------------------------------------------------------------------------- flops
 

@@ -10,6 +10,7 @@ from blurwise.errors import NotAvailableError, UsageError
 from blurwise.models import create_model, load_model
 from blurwise.models.registry import get_variant, is_shipped
 from blurwise.routing import (
+    BICUBIC,
     HEAVY,
     LIGHT,
     defocus_scores,
@@ -105,7 +106,7 @@ class TestRoutedSR:
         _, rep = upscale_routed(lr, heavy=self.heavy, sigma_lr=np.zeros((32, 32), np.float32))
         assert rep.scorer == "defocus"  # a given map: the router never saw such maps
         _, rep = upscale_routed(lr, heavy=self.heavy, routes=3)
-        assert rep.scorer == "defocus"
+        assert rep.scorer == "learned"  # the router decides heavy or cheap, the map which cheap route
 
     def test_router_decisions_follow_texture_and_blur(self):
         from scipy import ndimage
@@ -119,6 +120,25 @@ class TestRoutedSR:
         assert np.mean(rm[:, :40] == LIGHT) > 0.8
         assert np.mean(rm[:, 56:] == HEAVY) > 0.8
 
+    def test_three_routes_bicubic_where_the_router_goes_light_and_the_map_sees_strong_blur(self):
+        from scipy import ndimage
+
+        tex = _texture(48, 144, seed=3)
+        lr = tex.copy()
+        lr[:, :48] = ndimage.gaussian_filter(tex[:, :48], (4, 4, 0))  # left: very defocused
+        sig = np.zeros((48, 144), np.float32)
+        sig[:, :48] = 4.0
+        sig[:, 48:96] = 0.5  # middle: mildly blurred (light, but below the bicubic threshold)
+        lr[:, 48:96] = ndimage.gaussian_filter(tex[:, 48:96], (0.5, 0.5, 0))
+        two, rep2 = upscale_routed(lr, heavy=self.heavy, sigma_lr=sig, scorer="learned")
+        three, rep3 = upscale_routed(lr, heavy=self.heavy, sigma_lr=sig, scorer="learned", routes=3)
+        g2, g3 = rep2.plan.route_map(), rep3.plan.route_map()
+        assert np.array_equal(g2 == HEAVY, g3 == HEAVY)  # the router's heavy patches are the same
+        assert np.mean(g3[:, :40] == BICUBIC) > 0.8
+        assert not (g3[:, 56:] == BICUBIC).any()  # below 4 px of HR blur: never bicubic
+        assert rep3.flops_fraction < rep2.flops_fraction and rep3.fractions["bicubic"] > 0.2
+        assert three.shape == two.shape
+
     def test_scores_threshold_and_cost(self):
         lr = _texture(24, 40)
         sig = np.zeros((24, 40), np.float32)
@@ -130,8 +150,6 @@ class TestRoutedSR:
 
     def test_bad_combinations(self):
         lr = _texture(16, 16)
-        with pytest.raises(UsageError, match="two routes"):
-            upscale_routed(lr, heavy=self.heavy, scorer="learned", routes=3)
         with pytest.raises(UsageError, match="smooth"):
             upscale_routed(lr, heavy=self.heavy, scorer="learned", smooth=1.0)
         with pytest.raises(UsageError, match="scorer"):

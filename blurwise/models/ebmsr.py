@@ -9,13 +9,13 @@ About 3% of the MACs per pixel of the ``edsr-s`` teacher it is distilled from (s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from blurwise.metrics.imresize import bicubic_phase_taps
 from blurwise.models.registry import ArchSpec, Variant, register_arch, register_variant
 
 
@@ -44,41 +44,19 @@ class SFTBlock(nn.Module):
         return f + self.act(self.conv(self.sft(f, cond)))
 
 
-def bicubic_phase_taps(scale: int, a: float = -0.75) -> torch.Tensor:
-    """Bicubic upsampling by ``scale`` as LR filters, one per output sub-pixel: (s*s, 1, 5, 5) for a
-    pixel shuffle, equal to ``F.interpolate(mode="bicubic", align_corners=False)`` on a 2 px replicate pad.
-
-    Upsampling this way runs at LR resolution and shares the tail's pixel shuffle, instead of filtering
-    s*s times as many HR pixels and adding two HR images (a third of EBM-SR's CPU time at x4).
-    """
-
-    def w(x: float) -> float:  # Keys' cubic convolution kernel, PyTorch's A = -0.75
-        x = abs(x)
-        if x <= 1:
-            return (a + 2) * x**3 - (a + 3) * x**2 + 1
-        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a if x < 2 else 0.0
-
-    rows = torch.zeros(scale, 5, dtype=torch.float64)
-    for p in range(scale):
-        d = (p + 0.5) / scale - 0.5  # source offset of sub-pixel p from its LR pixel
-        fl = math.floor(d)
-        t = d - fl
-        for j, wt in enumerate((w(1 + t), w(t), w(1 - t), w(2 - t))):  # LR taps fl-1 .. fl+2, window -2 .. 2
-            rows[p, fl + 1 + j] += wt
-    taps = rows[:, None, :, None] * rows[None, :, None, :]  # (py, px, 5, 5): outer product per phase
-    return taps.reshape(scale * scale, 1, 5, 5).float()
-
-
 class BicubicPhases(nn.Conv2d):
     """Fixed grouped conv (not trained, not in the state dict): bicubic upsampling of ``channels`` by
-    ``scale`` as ``s*s`` sub-pixel channels per input channel, ready for a pixel shuffle. A conv module,
-    so the MAC counters see its cost."""
+    ``scale`` as ``s*s`` sub-pixel channels per input channel, ready for a pixel shuffle, equal to
+    ``F.interpolate(mode="bicubic", align_corners=False)`` (2 px replicate pad). It shares the tail's pixel
+    shuffle instead of filtering the HR image and adding two HR images (a third of EBM-SR's CPU time at x4).
+    A conv module, so the MAC counters see its cost."""
 
     def __init__(self, scale: int, channels: int = 3) -> None:
         s2 = scale * scale
         super().__init__(channels, channels * s2, 5, padding=2, padding_mode="replicate", groups=channels, bias=False)
         del self.weight
-        self.register_buffer("weight", bicubic_phase_taps(scale).repeat(channels, 1, 1, 1), persistent=False)
+        taps = bicubic_phase_taps(scale, a=-0.75).float()  # PyTorch's bicubic kernel
+        self.register_buffer("weight", taps.repeat(channels, 1, 1, 1), persistent=False)
 
 
 SIGMA_MAX_HR = 6.0  # largest Gaussian sigma (HR px) of the defocused-SR training renders (max CoC ~25 px)

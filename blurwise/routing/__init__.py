@@ -508,13 +508,14 @@ def upscale_routed(
     estimated with ``blurwise.defocus.estimate_defocus(lr, depth)`` when not given (timed and counted).
     ``threshold`` (LR px; sigma_HR = scale x sigma_LR; default :func:`default_threshold_hr`) or
     ``budget`` (fraction of the heavy model's FLOPs) decide the routes; ``routes=3`` adds the bicubic route for very
-    defocused patches. ``scorer`` = "learned" | "defocus" | "texture" | "random" picks what the patches are
-    ranked by: the learned router (``router``: default :func:`router_for`; it predicts from the map and the
-    texture what the light route costs on each patch; a ``threshold`` is then in its units, the predicted
-    asinh(dMSE / 2), default the calibrated one in its metadata), the map alone (DCE), or texture and
-    random (they need a threshold in their own units or a budget). "auto" = "learned" when a router
-    applies (:func:`router_for`, the map estimated here, two routes, no sigma ``threshold``), else
-    "defocus". ``stat`` is the
+    defocused patches (with the learned router: the patches it sends light whose map is at least
+    ``default_threshold(scale, bicubic=True)`` over the whole patch and its blend band).
+    ``scorer`` = "learned" | "defocus" | "texture" | "random" picks what the patches are ranked by: the
+    learned router (``router``: default :func:`router_for`; it predicts from the map and the texture what
+    the light route costs on each patch; a ``threshold`` is then in its units, the predicted asinh(dMSE / 2),
+    default the calibrated one in its metadata), the map alone (DCE), or texture and random (they need a
+    threshold in their own units or a budget). "auto" = "learned" when a router applies
+    (:func:`router_for`, the map estimated here, no sigma ``threshold``), else "defocus". ``stat`` is the
     per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
     percentile; None: :func:`default_stat` for an estimated map, "min" for a given one). Grid:
     ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
@@ -549,14 +550,10 @@ def upscale_routed(
     timings: dict[str, float] = {}
     if scorer == "auto":
         auto_router = router or (
-            router_for(s, hi.name, map_kwargs, depth is not None)
-            if sigma_lr is None and routes == 2 and threshold is None
-            else None
+            router_for(s, hi.name, map_kwargs, depth is not None) if sigma_lr is None and threshold is None else None
         )
         scorer, router = ("learned", auto_router) if auto_router else ("defocus", None)
     elif scorer == "learned":
-        if routes != 2:
-            raise UsageError("the learned router decides between two routes; use the defocus scorer for routes=3")
         router = router or router_for(s, hi.name, map_kwargs, depth is not None)
         if router is None:
             raise NotAvailableError(f"no learned router for x{s} with {hi.name} and this map; use the defocus scorer")
@@ -622,7 +619,12 @@ def upscale_routed(
         elif threshold is not None:
             common["threshold"] = -float(threshold)  # given as a predicted loss: light at or below it
         common["map_macs"] = m_macs + r_macs
-        plan = plan_routes(scores=scores, shape=(h, w), **common)  # type: ignore[arg-type]
+        bic = None
+        if routes == 3:  # the router separates heavy from light; the map picks the light patches bicubic can take
+            assert sigma_lr is not None
+            blur = defocus_scores(sigma_lr, patch=patch, margin=overlap, stat="min")
+            bic = blur >= default_threshold(s, bicubic=True)
+        plan = plan_routes(scores=scores, shape=(h, w), bicubic_ok=bic, **common)  # type: ignore[arg-type]
     elif scorer == "defocus":
         # a budget on a map with flat stretches is met finely by ranking equal-blur patches by texture;
         # with ``smooth``, smooth patches go light whatever the map says

@@ -45,9 +45,9 @@ ROUTE_NAMES = ("heavy", "light", "bicubic")
 DEFAULT_THRESHOLD_HR = 1.0
 # Third route (bicubic) default: sigma_HR >= 4 px, where even bicubic is > 55 dB (reference.md).
 DEFAULT_BICUBIC_THRESHOLD_HR = 4.0
-# MACs per LR pixel of MATLAB-style bicubic upscaling (separable 4-tap per axis, 3 channels) per
-# output pixel times scale^2 output pixels per input pixel; multiplied by scale^2 in plan_routes.
-BICUBIC_MACS_PER_OUT_PX = 3 * 8
+# MACs of the bicubic route per output pixel (multiplied by scale^2 in plan_routes): MATLAB's bicubic runs as a
+# 5x5 LR filter per output sub-pixel and channel (metrics.imresize.upscale_bicubic_torch), 3 x 25.
+BICUBIC_MACS_PER_OUT_PX = 3 * 25
 # Grid defaults (LR px), measured in docs/results/routed_sr.md: 4 px patches route finely (coarse
 # patches lose the cut: a patch is only light when *all* of it is defocused); 1 px blend half-width
 # (a 2*scale HR px cross-fade); 2 px context beyond it, which kept the trained heavy model within
@@ -655,14 +655,18 @@ def _route_grid(
     min_light_cells: int,
     light_floor: np.ndarray | None = None,
     keep_heavy: np.ndarray | None = None,
+    bicubic_ok: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Each patch's route before the tile cover: thresholds, the light floor, the kept-heavy patches, then
-    cheap components too small to pay for their context promoted to heavy."""
+    """Each patch's route before the tile cover: thresholds, the light floor, the kept-heavy patches, the
+    light patches that may go bicubic, then cheap components too small to pay for their context promoted
+    to heavy."""
     grid = _decide(scores, thresholds, routes)
     if light_floor is not None:  # patches that go at least light whatever their score
         grid[(grid == HEAVY) & light_floor] = LIGHT
     if keep_heavy is not None:  # patches that stay heavy whatever their score (and the light floor)
         grid[keep_heavy] = HEAVY
+    if bicubic_ok is not None and routes == 3:  # a second opinion on the cheap side (e.g. the map's blur)
+        grid[(grid == LIGHT) & bicubic_ok] = BICUBIC
     return _fill_small_light(grid, min_light_cells)
 
 
@@ -754,6 +758,7 @@ def plan_routes(
     light_floor: np.ndarray | None = None,
     keep_heavy: np.ndarray | None = None,
     min_saving: float = 0.0,
+    bicubic_ok: np.ndarray | None = None,
 ) -> RoutePlan:
     """Decide the route of every LR patch and the tiles each model runs on.
 
@@ -773,6 +778,9 @@ def plan_routes(
     score (``plan.extra["floor_share"]``: the share of patches it moved); the all-heavy fallback ignores it.
     ``keep_heavy`` (bool per patch) keeps those patches heavy whatever their score or the light floor
     (``plan.extra["kept_share"]``: the share of patches that would otherwise have gone cheaper).
+    ``bicubic_ok`` (bool per patch, ``routes=3``) sends the patches the thresholds route light to the bicubic
+    route instead: how routes=3 works with scores that only separate heavy from light (the learned router),
+    the map deciding which light patches are blurred enough for bicubic.
     ``min_saving`` (with ``fallback``, not with a ``budget``): a plan that would save less than this fraction of
     the heavy model's FLOPs runs the heavy model everywhere instead (``plan.extra["fallback"]`` says so);
     :data:`DEFAULT_MIN_SAVING` is what ``upscale_routed`` uses.
@@ -813,7 +821,7 @@ def plan_routes(
         if np.shape(tie_scores) != scores.shape:
             raise UsageError(f"tie scores {np.shape(tie_scores)} do not match the patch grid {scores.shape}")
         scores = break_ties(scores, tie_scores)
-    for mask_name, mask in (("light_floor", light_floor), ("keep_heavy", keep_heavy)):
+    for mask_name, mask in (("light_floor", light_floor), ("keep_heavy", keep_heavy), ("bicubic_ok", bicubic_ok)):
         if mask is not None and np.shape(mask) != scores.shape:
             raise UsageError(f"{mask_name} {np.shape(mask)} does not match the patch grid {scores.shape}")
     mpp = {HEAVY: float(heavy_macs), LIGHT: float(light_macs), BICUBIC: float(BICUBIC_MACS_PER_OUT_PX * scale * scale)}
@@ -835,7 +843,7 @@ def plan_routes(
 
     def make(th: tuple[float, ...], do_fallback: bool = True) -> RoutePlan:
         lf = light_floor if do_fallback else None  # the fallback is everything heavy
-        decided = _route_grid(scores, th, routes, min_light_cells, lf, keep_heavy)
+        decided = _route_grid(scores, th, routes, min_light_cells, lf, keep_heavy, bicubic_ok)
         check = fallback and do_fallback and bool((decided != HEAVY).any())
         if check and min_saving > 0:
             # Every patch on its route with no context and no promotions: the cover can only add to this,
