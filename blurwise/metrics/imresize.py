@@ -15,11 +15,13 @@ import numpy as np
 __all__ = ["bicubic_phase_taps", "imresize", "imresize_torch", "resize_weights", "upscale_bicubic_torch"]
 
 
-def _cubic(x: np.ndarray) -> np.ndarray:
-    """Keys' cubic kernel with a = -0.5, as in MATLAB."""
+def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic kernel; a = -0.5 as in MATLAB (-0.75: PyTorch's bicubic)."""
     ax = np.abs(x)
     ax2, ax3 = ax**2, ax**3
-    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
+    inner = (a + 2) * ax3 - (a + 3) * ax2 + 1
+    outer = a * ax3 - 5 * a * ax2 + 8 * a * ax - 4 * a
+    return inner * (ax <= 1) + outer * ((ax > 1) & (ax <= 2))
 
 
 @lru_cache(maxsize=64)
@@ -136,18 +138,13 @@ def bicubic_phase_taps(scale: int, a: float = -0.5):  # noqa: ANN201
     """
     import torch
 
-    def w(x: float) -> float:  # Keys' cubic convolution kernel
-        x = abs(x)
-        if x <= 1:
-            return (a + 2) * x**3 - (a + 3) * x**2 + 1
-        return a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a if x < 2 else 0.0
-
     rows = torch.zeros(scale, 5, dtype=torch.float64)
     for p in range(scale):
         d = (p + 0.5) / scale - 0.5  # source offset of sub-pixel p from its LR pixel
         fl = math.floor(d)
         t = d - fl
-        for j, wt in enumerate((w(1 + t), w(t), w(1 - t), w(2 - t))):  # LR taps fl-1 .. fl+2, window -2 .. 2
+        wts = _cubic(np.array([1 + t, t, 1 - t, 2 - t]), a)  # LR taps fl-1 .. fl+2, window -2 .. 2
+        for j, wt in enumerate(wts.tolist()):
             rows[p, fl + 1 + j] += wt
     taps = rows[:, None, :, None] * rows[None, :, None, :]  # (py, px, 5, 5): outer product per phase
     return taps.reshape(scale * scale, 1, 5, 5)
