@@ -24,6 +24,13 @@ def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
     return inner * (ax <= 1) + outer * ((ax > 1) & (ax <= 2))
 
 
+def _fold_symmetric(idx: np.ndarray, n: int) -> np.ndarray:
+    """0-based indices into an axis of length ``n`` folded back by MATLAB's symmetric border rule: the axis
+    mirrored including its edge pixel, [0..n-1, n-1..0] repeated (also for axes shorter than the reach)."""
+    aux = np.concatenate([np.arange(n), np.arange(n)[::-1]])
+    return aux[np.mod(idx, 2 * n)]
+
+
 @lru_cache(maxsize=64)
 def resize_weights(in_len: int, out_len: int, scale: float) -> np.ndarray:
     """Dense (out_len, in_len) float64 matrix that resizes one axis exactly as MATLAB does."""
@@ -39,9 +46,7 @@ def resize_weights(in_len: int, out_len: int, scale: float) -> np.ndarray:
     dist = u[:, None] - idx
     w = scale * _cubic(dist * scale) if antialias else _cubic(dist)
     w = w / w.sum(axis=1, keepdims=True)
-    # MATLAB's symmetric border: indices fold back as [1..n, n..1] repeated.
-    aux = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
-    idx = aux[np.mod(idx.astype(np.int64) - 1, 2 * in_len)]
+    idx = _fold_symmetric(idx.astype(np.int64) - 1, in_len)
     mat = np.zeros((out_len, in_len), dtype=np.float64)
     rows = np.repeat(np.arange(out_len), p)
     np.add.at(mat, (rows, idx.ravel()), w.ravel())
@@ -150,15 +155,6 @@ def bicubic_phase_taps(scale: int, a: float = -0.5):  # noqa: ANN201
     return taps.reshape(scale * scale, 1, 5, 5)
 
 
-def _symmetric_index(n: int, pad: int):  # noqa: ANN202
-    """Source rows of an axis of length ``n`` padded by ``pad`` on both sides with MATLAB's rule (mirror
-    including the edge pixel, repeated for axes shorter than the pad)."""
-    import torch
-
-    aux = torch.cat([torch.arange(n), torch.arange(n - 1, -1, -1)])
-    return aux[torch.arange(-pad, n + pad) % (2 * n)]
-
-
 def upscale_bicubic_torch(x, scale: int):  # noqa: ANN001, ANN201
     """MATLAB's ``imresize(x, scale, 'bicubic')`` for an integer ``scale`` >= 1 on NCHW float tensors: the
     numbers of :func:`imresize` (to float rounding), as LR phase filters and a pixel shuffle, several times
@@ -174,6 +170,6 @@ def upscale_bicubic_torch(x, scale: int):  # noqa: ANN001, ANN201
     if s == 1:
         return x.clone()
     taps = bicubic_phase_taps(s).to(device=x.device, dtype=x.dtype).repeat(c, 1, 1, 1)
-    iy, ix = _symmetric_index(x.shape[-2], 2).to(x.device), _symmetric_index(x.shape[-1], 2).to(x.device)
+    iy, ix = (torch.from_numpy(_fold_symmetric(np.arange(-2, n + 2), n)).to(x.device) for n in x.shape[-2:])
     padded = x[..., iy[:, None], ix[None, :]]
     return F.pixel_shuffle(F.conv2d(padded, taps, groups=c), s)
