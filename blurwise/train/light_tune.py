@@ -1,0 +1,235 @@
+"""Route-aware fine-tuning of the light SR model (EBM-SR) on the router's training bank.
+
+Routed SR only ever shows the light model's output where the router sends a patch light, and the
+routing cut is bounded by how much worse than the heavy model it is *there* (a router can rank patches
+no better than the light model's own error allows: docs/results/routed_sr_history.md, session 21). So
+this fine-tune asks for exactly that: the squared error to the HR image (what PSNR measures) on the
+pixels a router would route light (its prediction under ``mask_threshold``, grown by the blend band),
+nothing elsewhere. Steps (``python -m blurwise.train.light_tune --help``):
+
+1. masks from the shipped router on every bank item (:func:`route_masks`);
+2. Adam on random LR crops of the bank (renders and in-focus images, ``sharp_frac`` of each batch in
+   focus), an exponential moving average of the weights kept (:func:`tune_light`);
+3. the average's per-channel gain and offset on the renders' blurred pixels folded in, as ``router
+   debias`` does (:func:`blurwise.train.router.light_correction`), and the result written with its
+   recipe in the metadata. Rebuild the router's banks and refit it afterwards (``router bank``, ``fit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blurwise.errors import BlurwiseError, UsageError
+
+CROP = 40  # LR crop side
+BATCH = 8
+WARMUP = 200
+
+
+def route_masks(items: list[dict], router: Any, threshold: float, scale: int, patch: int) -> list[np.ndarray]:
+    """Per bank item, the LR pixels a routed run would take from the light model: patches whose router
+    prediction is at most ``threshold``, grown by 1 LR px (the blend band). Bool (H, W) arrays."""
+    from blurwise.routing.plan import _edges, _running
+    from blurwise.train.router import predict
+
+    out = []
+    for d in items:
+        h, w = d["lr"].shape[:2]
+        light = predict(router, d, scale, patch) <= threshold
+        ys, xs = _edges(h, patch), _edges(w, patch)
+        rows = np.repeat(np.arange(len(ys) - 1), np.diff(ys))  # LR row -> grid row
+        cols = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
+        m = light[rows][:, cols].astype(np.float32)
+        out.append(_running(_running(m, 1, 0, np.maximum), 1, 1, np.maximum) > 0)
+    return out
+
+
+def _crop(d: dict, mask: np.ndarray, rng: np.random.Generator, scale: int) -> list[np.ndarray]:
+    """One random LR crop of a bank item and what goes with it, flipped / transposed at random (CHW)."""
+    h, w = d["lr"].shape[:2]
+    y, x = int(rng.integers(0, h - CROP + 1)), int(rng.integers(0, w - CROP + 1))
+    lr = d["lr"][y : y + CROP, x : x + CROP].astype(np.float32) / 255
+    est = d["est"][y : y + CROP, x : x + CROP, None].astype(np.float32)
+    hr = d["hr"][y * scale : (y + CROP) * scale, x * scale : (x + CROP) * scale].astype(np.float32) / 255
+    m = np.kron(mask[y : y + CROP, x : x + CROP], np.ones((scale, scale), np.float32))[..., None]
+    arrs = [lr, est, hr, m]
+    if rng.random() < 0.5:
+        arrs = [a[:, ::-1] for a in arrs]
+    if rng.random() < 0.5:
+        arrs = [a[::-1] for a in arrs]
+    if rng.random() < 0.5:
+        arrs = [a.transpose(1, 0, 2) for a in arrs]
+    return [np.ascontiguousarray(a.transpose(2, 0, 1)) for a in arrs]
+
+
+def tune_light(
+    model: Any,
+    items: list[dict],
+    masks: list[np.ndarray],
+    *,
+    scale: int,
+    steps: int,
+    lr: float = 3e-4,
+    ema_decay: float = 0.999,
+    sharp_frac: float = 0.5,
+    seed: int = 0,
+    log_every: int = 1000,
+    device: str = "cpu",
+) -> Any:
+    """Fine-tune ``model`` (in place) by the masked squared error to the HR; returns the weight average
+    (a copy, in eval mode). ``sharp_frac`` of each batch comes from in-focus items (the rest from renders);
+    the learning rate warms up over WARMUP steps and then follows a cosine to zero."""
+    import torch
+
+    from blurwise.train.ema import ema_update
+
+    ok = [i for i, d in enumerate(items) if min(d["lr"].shape[:2]) >= CROP]
+    sharp = [i for i in ok if items[i]["sharp"]]
+    renders = [i for i in ok if not items[i]["sharp"]]
+    if not sharp or not renders:
+        raise UsageError(
+            f"the bank needs renders and in-focus items of at least {CROP} LR px "
+            f"(got {len(renders)} renders, {len(sharp)} in focus)"
+        )
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = model.to(device=device, memory_format=torch.contiguous_format).train()
+    avg = copy.deepcopy(model).eval()
+    for p in avg.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    seen: list[float] = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + np.cos(np.pi * step / steps))
+        picks = []
+        for _ in range(BATCH):
+            pool = sharp if rng.random() < sharp_frac else renders
+            picks.append(pool[int(rng.integers(0, len(pool)))])
+        crops = [_crop(items[i], masks[i], rng, scale) for i in picks]
+        lr_, est, hr, m = (torch.from_numpy(np.stack(z)).to(device) for z in zip(*crops, strict=True))
+        out = model(torch.cat([lr_, est], 1))
+        se = ((out - hr) ** 2).mean(1, keepdim=True) * (255.0**2 / 100)  # 8-bit squared error / 100
+        loss = (se * m).sum() / m.sum().clamp_min(1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema_update(avg, model, ema_decay)  # no warm-up: the average starts from a trained model
+        seen.append(loss.item())
+        if log_every and ((step + 1) % log_every == 0 or step == steps - 1):
+            print(f"step {step + 1} loss {np.mean(seen[-log_every:]):.4f}", file=sys.stderr, flush=True)
+    return avg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m blurwise.train.light_tune --train BANK [--train BANK ...] --out FILE``"""
+    ap = argparse.ArgumentParser(prog="python -m blurwise.train.light_tune", description=__doc__.split("\n")[0])
+    ap.add_argument("--train", required=True, type=Path, action="append", help="router training bank(s)")
+    ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=30000)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--ema", type=float, default=0.999, help="decay of the weight average (default 0.999)")
+    ap.add_argument("--sharp-frac", type=float, default=0.5, help="share of each batch from in-focus items")
+    ap.add_argument("--mask-threshold", type=float, default=1.6, help="router prediction up to which a patch counts")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="torch device of the fine-tune (default cpu)")
+    ap.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
+    args = ap.parse_args(argv)
+    try:
+        if not 0.0 <= args.sharp_frac <= 1.0:
+            raise UsageError(f"--sharp-frac must be in [0, 1], got {args.sharp_frac}")
+        if args.steps < 1:
+            raise UsageError(f"--steps must be positive, got {args.steps}")
+        _run(args, argv)
+    except BlurwiseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def _run(args: argparse.Namespace, argv: Any) -> None:
+    """Masks, fine-tune, debias and export (see the module docstring)."""
+    import torch
+
+    from blurwise.models import load_model
+    from blurwise.models.registry import WEIGHTS_DIR, save_weights
+    from blurwise.routing import DEFAULT_PATCH, find_light_model
+    from blurwise.train.router import light_correction, load_bank
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    name = find_light_model(f"edsr-s-x{args.scale}", args.scale)
+    src = WEIGHTS_DIR / f"{name}.safetensors"
+    if not src.is_file():
+        raise UsageError(f"no shipped weights for the light model {name!r} ({src})")
+    model, info = load_model(src)
+    if not hasattr(model, "set_output_gain"):
+        raise UsageError(f"light model {name!r} has no output gain and offset to adjust")
+    router = load_model(f"router-x{args.scale}")[0]
+    items = [d for folder in args.train for d in load_bank(folder)]
+    masks = route_masks(items, router, args.mask_threshold, args.scale, DEFAULT_PATCH)
+    print(f"{len(items)} items, light share {np.mean([m.mean() for m in masks]):.3f}", file=sys.stderr, flush=True)
+    avg = tune_light(
+        model,
+        items,
+        masks,
+        scale=args.scale,
+        steps=args.steps,
+        lr=args.lr,
+        ema_decay=args.ema,
+        sharp_frac=args.sharp_frac,
+        seed=args.seed,
+        device=args.device,
+    ).cpu()
+    gain, offset = light_correction([d for d in items if not d["sharp"]], avg, args.scale)
+    new_gain = [round(float(v), 6) for v in np.array(avg.out_gain or (1.0, 1.0, 1.0)) * gain]
+    avg.shift_output_((offset / gain).tolist())
+    avg.set_output_gain(new_gain)
+    cmd = "python -m blurwise.train.light_tune " + " ".join(argv if argv is not None else sys.argv[1:])
+    extra = {
+        **info.metadata,
+        "route_tune": {
+            "data": [str(f) for f in args.train],
+            "items": len(items),
+            "loss": "squared error to the HR where the router predicts <= mask_threshold (grown by 1 LR px)",
+            "router": f"router-x{args.scale}",
+            "mask_threshold": args.mask_threshold,
+            "steps": args.steps,
+            "batch": BATCH,
+            "crop_lr": CROP,
+            "lr": args.lr,
+            "ema": args.ema,
+            "sharp_frac": args.sharp_frac,
+            "seed": args.seed,
+            "minutes": round((time.time() - t0) / 60, 1),
+            "output_correction": {
+                "gain": [round(float(v), 6) for v in gain],
+                "offset": [round(float(v), 7) for v in offset],
+            },
+            "command": cmd,
+        },
+    }
+    dst = args.out or src
+    save_weights(
+        avg,
+        dst,
+        arch=info.arch,
+        task=info.task,
+        scale=info.scale,
+        config={**info.config, "out_gain": new_gain},
+        name=info.name,
+        teacher=info.teacher,
+        extra=extra,
+    )
+    print(f"wrote {dst}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

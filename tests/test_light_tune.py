@@ -1,0 +1,76 @@
+"""Route-aware fine-tuning of the light model: masks, what trains it, and the CLI's errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from blurwise.models import create_model, load_model
+from blurwise.models.registry import get_variant, is_shipped
+from blurwise.train.light_tune import CROP, main, route_masks, tune_light
+
+needs_router = pytest.mark.skipif(not is_shipped(get_variant("router-x4")), reason="router-x4 weights are not shipped")
+
+
+def _item(seed: int, sharp: bool, h: int = 45, w: int = 50, scale: int = 4) -> dict:
+    rng = np.random.default_rng(seed)
+    hr = rng.integers(0, 256, (h * scale, w * scale, 3), dtype=np.uint8)
+    lr = hr.reshape(h, scale, w, scale, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    est = np.zeros((h, w), np.float32) if sharp else np.full((h, w), 0.5, np.float32)
+    return {"lr": lr, "hr": hr, "est": est, "heavy": hr, "light": hr, "gt": est, "sharp": sharp, "name": str(seed)}
+
+
+@needs_router
+def test_masks_follow_the_threshold_and_cover_the_image():
+    items = [_item(0, False, 37, 41), _item(1, True)]
+    router = load_model("router-x4")[0]
+    for d, m in zip(items, route_masks(items, router, float("inf"), 4, 4), strict=True):
+        assert m.shape == d["lr"].shape[:2] and m.dtype == bool and m.all()
+    for m in route_masks(items, router, -float("inf"), 4, 4):
+        assert not m.any()
+
+
+def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_pixels_outside_the_mask_do_not_train_the_model():
+    items = [_item(0, False), _item(1, True)]
+    model = create_model("ebmsr-x4")
+    before = _weights(model)
+    masks = [np.zeros(d["lr"].shape[:2], bool) for d in items]
+    avg = tune_light(model, items, masks, scale=4, steps=3, ema_decay=0.0, log_every=0)  # average = last weights
+    for a, b in zip(_weights(avg), before, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ones = [~m for m in masks]
+    avg = tune_light(create_model("ebmsr-x4"), items, ones, scale=4, steps=3, ema_decay=0.0, log_every=0)
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(avg), before, strict=True))
+
+
+def test_needs_renders_and_in_focus_items_large_enough():
+    from blurwise.errors import UsageError
+
+    items = [_item(0, False), _item(1, False)]
+    masks = [np.ones(d["lr"].shape[:2], bool) for d in items]
+    with pytest.raises(UsageError, match="in focus"):
+        tune_light(create_model("ebmsr-x4"), items, masks, scale=4, steps=1)
+    small = [_item(2, True, CROP - 1, CROP - 1)]
+    with pytest.raises(UsageError, match=f"{CROP} LR px"):
+        small_mask = [np.ones((CROP - 1, CROP - 1), bool)]
+        tune_light(create_model("ebmsr-x4"), items + small, masks + small_mask, scale=4, steps=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["--sharp-frac", "2"], "--sharp-frac"),
+        (["--steps", "0"], "--steps"),
+        ([], "no such bank folder"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, args, msg):
+    rc = main(["--train", str(tmp_path / "missing"), "--out", str(tmp_path / "x.safetensors"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and msg in err and "\n" not in err
+    assert not (tmp_path / "x.safetensors").exists()
