@@ -74,3 +74,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, msg):
     err = capsys.readouterr().err.strip()
     assert rc != 0 and msg in err and "\n" not in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+@needs_router
+def test_cli_writes_a_loadable_model_with_its_recipe(tmp_path):
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    for i, sharp in enumerate((False, True)):
+        d = _item(i, sharp)
+        d["gt"] = np.full(d["lr"].shape[:2], 0.0 if sharp else 0.5, np.float32)  # blurred beyond the threshold
+        np.savez(
+            bank / f"{i:03d}_{'sharp' if sharp else 'dof'}.npz",
+            **{k: d[k] for k in ("lr", "hr", "gt", "est", "heavy", "light")},
+        )
+    out = tmp_path / "light.safetensors"
+    assert main(["--train", str(bank), "--steps", "2", "--out", str(out)]) == 0
+    model, info = load_model(out)
+    recipe = info.metadata["route_tune"]
+    assert recipe["steps"] == 2 and recipe["items"] == 2 and len(recipe["output_correction"]["gain"]) == 3
+    assert info.config["out_gain"] == list(model.out_gain)
+    assert model(torch.zeros(1, 4, 8, 8)).shape == (1, 3, 32, 32)

@@ -159,19 +159,12 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
     import torch
 
     from blurwise.models import load_model
-    from blurwise.models.registry import WEIGHTS_DIR, save_weights
-    from blurwise.routing import DEFAULT_PATCH, find_light_model
-    from blurwise.train.router import light_correction, load_bank
+    from blurwise.routing import DEFAULT_PATCH
+    from blurwise.train.router import fold_correction, load_bank, save_light, shipped_light
 
     torch.set_num_threads(1)
     t0 = time.time()
-    name = find_light_model(f"edsr-s-x{args.scale}", args.scale)
-    src = WEIGHTS_DIR / f"{name}.safetensors"
-    if not src.is_file():
-        raise UsageError(f"no shipped weights for the light model {name!r} ({src})")
-    model, info = load_model(src)
-    if not hasattr(model, "set_output_gain"):
-        raise UsageError(f"light model {name!r} has no output gain and offset to adjust")
+    model, info, src = shipped_light(args.scale)
     router = load_model(f"router-x{args.scale}")[0]
     items = [d for folder in args.train for d in load_bank(folder)]
     masks = route_masks(items, router, args.mask_threshold, args.scale, DEFAULT_PATCH)
@@ -188,10 +181,7 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
         seed=args.seed,
         device=args.device,
     ).cpu()
-    gain, offset = light_correction([d for d in items if not d["sharp"]], avg, args.scale)
-    new_gain = [round(float(v), 6) for v in np.array(avg.out_gain or (1.0, 1.0, 1.0)) * gain]
-    avg.shift_output_((offset / gain).tolist())
-    avg.set_output_gain(new_gain)
+    gain, offset, new_gain = fold_correction(avg, [d for d in items if not d["sharp"]], args.scale)
     cmd = "python -m blurwise.train.light_tune " + " ".join(argv if argv is not None else sys.argv[1:])
     extra = {
         **info.metadata,
@@ -217,17 +207,7 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
         },
     }
     dst = args.out or src
-    save_weights(
-        avg,
-        dst,
-        arch=info.arch,
-        task=info.task,
-        scale=info.scale,
-        config={**info.config, "out_gain": new_gain},
-        name=info.name,
-        teacher=info.teacher,
-        extra=extra,
-    )
+    save_light(avg, info, dst, new_gain, extra)
     print(f"wrote {dst}", file=sys.stderr)
 
 

@@ -170,11 +170,11 @@ def light_correction(
     return gain, (sy - gain * sx) / n
 
 
-def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
-    """Fold the light model's gain and offset on the bank's blurred pixels into it (a new file, the
-    shipped one by default); both, and what they were measured on, go into the config and metadata."""
+def shipped_light(scale: int) -> tuple[Any, Any, Path]:
+    """The shipped light model of the x``scale`` heavy model, its info and its weights file (for the
+    tools that adjust it and write it back)."""
     from blurwise.models import load_model
-    from blurwise.models.registry import WEIGHTS_DIR, save_weights
+    from blurwise.models.registry import WEIGHTS_DIR
     from blurwise.routing import find_light_model
 
     name = find_light_model(f"edsr-s-x{scale}", scale)
@@ -184,11 +184,42 @@ def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path,
     model, info = load_model(src)
     if not hasattr(model, "set_output_gain"):
         raise UsageError(f"light model {name!r} has no output gain and offset to adjust")
-    items = [d for d in load_bank(bank) if not d["sharp"]]
-    gain, offset = light_correction(items, model, scale)
+    return model, info, src
+
+
+def fold_correction(model: Any, renders: list[dict], scale: int) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Measure the light model's gain and offset on the renders' blurred pixels (:func:`light_correction`)
+    and fold them into it; returns them and the model's new output gain (as its config records it)."""
+    gain, offset = light_correction(renders, model, scale)
     new_gain = [round(float(v), 6) for v in np.array(model.out_gain or (1.0, 1.0, 1.0)) * gain]  # as the file says
     model.shift_output_((offset / gain).tolist())  # g * (out + b / g) = g * out + b
     model.set_output_gain(new_gain)
+    return gain, offset, new_gain
+
+
+def save_light(model: Any, info: Any, dst: Path, new_gain: list[float], extra: dict) -> None:
+    """Write an adjusted light model with the architecture and config of ``info`` and its new output gain."""
+    from blurwise.models.registry import save_weights
+
+    save_weights(
+        model,
+        dst,
+        arch=info.arch,
+        task=info.task,
+        scale=info.scale,
+        config={**info.config, "out_gain": new_gain},
+        name=info.name,
+        teacher=info.teacher,
+        extra=extra,
+    )
+
+
+def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Fold the light model's gain and offset on the bank's blurred pixels into it (a new file, the
+    shipped one by default); both, and what they were measured on, go into the config and metadata."""
+    model, info, src = shipped_light(scale)
+    items = [d for d in load_bank(bank) if not d["sharp"]]
+    gain, offset, new_gain = fold_correction(model, items, scale)
     extra = {
         **info.metadata,
         "output_correction": {
@@ -201,17 +232,7 @@ def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path,
         },
     }
     dst = out or src
-    save_weights(
-        model,
-        dst,
-        arch=info.arch,
-        task=info.task,
-        scale=info.scale,
-        config={**info.config, "out_gain": new_gain},
-        name=info.name,
-        teacher=info.teacher,
-        extra=extra,
-    )
+    save_light(model, info, dst, new_gain, extra)
     return dst, gain, offset
 
 
