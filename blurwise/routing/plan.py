@@ -145,11 +145,7 @@ class RoutePlan:
 
     def per_pixel(self, grid: np.ndarray) -> np.ndarray:
         """A per-patch array (``grid_shape``) expanded to every LR pixel (H, W) of its patch."""
-        ys = _edges(self.shape[0], self.patch)
-        xs = _edges(self.shape[1], self.patch)
-        rows = np.repeat(np.arange(len(ys) - 1), np.diff(ys))
-        cols = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
-        return np.asarray(grid)[rows][:, cols]
+        return cells_to_pixels(grid, self.shape, self.patch)
 
     def route_map(self) -> np.ndarray:
         """int8 (H, W) map of the route of every LR pixel."""
@@ -213,6 +209,15 @@ def _edges(n: int, patch: int) -> np.ndarray:
     if len(e) >= 3 and e[-1] - e[-2] < max(1, patch // 4):  # fold a sliver into the previous patch
         e.pop(-2)
     return np.asarray(e, dtype=np.int64)
+
+
+def cells_to_pixels(grid: np.ndarray, shape: tuple[int, int], patch: int) -> np.ndarray:
+    """A per-patch array (``grid_shape(shape, patch)``) expanded to every pixel (H, W) of its patch, for
+    whatever must be read per pixel (a route map, a training mask)."""
+    ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
+    rows = np.repeat(np.arange(len(ys) - 1), np.diff(ys))
+    cols = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
+    return np.asarray(grid)[rows][:, cols]
 
 
 def grid_shape(shape: tuple[int, int], patch: int) -> tuple[int, int]:

@@ -36,37 +36,29 @@ WARMUP = 200
 def route_masks(items: list[dict], router: Any, threshold: float, scale: int, patch: int) -> list[np.ndarray]:
     """Per bank item, the LR pixels a routed run would take from the light model: patches whose router
     prediction is at most ``threshold``, grown by 1 LR px (the blend band). Bool (H, W) arrays."""
-    from blurwise.routing.plan import _edges, _running
+    from blurwise.routing.plan import _running, cells_to_pixels
     from blurwise.train.router import predict
 
     out = []
     for d in items:
-        h, w = d["lr"].shape[:2]
         light = predict(router, d, scale, patch) <= threshold
-        ys, xs = _edges(h, patch), _edges(w, patch)
-        rows = np.repeat(np.arange(len(ys) - 1), np.diff(ys))  # LR row -> grid row
-        cols = np.repeat(np.arange(len(xs) - 1), np.diff(xs))
-        m = light[rows][:, cols].astype(np.float32)
+        m = cells_to_pixels(light, d["lr"].shape[:2], patch).astype(np.float32)
         out.append(_running(_running(m, 1, 0, np.maximum), 1, 1, np.maximum) > 0)
     return out
 
 
 def _crop(d: dict, mask: np.ndarray, rng: np.random.Generator, scale: int) -> list[np.ndarray]:
-    """One random LR crop of a bank item and what goes with it, flipped / transposed at random (CHW)."""
-    h, w = d["lr"].shape[:2]
-    y, x = int(rng.integers(0, h - CROP + 1)), int(rng.integers(0, w - CROP + 1))
-    lr = d["lr"][y : y + CROP, x : x + CROP].astype(np.float32) / 255
-    est = d["est"][y : y + CROP, x : x + CROP, None].astype(np.float32)
-    hr = d["hr"][y * scale : (y + CROP) * scale, x * scale : (x + CROP) * scale].astype(np.float32) / 255
-    m = np.kron(mask[y : y + CROP, x : x + CROP], np.ones((scale, scale), np.float32))[..., None]
-    arrs = [lr, est, hr, m]
-    if rng.random() < 0.5:
-        arrs = [a[:, ::-1] for a in arrs]
-    if rng.random() < 0.5:
-        arrs = [a[::-1] for a in arrs]
-    if rng.random() < 0.5:
-        arrs = [a.transpose(1, 0, 2) for a in arrs]
-    return [np.ascontiguousarray(a.transpose(2, 0, 1)) for a in arrs]
+    """One random LR crop of a bank item and what goes with it, flipped / transposed at random (CHW float32:
+    LR and HR in [0, 1], the map, the mask at HR)."""
+    from blurwise.data.sr import augment, random_crop
+
+    lr, est, hr, m = random_crop([d["lr"], d["est"], d["hr"], mask], CROP, rng, [1, 1, scale, 1])
+    m = np.kron(m, np.ones((scale, scale), np.float32))
+    lr, est, hr, m = augment([lr, est[..., None], hr, m[..., None]], rng)
+    return [
+        np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) / k
+        for a, k in ((lr, 255), (est, 1), (hr, 255), (m, 1))
+    ]
 
 
 def tune_light(
