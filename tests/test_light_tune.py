@@ -94,3 +94,44 @@ def test_cli_writes_a_loadable_model_with_its_recipe(tmp_path):
     assert recipe["steps"] == 2 and recipe["items"] == 2 and len(recipe["output_correction"]["gain"]) == 3
     assert info.config["out_gain"] == list(model.out_gain)
     assert model(torch.zeros(1, 4, 8, 8)).shape == (1, 3, 32, 32)
+
+
+def test_a_time_budget_ends_the_run_and_sets_the_crop_and_batch():
+    items = [_item(0, False), _item(1, True)]
+    masks = [np.ones(d["lr"].shape[:2], bool) for d in items]
+    avg = tune_light(create_model("ebmsr-x4"), items, masks, scale=4, steps=10**6, seconds=0.5, log_every=0)
+    assert 1 <= avg.steps_run < 10**6
+    avg = tune_light(create_model("ebmsr-x4"), items, masks, scale=4, steps=2, batch=2, crop=16, log_every=0)
+    assert avg.steps_run == 2
+    avg = tune_light(create_model("ebmsr-x4"), items, masks, scale=4, steps=2, workers=1, log_every=0)  # in a process
+    assert avg.steps_run == 2
+    from blurwise.errors import UsageError
+
+    with pytest.raises(UsageError, match="at least 46 LR px"):
+        tune_light(create_model("ebmsr-x4"), items, masks, scale=4, steps=1, crop=46)
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [(["--minutes", "0"], "--minutes"), (["--crop", "4"], "--crop"), (["--batch", "0"], "--batch")],
+)
+def test_cli_budget_and_shape_errors_are_one_line(tmp_path, capsys, args, msg):
+    rc = main(["--train", str(tmp_path / "missing"), "--out", str(tmp_path / "x.safetensors"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and msg in err and "\n" not in err
+
+
+@needs_router
+def test_cli_init_must_be_an_ebmsr_model_of_the_scale(tmp_path, capsys):
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    d = _item(0, False)
+    np.savez(bank / "000_dof.npz", **{k: d[k] for k in ("lr", "hr", "gt", "est", "heavy", "light")})
+    rc = main(["--train", str(bank), "--init", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x.st")])
+    assert rc != 0 and "no such weights file" in capsys.readouterr().err
+    from blurwise.models.registry import WEIGHTS_DIR
+
+    router = str(WEIGHTS_DIR / "router-x4.safetensors")
+    rc = main(["--train", str(bank), "--init", router, "--out", str(tmp_path / "x")])
+    assert rc != 0 and "not an x4 EBM-SR model" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

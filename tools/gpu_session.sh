@@ -21,6 +21,10 @@ LPRN_WORKERS=${LPRN_WORKERS:-5}
 # `python -m blurwise.train.router debias --train BANK` (the GPU students came out ~0.4% too dark, which costs
 # most on the defocused patches routing gives them), then judge the student by the router's calibration (`bank`,
 # `fit`), not by its whole-image PSNR: docs/results/ebmsr_x4_gpu_candidates.md.
+# JOBS=lighttune: the route-aware fine-tune of EBM-SR x4 (blurwise.train.light_tune) at GPU size: the router's
+# training bank built there (BANK_S seconds at most; a cut-off bank is used as far as it got), then LT_MIN minutes
+# of LT_BATCH crops of LT_CROP LR px per step (cut by LT_WORKERS processes) from LT_INIT (empty = the shipped student). Afterwards, here: put the returned
+# ebmsr-x4-lt.safetensors in place of the shipped one, `router bank` both splits, `fit`, and the benchmarks.
 SR_INIT=${SR_INIT-edsr-s-x4}
 PY=${PY:-python3}
 SR_T=$(awk "BEGIN{print ${SR_SECONDS:-280}*$SCALE_T}"); DI_T=$(awk "BEGIN{print ${DISTILL_SECONDS:-115}*$SCALE_T}")
@@ -61,7 +65,16 @@ elif has distill; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x
   $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
     --set train.time_budget=$DI_T --set optim.lr=${DI_LR:-5e-4} --set optim.warmup=200 --set data.batch=64 \
     --set data.num_workers=6 --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1
-  say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!); fi
+  say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!)
+elif has lighttune; then ( BANK=$BLURWISE_RUNS/bank_train; mkdir -p "$BLURWISE_RUNS/lighttune"
+  timeout "$(awk "BEGIN{print int(${BANK_S:-200}*$SCALE_T)+1}")" $PY -m blurwise.train.router bank --split train \
+    --out "$BANK" --threads "${BANK_THREADS:-16}" ${BANK_LIMIT:+--limit $BANK_LIMIT} > "$OUT/bank.log" 2>&1
+  say "bank: $(ls "$BANK" | grep -v '.tmp.npz' | grep -c 'npz$') items"
+  $PY -m blurwise.train.light_tune --train "$BANK" --device $DEV --steps 1000000 \
+    --minutes "$(awk "BEGIN{print ${LT_MIN:-5}*$SCALE_T}")" --batch "${LT_BATCH:-256}" --crop "${LT_CROP:-40}" \
+    --lr "${LT_LR:-3e-4}" --workers "${LT_WORKERS:-12}" ${LT_INIT:+--init $LT_INIT} --out "$BLURWISE_RUNS/lighttune/ebmsr-x4-lt.safetensors" \
+    > "$OUT/lighttune.log" 2>&1
+  say "lighttune done: $(tail -2 "$OUT/lighttune.log" | tr '\n' ' ')" ) & PIDS+=($!); fi
 # One LPRN run: lprn_run JOB EXTRA... (the shipped recipe; EXTRA --set options last, so they override).
 lprn_run() { local job=$1; shift
   ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \

@@ -28,8 +28,8 @@ import numpy as np
 
 from blurwise.errors import BlurwiseError, UsageError
 
-CROP = 40  # LR crop side
-BATCH = 8
+CROP = 40  # LR crop side (default)
+BATCH = 8  # crops per step (default; on a GPU, e.g. 64 crops of 96 px)
 WARMUP = 200
 
 
@@ -47,18 +47,35 @@ def route_masks(items: list[dict], router: Any, threshold: float, scale: int, pa
     return out
 
 
-def _crop(d: dict, mask: np.ndarray, rng: np.random.Generator, scale: int) -> list[np.ndarray]:
+def _crop(d: dict, mask: np.ndarray, rng: np.random.Generator, scale: int, crop: int = CROP) -> list[np.ndarray]:
     """One random LR crop of a bank item and what goes with it, flipped / transposed at random (CHW float32:
     LR and HR in [0, 1], the map, the mask at HR)."""
     from blurwise.data.sr import augment, random_crop
 
-    lr, est, hr, m = random_crop([d["lr"], d["est"], d["hr"], mask], CROP, rng, [1, 1, scale, 1])
+    lr, est, hr, m = random_crop([d["lr"], d["est"], d["hr"], mask], crop, rng, [1, 1, scale, 1])
     m = np.kron(m, np.ones((scale, scale), np.float32))
     lr, est, hr, m = augment([lr, est[..., None], hr, m[..., None]], rng)
     return [
         np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32) / k
         for a, k in ((lr, 255), (est, 1), (hr, 255), (m, 1))
     ]
+
+
+def _batch_stream(draw: Any, seed: int, workers: int, device: str) -> Any:
+    """An endless DataLoader of ``draw(rng)`` batches cut in ``workers`` processes, each with its own seed."""
+    import torch
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):  # noqa: ANN204
+            info = torch.utils.data.get_worker_info()
+            g = np.random.default_rng([seed, 1 + (info.id if info is not None else 0)])
+            while True:
+                yield draw(g)
+
+    pin = str(device).startswith("cuda")
+    return torch.utils.data.DataLoader(
+        Stream(), batch_size=None, num_workers=workers, pin_memory=pin, prefetch_factor=4
+    )
 
 
 def tune_light(
@@ -74,20 +91,27 @@ def tune_light(
     seed: int = 0,
     log_every: int = 1000,
     device: str = "cpu",
+    batch: int = BATCH,
+    crop: int = CROP,
+    seconds: float | None = None,
+    workers: int = 0,
 ) -> Any:
     """Fine-tune ``model`` (in place) by the masked squared error to the HR; returns the weight average
     (a copy, in eval mode). ``sharp_frac`` of each batch comes from in-focus items (the rest from renders);
-    the learning rate warms up over WARMUP steps and then follows a cosine to zero."""
+    the learning rate warms up over WARMUP steps and then follows a cosine to zero over ``steps`` or, when
+    ``seconds`` is given, over whichever of the two runs out first (a lent GPU's session has a fixed length);
+    the average's ``steps_run`` says how many steps ran. ``workers`` > 0 cuts the crops in that many processes
+    (a GPU outruns one; other random draws than in-process, which stays reproducible step for step)."""
     import torch
 
     from blurwise.train.ema import ema_update
 
-    ok = [i for i, d in enumerate(items) if min(d["lr"].shape[:2]) >= CROP]
+    ok = [i for i, d in enumerate(items) if min(d["lr"].shape[:2]) >= crop]
     sharp = [i for i in ok if items[i]["sharp"]]
     renders = [i for i in ok if not items[i]["sharp"]]
     if not sharp or not renders:
         raise UsageError(
-            f"the bank needs renders and in-focus items of at least {CROP} LR px "
+            f"the bank needs renders and in-focus items of at least {crop} LR px "
             f"(got {len(renders)} renders, {len(sharp)} in focus)"
         )
     rng = np.random.default_rng(seed)
@@ -98,15 +122,22 @@ def tune_light(
         p.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     seen: list[float] = []
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + np.cos(np.pi * step / steps))
+
+    def draw(g: np.random.Generator) -> list[np.ndarray]:
         picks = []
-        for _ in range(BATCH):
-            pool = sharp if rng.random() < sharp_frac else renders
-            picks.append(pool[int(rng.integers(0, len(pool)))])
-        crops = [_crop(items[i], masks[i], rng, scale) for i in picks]
-        lr_, est, hr, m = (torch.from_numpy(np.stack(z)).to(device) for z in zip(*crops, strict=True))
+        for _ in range(batch):
+            pool = sharp if g.random() < sharp_frac else renders
+            picks.append(pool[int(g.integers(0, len(pool)))])
+        crops = [_crop(items[i], masks[i], g, scale, crop) for i in picks]
+        return [np.stack(z) for z in zip(*crops, strict=True)]
+
+    batches = iter(_batch_stream(draw, seed, workers, device)) if workers > 0 else None
+    t0, step, done = time.monotonic(), 0, 0.0
+    while done < 1.0:
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + np.cos(np.pi * done))
+        arrays = next(batches) if batches is not None else draw(rng)
+        lr_, est, hr, m = (torch.as_tensor(a).to(device, non_blocking=True) for a in arrays)
         out = model(torch.cat([lr_, est], 1))
         se = ((out - hr) ** 2).mean(1, keepdim=True) * (255.0**2 / 100)  # 8-bit squared error / 100
         loss = (se * m).sum() / m.sum().clamp_min(1.0)
@@ -115,8 +146,11 @@ def tune_light(
         opt.step()
         ema_update(avg, model, ema_decay)  # no warm-up: the average starts from a trained model
         seen.append(loss.item())
-        if log_every and ((step + 1) % log_every == 0 or step == steps - 1):
-            print(f"step {step + 1} loss {np.mean(seen[-log_every:]):.4f}", file=sys.stderr, flush=True)
+        step += 1
+        done = step / steps if seconds is None else max(step / steps, (time.monotonic() - t0) / seconds)
+        if log_every and (step % log_every == 0 or done >= 1.0):
+            print(f"step {step} loss {np.mean(seen[-log_every:]):.4f}", file=sys.stderr, flush=True)
+    avg.steps_run = step  # what a time budget allowed, for the recipe
     return avg
 
 
@@ -125,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m blurwise.train.light_tune", description=__doc__.split("\n")[0])
     ap.add_argument("--train", required=True, type=Path, action="append", help="router training bank(s)")
     ap.add_argument("--scale", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=30000)
+    ap.add_argument("--steps", type=int, default=30000, help="steps (the most, with --minutes)")
+    ap.add_argument("--minutes", type=float, default=None, help="time budget; the schedule follows it")
+    ap.add_argument("--batch", type=int, default=BATCH, help=f"crops per step (default {BATCH})")
+    ap.add_argument("--crop", type=int, default=CROP, help=f"LR crop side (default {CROP})")
+    ap.add_argument("--workers", type=int, default=0, help="processes cutting crops (default 0: in-process)")
+    ap.add_argument("--init", type=Path, default=None, help="light weights to start from (default: the shipped)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--ema", type=float, default=0.999, help="decay of the weight average (default 0.999)")
     ap.add_argument("--sharp-frac", type=float, default=0.5, help="share of each batch from in-focus items")
@@ -139,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--sharp-frac must be in [0, 1], got {args.sharp_frac}")
         if args.steps < 1:
             raise UsageError(f"--steps must be positive, got {args.steps}")
+        if args.minutes is not None and not args.minutes > 0:
+            raise UsageError(f"--minutes must be positive, got {args.minutes}")
+        if args.workers < 0:
+            raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+        if args.batch < 1 or args.crop < 8:
+            raise UsageError(f"--batch must be positive and --crop at least 8, got {args.batch} and {args.crop}")
         _run(args, argv)
     except BlurwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -157,6 +202,12 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
     torch.set_num_threads(1)
     t0 = time.time()
     model, info, src = shipped_light(args.scale)
+    if args.init is not None:
+        if not args.init.is_file():
+            raise UsageError(f"{args.init}: no such weights file")
+        model, info = load_model(args.init)
+        if info.arch != "ebmsr" or info.scale != args.scale:
+            raise UsageError(f"{args.init}: not an x{args.scale} EBM-SR model ({info.arch}, x{info.scale})")
     router = load_model(f"router-x{args.scale}")[0]
     items = [d for folder in args.train for d in load_bank(folder)]
     masks = route_masks(items, router, args.mask_threshold, args.scale, DEFAULT_PATCH)
@@ -172,6 +223,10 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
         sharp_frac=args.sharp_frac,
         seed=args.seed,
         device=args.device,
+        batch=args.batch,
+        crop=args.crop,
+        seconds=None if args.minutes is None else 60 * args.minutes,
+        workers=args.workers,
     ).cpu()
     gain, offset, new_gain = fold_correction(avg, [d for d in items if not d["sharp"]], args.scale)
     cmd = "python -m blurwise.train.light_tune " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -183,9 +238,11 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
             "loss": "squared error to the HR where the router predicts <= mask_threshold (grown by 1 LR px)",
             "router": f"router-x{args.scale}",
             "mask_threshold": args.mask_threshold,
-            "steps": args.steps,
-            "batch": BATCH,
-            "crop_lr": CROP,
+            "steps": avg.steps_run,
+            "batch": args.batch,
+            "crop_lr": args.crop,
+            "workers": args.workers,
+            "init": str(args.init or src.name),
             "lr": args.lr,
             "ema": args.ema,
             "sharp_frac": args.sharp_frac,
