@@ -113,7 +113,13 @@ def test_a_time_budget_ends_the_run_and_sets_the_crop_and_batch():
 
 @pytest.mark.parametrize(
     ("args", "msg"),
-    [(["--minutes", "0"], "--minutes"), (["--crop", "4"], "--crop"), (["--batch", "0"], "--batch")],
+    [
+        (["--minutes", "0"], "--minutes"),
+        (["--crop", "4"], "--crop"),
+        (["--batch", "0"], "--batch"),
+        (["--threads", "0"], "--threads"),
+        (["--workers", "-1"], "--workers"),
+    ],
 )
 def test_cli_budget_and_shape_errors_are_one_line(tmp_path, capsys, args, msg):
     rc = main(["--train", str(tmp_path / "missing"), "--out", str(tmp_path / "x.safetensors"), *args])

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mask-threshold", type=float, default=1.6, help="router prediction up to which a patch counts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="torch device of the fine-tune (default cpu)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
     args = ap.parse_args(argv)
     try:
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--steps must be positive, got {args.steps}")
         if args.minutes is not None and not args.minutes > 0:
             raise UsageError(f"--minutes must be positive, got {args.minutes}")
+        if args.threads < 1:
+            raise UsageError(f"--threads must be positive, got {args.threads}")
         if args.workers < 0:
             raise UsageError(f"--workers must be 0 or more, got {args.workers}")
         if args.batch < 1 or args.crop < 8:
@@ -199,7 +202,7 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
     from blurwise.routing import DEFAULT_PATCH
     from blurwise.train.router import fold_correction, load_bank, save_light, shipped_light
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     model, info, src = shipped_light(args.scale)
     if args.init is not None:
