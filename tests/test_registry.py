@@ -149,6 +149,13 @@ class TestSafetensors:
         state, _ = read_weights(p)
         assert all(t.dtype == torch.float32 for t in state.values())
 
+    def test_weights_files_get_the_usual_permissions(self, tmp_path):
+        from blurwise.io.image import _umask
+
+        m = create_model("lprn", stages=2, channels=8, blocks=1)
+        p = save_weights(m, tmp_path / "p.safetensors", arch="lprn", task="deblur", scale=1, config={})
+        assert p.stat().st_mode & 0o777 == 0o666 & ~_umask()  # what open() gives, not safetensors' 0600
+
     def test_mismatched_weights(self, tmp_path):
         m = create_model("lprn", stages=2, channels=8, blocks=1)
         p = save_weights(m, tmp_path / "x.safetensors", arch="lprn", task="deblur", scale=1, config={"channels": 16})

@@ -392,11 +392,14 @@ def render_item(
 
 
 def _save_npz_atomic(path: Path, arrays: dict) -> None:
+    from blurwise.io.image import usual_permissions
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        usual_permissions(tmp)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -514,7 +514,7 @@ def write_image(
         os.close(fd)
         with open(tmp, "wb") as f:  # a named handle: tifffile wants a file name
             _encode(image, fmt, bits, quality, f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        usual_permissions(tmp)  # mkstemp makes 0600
         if path.exists() and not overwrite:  # appeared while we were encoding
             raise OutputError(f"output exists (use --overwrite to replace it): {path}")
         os.replace(tmp, path)
@@ -531,6 +531,12 @@ def write_image(
 
 
 _UMASK: list[int] = []
+
+
+def usual_permissions(path: str | Path) -> None:
+    """Give a file the permissions a plain ``open()`` would have (0666 less the umask): temp-file APIs and
+    safetensors create 0600 files, which a colleague or a web server could not read."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

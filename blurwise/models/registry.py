@@ -262,6 +262,8 @@ def save_weights(
     """
     from safetensors.torch import save_file
 
+    from blurwise.io.image import usual_permissions
+
     path = Path(path)
     state = {}
     for k, t in model.state_dict().items():
@@ -281,6 +283,7 @@ def save_weights(
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    usual_permissions(tmp)  # safetensors writes 0600
     tmp.replace(path)
     return path
 
