@@ -29,7 +29,7 @@ import numpy as np
 from blurwise.errors import BlurwiseError, UsageError
 
 CROP = 40  # LR crop side (default)
-BATCH = 8  # crops per step (default; on a GPU, e.g. 64 crops of 96 px)
+BATCH = 8  # crops per step (default; the GPU job takes 256, cut by worker processes)
 WARMUP = 200
 
 
