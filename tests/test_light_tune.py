@@ -125,6 +125,7 @@ def test_cli_budget_and_shape_errors_are_one_line(tmp_path, capsys, args, msg):
     rc = main(["--train", str(tmp_path / "missing"), "--out", str(tmp_path / "x.safetensors"), *args])
     err = capsys.readouterr().err.strip()
     assert rc != 0 and msg in err and "\n" not in err
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 @needs_router
