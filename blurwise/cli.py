@@ -84,10 +84,10 @@ def _fraction(text: str) -> float:
     return v
 
 
-def _finite(text: str) -> float:
+def _sigma(text: str) -> float:
     v = float(text)
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, not {text}")
+    if not (math.isfinite(v) and v >= 0.0):
+        raise argparse.ArgumentTypeError(f"expected a blur sigma in LR pixels, a finite number >= 0, not {text}")
     return v
 
 
@@ -113,6 +113,14 @@ def _positive(text: str) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (what went wrong and where the help is) instead of
+    the usage block, which buries the message under a screenful of flags."""
+
+    def error(self, message: str) -> Any:  # argparse's hook for every usage error; exits with status 2
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} -h')\n")
 
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
@@ -156,7 +164,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     route = argparse.ArgumentParser(add_help=False)
     g = route.add_argument_group("defocus-aware routing")
     g.add_argument("--route", choices=["auto", "on", "off"], default="auto", help="route defocused patches (auto)")
-    g.add_argument("--threshold", type=_finite, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
+    g.add_argument("--threshold", type=_sigma, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
     g.add_argument("--budget", type=_fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model")
     g.add_argument("--routes", type=int, choices=[2, 3], default=2, help="3 adds a bicubic route for heavy blur")
     g.add_argument(
@@ -195,7 +203,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for docs and tests)."""
     p = _parents()
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog=PROG,
         description="Blur-aware image restoration: defocus-aware super-resolution and fast deblurring.",
         epilog="Run 'blurwise COMMAND -h' for a command's options.",
@@ -274,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-s", "--scale", type=_positive, default=4)
     sp.add_argument("-m", "--model", help="model name/path, or bicubic / identity (default: the shipped default)")
     sp.add_argument("--route", choices=["auto", "on", "off"], default="off", help="routed SR (sr only; default off)")
-    sp.add_argument("--threshold", type=_finite, metavar="SIGMA")
+    sp.add_argument("--threshold", type=_sigma, metavar="SIGMA")
     sp.add_argument("--budget", type=_fraction, metavar="FRAC")
     sp.add_argument("--routes", type=int, choices=[2, 3])
     sp.add_argument("--limit", type=_positive, help="first N images only")

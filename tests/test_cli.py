@@ -90,6 +90,21 @@ class TestHelp:
         code, _, err = run(capsys, "upscale", "-i", tmp_path, "--map-precision", "int8")
         assert code == 2 and "--map-precision" in err
 
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ("upscale", "--budget", "3"),  # a bad value
+            ("upscale", "-o", "out"),  # a required flag missing
+            ("upscale", "-i", "x.png", "--no-such-flag"),  # an unknown flag
+            ("frobnicate",),  # an unknown command
+            ("data", "make-eval"),  # a nested command's required flag
+        ],
+    )
+    def test_usage_errors_are_one_line(self, capsys, argv):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert err.startswith("blurwise") and ": error: " in err and "-h')" in err
+
 
 # --------------------------------------------------------------------------- models
 
@@ -335,9 +350,10 @@ class TestBadInput:
         assert code == 1 and "x2" in err and "x4" in err and err.count("\n") == 1
 
     def test_negative_sigma_threshold(self, capsys, image_folder, tmp_path):
+        # refused with the flags, before any image is read: one line, no per-image failure report
         code, _, err = run(capsys, "upscale", "-i", image_folder / "a.png", "-o", tmp_path / "o", "--threshold", "-1")
-        assert code == 1 and "blur sigma in LR pixels (>= 0)" in err and "Traceback" not in err
-        assert files(tmp_path / "o") == []
+        assert code == 2 and "--threshold" in err and "blur sigma in LR pixels" in err and ">= 0" in err
+        assert err.count("\n") == 1 and not (tmp_path / "o").exists()
 
     def test_wrong_task(self, capsys, untrained, image_folder, tmp_path):
         code, _, err = run(capsys, "deblur", "-i", image_folder, "-o", tmp_path / "o", "-m", "edsr-s-x2")
