@@ -221,6 +221,13 @@ class _StopFlag:
         return self.event.is_set()
 
 
+def failure_line(src: str | Path, msg: str) -> str:
+    """The line reporting one image's failure: its path, then the reason. Errors raised for a file usually end
+    with the path already (``...: PATH``, so they read well on their own); it is not said twice."""
+    tail = f": {src}"
+    return f"{src}: {msg[: -len(tail)] if msg.endswith(tail) else msg}"
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, BlurwiseError):
         return str(exc)
@@ -269,7 +276,7 @@ def run_batch(
             res.skipped.append(job.src)
         elif action == "fail":
             res.failed.append((job.src, job.error or "failed"))
-            say(f"{job.src}: {job.error}")
+            say(failure_line(job.src, job.error or "failed"))
         else:
             todo.append(job)
     if dry_run or not todo:
@@ -294,7 +301,7 @@ def run_batch(
             log.debug("unexpected error on %s", job.src, exc_info=exc)
         with lock:
             res.failed.append((job.src, msg))
-        report(f"{job.src}: {msg}")
+        report(failure_line(job.src, msg))
 
     stop_read = threading.Event()
     abort_write = threading.Event()

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from blurwise.batch import failure_line
 from blurwise.errors import BlurwiseError, NotAvailableError, UsageError
 
 log = logging.getLogger(__name__)
@@ -384,7 +385,7 @@ def process(
         depth_of=depth_of,
     )
     for src, err in res.failed:
-        say(f"{src}: {err}")
+        say(failure_line(src, err))
     if not rows:
         res.seconds = time.perf_counter() - t0
         return res
