@@ -23,6 +23,7 @@ from blurwise import __version__
 from blurwise.errors import BlurwiseError, NotAvailableError, OutputError, UsageError
 
 PROG = "blurwise"
+MAX_INPUT_MP = 400  # blurwise.io.image.MAX_PIXELS / 1e6, kept here so building the parser imports no image code
 log = logging.getLogger("blurwise")
 
 
@@ -145,6 +146,11 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument("--skip-existing", action="store_true", help="skip images whose output exists")
     g.add_argument("--dry-run", action="store_true", help="show what would be done; read and write nothing")
+    g.add_argument(
+        "--allow-large",
+        action="store_true",
+        help=f"read images above {MAX_INPUT_MP} megapixels (refused by default: memory grows with the output)",
+    )
 
     model = argparse.ArgumentParser(add_help=False)
     g = model.add_argument_group("model and device")
@@ -429,8 +435,20 @@ def _run_ray(task: str, args: argparse.Namespace, options: dict[str, Any], depth
         batch_size=args.batch_size,
         progress=not args.quiet,
         say=_say,
+        allow_large=args.allow_large,
     )
     return _finish(res, args)
+
+
+def _batch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The input/output flags shared by the image commands, as keyword arguments of ``batch.run_batch``."""
+    return dict(
+        overwrite=args.overwrite,
+        skip_existing=args.skip_existing,
+        quiet=args.quiet,
+        say=_say,
+        read_kwargs={"allow_large": args.allow_large},
+    )
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -454,7 +472,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     from blurwise.io import Image, read_depth
 
     jobs = _plan(args)
-    common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
+    common = _batch_options(args)
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
     depth_of = _depth_finder(args.depth, jobs)
@@ -508,7 +526,7 @@ def _cmd_deblur(args: argparse.Namespace) -> int:
     from blurwise.batch import run_batch
 
     jobs = _plan(args)
-    common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
+    common = _batch_options(args)
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
     options = dict(
@@ -538,7 +556,7 @@ def _cmd_defocus_map(args: argparse.Namespace) -> int:
     if args.segmenter == "sam" and not args.sam_checkpoint:
         raise UsageError("--segmenter sam needs --sam-checkpoint PATH")
     jobs = _plan(args, default_ext="tiff", default_suffix="defocus")
-    common = dict(overwrite=args.overwrite, skip_existing=args.skip_existing, quiet=args.quiet, say=_say)
+    common = _batch_options(args)
     if args.dry_run:
         return _finish(run_batch(jobs, None, dry_run=True, **common), args)  # type: ignore[arg-type]
     _need("blurwise.defocus", "estimate_defocus", "defocus map estimation")

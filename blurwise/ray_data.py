@@ -100,7 +100,7 @@ class ImageMapper:
 
     ``options`` are the keyword arguments of :class:`blurwise.api.Upscaler` (with ``scale``) or
     :class:`blurwise.api.Deblurrer`. ``threads`` sets torch's CPU threads per actor (default: the
-    CPUs Ray gave the actor, at least 1).
+    CPUs Ray gave the actor, at least 1). ``allow_large`` reads images above the readers' pixel limit.
     """
 
     def __init__(
@@ -115,6 +115,7 @@ class ImageMapper:
         suffix: str = "out",
         ext: str = "auto",
         threads: int | None = None,
+        allow_large: bool = False,
     ) -> None:
         opts = _check_options(task, options)
         if threads is None:
@@ -128,6 +129,7 @@ class ImageMapper:
         self.input_root = Path(input_root) if input_root else None
         self.output = Path(output) if output else None
         self.suffix, self.ext = suffix, ext
+        self.allow_large = allow_large
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.run = _make_runner(task, opts)  # the one model load of this actor
 
@@ -152,11 +154,11 @@ class ImageMapper:
                 tmp_path = Path(tmp) / Path(src).name
                 tmp_path.write_bytes(bytes(data))
                 try:
-                    img = read_image(tmp_path)
+                    img = read_image(tmp_path, allow_large=self.allow_large)
                 except BlurwiseError as exc:
                     raise type(exc)(str(exc).replace(str(tmp_path), src)) from None
         else:
-            img = read_image(src)
+            img = read_image(src, allow_large=self.allow_large)
         if self.task == "upscale":
             d = read_depth(depth, (img.height, img.width)) if depth else None
             out, alpha, _ = self.run(img.pixels, img.alpha, depth=d)
@@ -298,13 +300,15 @@ def build_dataset(
     num_gpus: float = 0.0,
     num_cpus: float = 1.0,
     batch_size: int = 1,
+    allow_large: bool = False,
 ) -> Any:
     """The lazy Ray Dataset of status rows: ``rows`` (a list, or a Ray Dataset) mapped by :class:`ImageMapper`.
 
     ``num_gpus`` > 0 makes GPU actors (``device`` defaults to "cuda"); else CPU actors with
     ``num_cpus`` each (torch threads = ``num_cpus``; ``device`` defaults to "cpu"). ``actors`` is the
     largest pool size (default: what the cluster's GPUs or CPUs allow); the pool starts at one actor
-    and Ray Data grows it while there is work. Nothing runs until the dataset is consumed.
+    and Ray Data grows it while there is work. Nothing runs until the dataset is consumed. ``allow_large``:
+    as in :class:`ImageMapper`.
     """
     opts = _check_options(task, options)
     ray = _ray()
@@ -331,6 +335,7 @@ def build_dataset(
             "overwrite": overwrite,
             "skip_existing": skip_existing,
             "threads": max(1, int(num_cpus)),
+            "allow_large": allow_large,
         },
         batch_size=max(1, int(batch_size)),
         batch_format="numpy",
@@ -359,6 +364,7 @@ def process(
     batch_size: int = 1,
     progress: bool = True,
     say: Callable[[str], None] | None = None,
+    allow_large: bool = False,
 ) -> RayResult:
     """Run ``task`` ("upscale" | "deblur") over image files/folders on Ray; outputs as the CLI names them.
 
@@ -367,7 +373,8 @@ def process(
     model options are checked once on the driver (CPU) before any actor starts, so a wrong model
     name or scale is one error, not one per actor. ``num_gpus`` per actor: None = 1 when the
     cluster has GPUs and ``options["device"]`` is "auto"/"cuda", else 0 (CPU actors with
-    ``num_cpus`` each). Failures are reported through ``say``.
+    ``num_cpus`` each). Failures are reported through ``say``. ``allow_large`` reads images above the
+    readers' pixel limit (``blurwise.io.image.MAX_PIXELS``).
     """
     opts = _check_options(task, options)
     ray = _ray()
@@ -413,6 +420,7 @@ def process(
             num_gpus=num_gpus,
             num_cpus=num_cpus,
             batch_size=batch_size,
+            allow_large=allow_large,
         )
         try:
             for row in ds.iter_rows():
@@ -423,7 +431,7 @@ def process(
                     res.skipped += 1
                 else:
                     res.failed.append((str(row["src"]), str(row["error"])))
-                    say(f"{row['src']}: {row['error']}")
+                    say(failure_line(str(row["src"]), str(row["error"])))
         except KeyboardInterrupt:
             res.interrupted = True  # outputs are written atomically: nothing is half-written
         except BlurwiseError:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -17,6 +19,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is a hard dependency, but keep collection alive
         pass
+
+
+def png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares ``w`` x ``h`` pixels and holds none: size checks see it, any decode fails."""
+    from blurwise.io import png16
+
+    def chunk(t: bytes, b: bytes) -> bytes:
+        return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
+
+    return png16.SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
 def synth_image(h: int = 48, w: int = 64, c: int = 3, dtype: type = np.uint8, seed: int = 0) -> np.ndarray:

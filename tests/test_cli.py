@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synth_image
+from conftest import png_header_only, synth_image
 
 import blurwise
 from blurwise.cli import build_parser, main
@@ -280,6 +280,19 @@ class TestBadInput:
         (tmp_path / name).write_bytes(data)
         code, _, err = self._up(capsys, "-i", tmp_path / name, "-o", tmp_path / "o")
         assert code == 1 and re.search(msg, err) and "Traceback" not in err
+        assert files(tmp_path / "o") == []
+
+    def test_absurd_size_and_allow_large(self, capsys, tmp_path):
+        from blurwise.cli import MAX_INPUT_MP
+        from blurwise.io.image import MAX_PIXELS
+
+        assert MAX_INPUT_MP * 1_000_000 == MAX_PIXELS  # the flag's help names the reader's limit
+        (tmp_path / "huge.png").write_bytes(png_header_only(30000, 30000))
+        code, _, err = self._up(capsys, "-i", tmp_path / "huge.png", "-o", tmp_path / "o", "-q")
+        assert code == 1 and "too large" in err and "--allow-large" in err and err.count("\n") == 1
+        # with the flag the size passes and the (pixel-less) file fails at decoding instead
+        code, _, err = self._up(capsys, "-i", tmp_path / "huge.png", "-o", tmp_path / "o", "--allow-large")
+        assert code == 1 and "too large" not in err and "corrupt" in err
         assert files(tmp_path / "o") == []
 
     def test_truncated(self, capsys, tmp_path):

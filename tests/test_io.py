@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 
 import numpy as np
 import pytest
-from conftest import synth_image
+from conftest import png_header_only, synth_image
 from PIL import Image as PILImage
 
 from blurwise.errors import InputError, OutputError
@@ -241,13 +239,6 @@ class TestMetadata:
 # --------------------------------------------------------------------------- bad inputs
 
 
-def _png_header_only(w: int, h: int) -> bytes:
-    def chunk(t: bytes, b: bytes) -> bytes:
-        return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xFFFFFFFF)
-
-    return png16.SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
-
-
 class TestBadInput:
     def test_missing(self, tmp_path):
         with pytest.raises(InputError, match="file not found"):
@@ -289,14 +280,25 @@ class TestBadInput:
             read_image(tmp_path / "c.png")
 
     def test_zero_size(self, tmp_path):
-        (tmp_path / "z.png").write_bytes(_png_header_only(0, 10))
+        (tmp_path / "z.png").write_bytes(png_header_only(0, 10))
         with pytest.raises(InputError, match="zero-size"):
             read_image(tmp_path / "z.png")
 
     def test_absurd_size(self, tmp_path):
-        (tmp_path / "h.png").write_bytes(_png_header_only(30000, 30000))
+        (tmp_path / "h.png").write_bytes(png_header_only(30000, 30000))
         with pytest.raises(InputError, match="too large"):
             read_image(tmp_path / "h.png")
+
+    @pytest.mark.parametrize("ext", ["gif", "png", "webp"])
+    def test_animation_refused(self, tmp_path, ext):
+        from PIL import Image as PILImage
+
+        frames = [PILImage.new("RGB", (16, 12), (60 * i, 20, 200 - 60 * i)) for i in range(3)]
+        frames[0].save(tmp_path / f"a.{ext}", save_all=True, append_images=frames[1:])
+        with pytest.raises(InputError, match=r"animated .*\(3 frames\)"):
+            read_image(tmp_path / f"a.{ext}")
+        frames[0].save(tmp_path / f"still.{ext}")  # one frame of the same format reads as a still image
+        assert read_image(tmp_path / f"still.{ext}").pixels.shape == (12, 16, 3)
 
     def test_messages_are_one_line(self, tmp_path):
         (tmp_path / "t.png").write_text("x")

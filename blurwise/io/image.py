@@ -204,7 +204,7 @@ def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
     if max_pixels and w * h > max_pixels:
         raise InputError(
             f"image too large: {w}x{h} = {w * h / 1e6:.0f} MP > {max_pixels / 1e6:.0f} MP limit "
-            f"(pass allow_large=True to read it anyway): {path}"
+            f"(--allow-large, or allow_large=True in Python, reads it anyway): {path}"
         )
 
 
@@ -263,6 +263,11 @@ def _read_png16(path: Path, head: bytes, max_pixels: int | None) -> Image | None
     return Image(pixels, alpha, 16, info.get("icc"), exif, "PNG", path)
 
 
+# Formats whose multi-frame files are animations (refused). Multi-frame JPEGs (MPO: a camera's preview or depth
+# picture beside the photo) and TIFFs (thumbnails, pyramids) hold one image plus extras: their first frame is the image.
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
+
+
 def _open_pil(path: Path, max_pixels: int | None):
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
@@ -281,6 +286,11 @@ def _open_pil(path: Path, max_pixels: int | None):
         finally:
             PILImage.MAX_IMAGE_PIXELS = old
     _check_size(path, im.width, im.height, max_pixels)
+    if im.format in ANIMATED_FORMATS and getattr(im, "is_animated", False):
+        # Reading the first frame would write a still image and silently drop the rest of the animation.
+        n = getattr(im, "n_frames", 0)
+        im.close()
+        raise InputError(f"animated {im.format} ({n} frames): only still images are supported: {path}")
     return im
 
 
@@ -352,8 +362,8 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
 
     Handles PNG, JPEG, TIFF (8/16-bit and float, via tifffile), BMP and WebP; gray, gray+alpha, RGB,
     RGBA, palette and 16-bit gray. EXIF orientation is applied so the pixels are upright. Every
-    failure a user can cause (missing, empty, not an image, corrupt or truncated, zero-size, more
-    than ``max_pixels`` unless ``allow_large``) raises a one-line :class:`InputError`.
+    failure a user can cause (missing, empty, not an image, corrupt or truncated, zero-size, an animation,
+    more than ``max_pixels`` unless ``allow_large``) raises a one-line :class:`InputError`.
     """
     path = Path(path)
     _check_file(path)
