@@ -346,7 +346,11 @@ def load_model(
         if is_shipped(v):
             return load_model(WEIGHTS_DIR / v.weights, device=device)  # type: ignore[operator]
         if not allow_untrained:
-            raise ModelError(f"model {key!r} is registered but its weights are not shipped yet")
+            shipped = ", ".join(n for n, o in _VARIANTS.items() if o.task == v.task and is_shipped(o)) or "none"
+            raise ModelError(
+                f"model {key!r} is registered but its weights are not shipped (shipped {v.task} models: {shipped}; "
+                "or pass a .safetensors file)"
+            )
         model = create_model(key)
         cfg = {**_ARCHS[v.arch].defaults, **v.cfg}
         info = model_info(model, name=key, arch=v.arch, task=v.task, scale=v.scale, config=cfg, teacher=v.teacher)
