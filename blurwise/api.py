@@ -27,7 +27,7 @@ import numpy as np
 
 from blurwise.errors import InputError, ModelError, NotAvailableError, UsageError
 from blurwise.io.alpha import merge_alpha, resize_plane
-from blurwise.io.image import from_float, to_float
+from blurwise.io.image import float_pixels_problem, from_float, to_float
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,9 @@ def _from_user(img: Any) -> tuple[np.ndarray, np.ndarray | None, _Kind]:
             data = data[:, :, None]
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise InputError(f"zero-size image ({data.shape[1]}x{data.shape[0]})")
+    problem = float_pixels_problem(data)  # NaN, or 0-255 data in floats: every model would run on it silently
+    if problem:
+        raise InputError(problem)
     c = data.shape[2]
     if c not in (1, 2, 3, 4):
         raise InputError(f"expected 1 to 4 channels, got {c}")

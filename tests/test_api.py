@@ -83,6 +83,25 @@ class TestKinds:
         with pytest.raises(InputError, match="channels"):
             blurwise.upscale(np.zeros((4, 4, 5), np.uint8), model="bicubic")
 
+    @pytest.mark.parametrize(
+        ("value", "match"), [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), (200.0, "reaches 200")]
+    )
+    def test_bad_float_values(self, value, match):
+        # every entry point refuses them the same way (0-255 data in a float array would otherwise run as an
+        # image 255 times too bright, and NaN would come back as NaN), without touching a model
+        img = synth_image(16, 16, 3, np.float32)
+        img[3, 4, 1] = value
+        for call in (
+            lambda: blurwise.upscale(img, 2, model="bicubic"),
+            lambda: blurwise.deblur(img, model="identity"),
+            lambda: blurwise.defocus_map(img),
+        ):
+            with pytest.raises(InputError, match=match):
+                call()
+        ok = np.clip(img, 0, 1.2)  # a slight overshoot (sharpening, colour conversion) is kept
+        ok[3, 4, 1] = 1.2
+        assert blurwise.upscale(ok, 2, model="bicubic").shape == (32, 32, 3)
+
 
 # --------------------------------------------------------------------------- models
 

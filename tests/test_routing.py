@@ -503,7 +503,7 @@ class TestUpscaleRouted:
     @pytest.mark.parametrize(
         ("img", "exc", "match"),
         [
-            (np.full((16, 16, 3), 200.0, np.float32), UsageError, "values in"),
+            (np.full((16, 16, 3), 200.0, np.float32), UsageError, r"in \[0, 1\]"),
             (np.full((16, 16, 3), 7, np.int32), InputError, "pixel type"),
             (np.full((16, 16, 3), np.nan, np.float32), UsageError, "NaN"),
         ],

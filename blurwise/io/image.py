@@ -84,6 +84,19 @@ class Image:
 
 # --------------------------------------------------------------------------- conversions
 
+FLOAT_MAX = 1.5  # largest float pixel value taken as [0, 1] data (sharpening, colour conversion overshoot)
+
+
+def float_pixels_problem(a: np.ndarray) -> str | None:
+    """What is wrong with float pixels meant to be in [0, 1], or None: NaN/inf, or values far above 1
+    (0-255 data in a float array), which every model would take for an image hundreds of times too bright."""
+    if a.size and not np.isfinite(a).all():
+        return "the image has NaN or infinite values"
+    top = float(a.max()) if a.size else 0.0
+    if top > FLOAT_MAX:
+        return f"float pixels must be in [0, 1] (8/16-bit images as uint8/uint16); this one reaches {top:g}"
+    return None
+
 
 def to_float(arr: np.ndarray) -> np.ndarray:
     """uint8/uint16/bool/float array -> float32 in [0, 1] (floats are passed through as float32)."""

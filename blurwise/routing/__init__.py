@@ -445,9 +445,6 @@ def learned_scores(
 # ---------------------------------------------------------------------- pipeline
 
 
-FLOAT_MAX = 1.5  # largest float pixel value taken as [0, 1] data with some overshoot
-
-
 def _as_unit_float(lr: Any) -> np.ndarray:
     """``lr`` as float32 in [0, 1]: 8/16-bit images are scaled (:func:`blurwise.io.image.to_float`), floats kept.
 
@@ -456,15 +453,12 @@ def _as_unit_float(lr: Any) -> np.ndarray:
     float image far above 1 (0-255 data in a float array) is refused for the same reason; a slight
     overshoot, as sharpening or colour conversion leave, is kept (the models clip their output).
     """
-    from blurwise.io.image import to_float
+    from blurwise.io.image import float_pixels_problem, to_float
 
     a = to_float(np.asarray(lr))
-    if a.size and not np.isfinite(a).all():
-        raise UsageError("the image has NaN or infinite values")
-    if a.size and float(a.max()) > FLOAT_MAX:
-        raise UsageError(
-            f"routed SR needs float values in [0, 1] (or an 8/16-bit image); this one reaches {float(a.max()):g}"
-        )
+    problem = float_pixels_problem(a)
+    if problem:
+        raise UsageError(problem)
     return a
 
 
