@@ -85,9 +85,7 @@ def _is_image(p: Path) -> bool:
     return p.suffix.lower() in READ_EXTS and not p.name.startswith(".")
 
 
-def _inside(p: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
+def _inside(p: Path, folder: Path) -> bool:
     try:
         p.resolve().relative_to(folder.resolve())
         return True
@@ -96,26 +94,48 @@ def _inside(p: Path, folder: Path | None) -> bool:
 
 
 def expand_inputs(
-    inputs: Iterable[str | os.PathLike], *, recursive: bool = False, exclude: Path | None = None
+    inputs: Iterable[str | os.PathLike],
+    *,
+    recursive: bool = False,
+    exclude: Path | None = None,
+    own_tag: str = "",
 ) -> list[tuple[Path, Path | None]]:
     """Input files as (file, root folder or None), sorted per input; folders expand to their images.
 
-    Missing paths are kept (they fail later with a clear line); files inside ``exclude`` (the output
-    folder) are left out so re-runs never process their own outputs.
+    Missing paths are kept (they fail later with a clear line); a file named twice (also through a folder)
+    is taken once. Re-runs never process their own outputs: where ``exclude`` (the output folder) lies
+    inside an input folder, the files under it are left out; where it is the input folder itself, the
+    files whose names end with ``own_tag`` (the outputs' ``_suffix``) are. An output folder that holds the
+    input folder (``-o .``) excludes nothing.
     """
     out: list[tuple[Path, Path | None]] = []
+    seen: set[Path] = set()
+
+    def add(f: Path, root: Path | None) -> None:
+        key = f.resolve() if f.exists() else f.absolute()
+        if key not in seen:
+            seen.add(key)
+            out.append((f, root))
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
+            same = exclude is not None and exclude.exists() and os.path.samefile(exclude, p)
+            below = exclude is not None and not same and _inside(exclude, p)
             it = p.rglob("*") if recursive else p.iterdir()
             files = sorted(
                 f
                 for f in it
-                if f.is_file() and _is_image(f) and not _inside(f, exclude) and not _hidden(f.relative_to(p))
+                if f.is_file()
+                and _is_image(f)
+                and not _hidden(f.relative_to(p))
+                and not (below and _inside(f, exclude))  # type: ignore[arg-type]
+                and not (same and own_tag and f.stem.endswith(own_tag))
             )
-            out.extend((f, p) for f in files)
+            for f in files:
+                add(f, p)
         else:
-            out.append((p, None))
+            add(p, None)
     return out
 
 
@@ -154,7 +174,8 @@ def plan_jobs(
     inputs = [Path(p) for p in inputs]
     out = Path(output) if output is not None else Path("results")
     is_file_target = out.suffix.lower() in IMAGE_EXTS and not out.is_dir()
-    files = expand_inputs(inputs, recursive=recursive, exclude=None if is_file_target else out)
+    tag = f"_{suffix}" if suffix else ""
+    files = expand_inputs(inputs, recursive=recursive, exclude=None if is_file_target else out, own_tag=tag)
     if not files:
         raise UsageError("no input images found (give files or folders with -i)")
     if is_file_target:
@@ -164,7 +185,6 @@ def plan_jobs(
         return [Job(src, out, Path(src.name), _self_error(src, out))]
     jobs: list[Job] = []
     seen: dict[Path, Path] = {}
-    tag = f"_{suffix}" if suffix else ""
     for src, root in files:
         rel = src.relative_to(root) if root is not None else Path(src.name)
         e = output_ext(src, ext, default_ext)

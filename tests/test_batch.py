@@ -73,6 +73,25 @@ class TestPlan:
         jobs = plan_jobs([image_folder], out, recursive=True)
         assert all("results" not in j.src.parts for j in jobs)
 
+    def test_output_folder_holding_the_input_excludes_nothing(self, image_folder, monkeypatch):
+        # -o . (or any folder above the input folder) used to leave every input out: "no input images"
+        monkeypatch.chdir(image_folder.parent)
+        jobs = plan_jobs([image_folder.name], ".", recursive=True)
+        assert len(jobs) == 6 and all(j.error is None for j in jobs)
+        assert sorted(j.dst.as_posix() for j in jobs)[:2] == ["a_out.png", "b16_out.png"]  # the tree mirrored under .
+
+    def test_output_folder_is_the_input_folder(self, image_folder):
+        write_image(image_folder / "a_out.png", synth_image(4, 4, 3))  # an earlier run's output
+        jobs = plan_jobs([image_folder], image_folder)
+        assert sorted(j.src.name for j in jobs) == ["a.png", "b16.png", "c.jpg"]
+        assert sorted(j.dst.name for j in jobs) == ["a_out.png", "b16_out.png", "c_out.jpg"]
+
+    def test_inputs_named_twice_run_once(self, image_folder, tmp_path):
+        a = image_folder / "a.png"
+        jobs = plan_jobs([a, image_folder, a], tmp_path / "out")
+        assert sorted(j.src.name for j in jobs) == ["a.png", "b16.png", "c.jpg"]
+        assert all(j.error is None for j in jobs)
+
     def test_no_images(self, tmp_path):
         with pytest.raises(UsageError, match="no input images"):
             plan_jobs([tmp_path], tmp_path / "out")
