@@ -159,6 +159,22 @@ class TestPng16:
         out, _ = png16.decode(png16.encode(arr))
         np.testing.assert_array_equal(out, arr)
 
+    def test_decompression_bomb_stays_small(self):
+        # a 1x1 16-bit RGB PNG whose image data inflates to 64 MB: only the 7 bytes the header asks for are made
+        import tracemalloc
+        import zlib
+
+        good = png16.encode(np.full((1, 1, 3), 1234, np.uint16))
+        data = bytearray(good[: good.index(b"IDAT") - 4])  # signature + IHDR
+        body = zlib.compress(b"\x00" + bytes(6) + bytes(64 << 20), 9)
+        data += len(body).to_bytes(4, "big") + b"IDAT" + body + zlib.crc32(b"IDAT" + body).to_bytes(4, "big")
+        data += good[good.index(b"IEND") - 4 :]
+        tracemalloc.start()
+        out, _ = png16.decode(bytes(data))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert out.shape == (1, 1, 3) and peak < 8 << 20
+
     def test_pillow_reads_our_16bit_gray(self):
         arr = synth_image(9, 11, 1, np.uint16)
         im = PILImage.open(io.BytesIO(png16.encode(arr)))

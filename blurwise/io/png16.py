@@ -135,7 +135,9 @@ def decode(data: bytes) -> tuple[np.ndarray, dict]:
     bpp = ch * hdr.bit_depth // 8
     stride = hdr.width * bpp + 1
     try:
-        raw = zlib.decompress(b"".join(idat))
+        # No more than the header's image needs: a small file of highly compressible data (a decompression bomb)
+        # cannot make it allocate more.
+        raw = zlib.decompressobj().decompress(b"".join(idat), stride * hdr.height)
     except zlib.error as exc:
         raise PngCorrupt(f"PNG image data is corrupt ({exc})") from None
     if len(raw) < stride * hdr.height:
