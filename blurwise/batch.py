@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blurwise.errors import BlurwiseError, UsageError
+from blurwise.errors import BlurwiseError, OutputError, UsageError
 from blurwise.io.image import FORMATS, READ_EXTS, Image, read_image, write_image
 
 log = logging.getLogger(__name__)
@@ -360,12 +360,22 @@ def run_batch(
             if item is _END:
                 return
             job, outputs = item
+            # A job's outputs (the image, and a map or preview beside it) are written all or none: an existing one
+            # fails the job before anything is written, and a failed write takes back the files written before it.
+            existed = [Path(path) for path, _ in outputs if Path(path).exists()]
+            written: list[Path] = []
             try:
+                if existed and not overwrite:
+                    raise OutputError(f"output exists (use --overwrite or --skip-existing): {existed[0]}")
                 for path, data in outputs:
                     write_image(path, data, overwrite=overwrite)
+                    written.append(Path(path))
                 with lock:
                     res.done.append(job.src)
             except Exception as exc:  # noqa: BLE001
+                for p in written:
+                    if p not in existed:
+                        p.unlink(missing_ok=True)
                 fail(job, exc)
             bar.update(1)
 

@@ -157,6 +157,27 @@ class TestRun:
         run_batch(plan_jobs([image_folder / "a.png"], tmp_path / "o"), two, quiet=True)
         assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a_out.png", "a_out_map.png"]
 
+    def test_extra_outputs_all_or_none(self, image_folder, tmp_path):
+        out = tmp_path / "o"
+
+        def two(img, job, bad=False):
+            side = np.zeros((2, 2, 2, 2), np.uint8) if bad else np.zeros((2, 2), np.uint8)  # 4-D: cannot be written
+            return [(job.dst, img), (job.dst.with_name(job.dst.stem + "_map.png"), side)]
+
+        # an existing side output fails the job before its main output is written
+        out.mkdir()
+        (out / "a_out_map.png").write_bytes(b"old")
+        res = run_batch(plan_jobs([image_folder / "a.png"], out), two, quiet=True, say=lambda m: None)
+        assert res.exit_code == 1 and "a_out_map.png" in res.failed[0][1] and "--overwrite" in res.failed[0][1]
+        assert sorted(p.name for p in out.iterdir()) == ["a_out_map.png"]
+        assert (out / "a_out_map.png").read_bytes() == b"old"
+        # a side output that cannot be written takes back the main output written before it
+        (out / "a_out_map.png").unlink()
+        res = run_batch(
+            plan_jobs([image_folder / "a.png"], out), lambda i, j: two(i, j, bad=True), quiet=True, say=lambda m: None
+        )
+        assert res.exit_code == 1 and list(out.iterdir()) == []
+
     def test_ctrl_c_stops_after_current_image(self, tmp_path):
         src = tmp_path / "in"
         for k in range(5):
