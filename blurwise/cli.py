@@ -78,39 +78,27 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _fraction(text: str) -> float:
-    v = float(text)
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], not {text}")
-    return v
+def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, accept it when ``ok``; anything else (also text that does not
+    convert, which argparse would report as "invalid <function name> value") says what was expected."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = convert(text)
+        except ValueError:
+            v = None
+        if v is None or not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
+        return v
+
+    return parse
 
 
-def _sigma(text: str) -> float:
-    v = float(text)
-    if not (math.isfinite(v) and v >= 0.0):
-        raise argparse.ArgumentTypeError(f"expected a blur sigma in LR pixels, a finite number >= 0, not {text}")
-    return v
-
-
-def _saving(text: str) -> float:
-    v = float(text)
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), not {text}")
-    return v
-
-
-def _nonneg(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text}")
-    return v
-
-
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, not {text}")
-    return v
+_fraction = _checked(float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
+_sigma = _checked(float, lambda v: math.isfinite(v) and v >= 0.0, "a blur sigma in LR pixels, a finite number >= 0")
+_saving = _checked(float, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
+_nonneg = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
 
 
 # --------------------------------------------------------------------------- parser

@@ -94,6 +94,8 @@ class TestHelp:
         "argv",
         [
             ("upscale", "--budget", "3"),  # a bad value
+            ("upscale", "-i", "x.png", "--budget", "abc"),  # not a number at all
+            ("upscale", "-i", "x.png", "-s", "2.5"),  # not an integer
             ("upscale", "-o", "out"),  # a required flag missing
             ("upscale", "-i", "x.png", "--no-such-flag"),  # an unknown flag
             ("frobnicate",),  # an unknown command
@@ -104,6 +106,7 @@ class TestHelp:
         code, out, err = run(capsys, *argv)
         assert code == 2 and out == "" and err.count("\n") == 1
         assert err.startswith("blurwise") and ": error: " in err and "-h')" in err
+        assert "invalid" not in err or "invalid choice" in err  # never argparse's "invalid _fraction value"
 
 
 # --------------------------------------------------------------------------- models
