@@ -13,6 +13,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -364,13 +365,13 @@ def _depth_finder(depth: str | None, jobs: list) -> Callable[[Any], Path | None]
         return lambda job: None
     d = Path(depth)
     if d.is_dir():
-        exts = (".npy", ".png", ".tif", ".tiff", ".dpt", ".pfm", ".heic")
+        from blurwise.io.depth import DEPTH_EXTS
 
         def find(job: Any) -> Path | None:
             for base in (d / job.rel.parent, d):
-                for e in exts:
+                for e in DEPTH_EXTS:
                     cand = base / f"{job.rel.stem}{e}"
-                    if cand.is_file():
+                    if cand.is_file() and not (job.src.exists() and os.path.samefile(cand, job.src)):  # not itself
                         return cand
             raise UsageError(f"no depth map for {job.rel} in {d} (looked for {job.rel.stem}.npy/.png/.tif/...)")
 

@@ -421,6 +421,23 @@ class TestBadInput:
 # --------------------------------------------------------------------------- forwarding commands
 
 
+class TestDepthFolder:
+    def test_found_by_name_in_any_readable_format_never_the_image_itself(self, tmp_path):
+        from blurwise.batch import plan_jobs
+        from blurwise.cli import _depth_finder
+        from blurwise.errors import UsageError
+
+        for name in ("a.png", "b.png", "c.png"):
+            write_image(tmp_path / name, synth_image(16, 16, 3))
+        write_image(tmp_path / "a.jpg", synth_image(16, 16, 1))  # a's depth, as a JPEG
+        np.save(tmp_path / "b.npy", np.ones((16, 16), np.float32))
+        jobs = {j.src.name: j for j in plan_jobs([tmp_path], tmp_path / "out")}
+        find = _depth_finder(str(tmp_path), list(jobs.values()))
+        assert find(jobs["a.png"]).name == "a.jpg" and find(jobs["b.png"]).name == "b.npy"
+        with pytest.raises(UsageError, match="no depth map for c.png"):  # c.png itself is not its depth
+            find(jobs["c.png"])
+
+
 class TestForwarding:
     def test_evaluate_bicubic_json(self, capsys, tmp_path):
         for k in range(2):

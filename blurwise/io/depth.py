@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from blurwise.errors import InputError
+from blurwise.io.image import READ_EXTS
 
 ASPECT_TOLERANCE = 0.02
+# What a folder of depth maps is searched for, by name, in this order of preference: the lossless formats first,
+# then every other image format the readers take.
+DEPTH_EXTS = tuple(dict.fromkeys((".npy", ".png", ".tif", ".tiff", ".dpt", ".pfm", *READ_EXTS)))
 _DPT_TAG = 202021.25
 
 
