@@ -65,6 +65,8 @@ def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
 
 def _half(args: argparse.Namespace) -> Any:
     if getattr(args, "fp32", False):
+        if getattr(args, "half", None):
+            raise UsageError(f"--fp32 and --half {args.half} contradict each other; give one")
         return None
     return getattr(args, "half", None) or "auto"
 
@@ -161,7 +163,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--route", choices=["auto", "on", "off"], default="auto", help="route defocused patches (auto)")
     g.add_argument("--threshold", type=_sigma, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
     g.add_argument("--budget", type=_fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model")
-    g.add_argument("--routes", type=int, choices=[2, 3], default=2, help="3 adds a bicubic route for heavy blur")
+    g.add_argument("--routes", type=int, choices=[2, 3], help="3 adds a bicubic route for heavy blur (default 2)")
     g.add_argument(
         "--router",
         choices=["auto", "learned", "map"],
@@ -230,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--save-map",
         action="store_true",
-        help="also write NAME_routes.png (routes) and NAME_defocus.tiff/.png (the defocus map, LR px)",
+        help="also write the routes and the defocus map (LR px) beside each output: "
+        "NAME_out_routes.png, NAME_out_defocus.tiff and .png",
     )
     sp.add_argument("--depth", metavar="PATH", help="depth map file (one input) or folder of maps named like inputs")
 
@@ -460,6 +463,12 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
     from blurwise.batch import run_batch
     from blurwise.io import Image, read_depth
 
+    given = [f"--{k}" for k in ("threshold", "budget", "routes") if getattr(args, k) is not None]
+    no_routing = "--route off" if args.route == "off" else "-m bicubic" if args.model == "bicubic" else None
+    if no_routing and given:
+        raise UsageError(f"{'/'.join(given)} set the routing, but {no_routing} routes nothing")
+    if no_routing and args.save_map:
+        raise UsageError(f"--save-map saves the defocus map and the routes, but {no_routing} routes nothing")
     jobs = _plan(args)
     common = _batch_options(args)
     if args.dry_run:
@@ -471,7 +480,7 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         route=args.route,
         threshold=args.threshold,
         budget=args.budget,
-        routes=args.routes,
+        routes=args.routes or 2,
         router=args.router,
         min_saving=args.min_saving,
         map_precision=args.map_precision,

@@ -366,6 +366,21 @@ class TestBadInput:
         code, _, err = run(capsys, "upscale", "-i", image_folder, "-o", tmp_path / "o", "-m", "edsr-s-x2", "-s", "4")
         assert code == 1 and "x2" in err and "x4" in err and err.count("\n") == 1
 
+    @pytest.mark.parametrize(
+        ("flags", "said"),
+        [
+            (("--route", "off", "--budget", "0.5"), "--budget set the routing, but --route off"),
+            (("--route", "off", "--threshold", "0"), "--threshold set the routing"),
+            (("--route", "off", "--routes", "3"), "--routes set the routing"),
+            (("--route", "off", "--save-map"), "--save-map saves the defocus map"),
+            (("-m", "bicubic", "--save-map"), "-m bicubic routes nothing"),
+            (("--fp32", "--half", "bf16"), "contradict"),
+        ],
+    )
+    def test_contradicting_flags(self, capsys, image_folder, tmp_path, flags, said):
+        code, _, err = run(capsys, "upscale", "-i", image_folder / "a.png", "-o", tmp_path / "o", *flags)
+        assert code == 2 and said in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
     def test_negative_sigma_threshold(self, capsys, image_folder, tmp_path):
         # refused with the flags, before any image is read: one line, no per-image failure report
         code, _, err = run(capsys, "upscale", "-i", image_folder / "a.png", "-o", tmp_path / "o", "--threshold", "-1")
