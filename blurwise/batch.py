@@ -306,7 +306,9 @@ def run_batch(
 
     t0 = time.perf_counter()
     lock = threading.Lock()
-    bar = tqdm(total=len(todo), unit="img", disable=quiet, dynamic_ncols=True, leave=False, file=sys.stderr)
+    bar = tqdm(
+        total=len(todo), unit="img", disable=True if quiet else None, dynamic_ncols=True, leave=False, file=sys.stderr
+    )
 
     def report(msg: str) -> None:
         if quiet:

@@ -385,7 +385,11 @@ def _depth_finder(depth: str | None, jobs: list) -> Callable[[Any], Path | None]
 
 
 def _finish(res: Any, args: argparse.Namespace) -> int:
-    if res.dry_run or not args.quiet:
+    """Print the run's summary table (to stdout for a dry run) and return the exit code. A single image that
+    failed gets its one error line only: the table would only repeat it."""
+    done, skipped = (len(x) if isinstance(x, list | set) else int(x) for x in (res.done, res.skipped))
+    lone_failure = len(res.failed) == 1 and not done and not skipped and not res.interrupted
+    if res.dry_run or not (args.quiet or lone_failure):
         print(res.table(), file=sys.stdout if res.dry_run else sys.stderr)
     return res.exit_code
 

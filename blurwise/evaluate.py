@@ -208,7 +208,7 @@ def evaluate(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(items), desc=f"evaluate {model_name}", unit="img")
+        bar = tqdm(total=len(items), desc=f"evaluate {model_name}", unit="img", disable=None)
     try:
         for item in items:
             if task == "sr":

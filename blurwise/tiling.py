@@ -401,7 +401,7 @@ def _run_image(
     if progress and len(tiles) > 1:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False)
+        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False, disable=None)
     try:
         for group in _batches(tiles, batch):
             xb = torch.stack([x[:, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])

@@ -267,6 +267,7 @@ class TestBadInput:
         code, _, err = self._up(capsys, "-i", tmp_path / "nope.png", "-o", tmp_path / "o")
         assert code == 1 and "file not found" in err and "Traceback" not in err
         assert err.count(str(tmp_path / "nope.png")) == 1  # the path is said once, not again at the end
+        assert err.count("\n") == 1  # one image, one failure: its line alone, no summary table
         assert files(tmp_path / "o") == []
 
     @pytest.mark.parametrize(

@@ -235,7 +235,7 @@ def execute_plan(
         from tqdm import tqdm
 
         n = sum(len({t.window for t in plan.tiles_of(r)}) for r in (HEAVY, LIGHT))
-        bar = tqdm(total=n, unit="tile", leave=False)
+        bar = tqdm(total=n, unit="tile", leave=False, disable=None)
     outs_of: dict[int, tuple[dict, dict]] = {}
     for r in range(plan.routes):
         tiles = plan.tiles_of(r)
