@@ -323,6 +323,62 @@ class TestBadInput:
         assert "\n" not in str(ei.value)
 
 
+class TestFormatDetails:
+    @pytest.mark.parametrize("mode", ["L", "RGB"])
+    def test_png_colour_key_transparency_becomes_alpha(self, tmp_path, mode):
+        arr = synth_image(6, 7, 1 if mode == "L" else 3)
+        key = int(arr[2, 3, 0]) if mode == "L" else tuple(int(v) for v in arr[2, 3])
+        PILImage.fromarray(arr[:, :, 0] if mode == "L" else arr, mode).save(tmp_path / "k.png", transparency=key)
+        img = read_image(tmp_path / "k.png")
+        assert img.alpha is not None and img.alpha[2, 3] == 0.0 and img.alpha.max() == 1.0
+
+    def test_lossless_webp_stays_lossless(self, tmp_path):
+        arr = synth_image(16, 16, 3)
+        PILImage.fromarray(arr).save(tmp_path / "l.webp", lossless=True)
+        img = read_image(tmp_path / "l.webp")
+        assert img.lossless
+        out = read_image(write_image(tmp_path / "o.webp", img.with_pixels(img.pixels)))
+        np.testing.assert_array_equal(np.round(out.pixels * 255), arr)
+        PILImage.fromarray(arr).save(tmp_path / "q.webp", quality=80)
+        assert not read_image(tmp_path / "q.webp").lossless
+
+    def test_exif_too_long_for_jpeg_is_left_out(self, tmp_path, caplog):
+        exif = PILImage.Exif()
+        exif[0x927C] = b"x" * 70000  # a MakerNote larger than a JPEG segment
+        img = Image(synth_image(8, 8, 3, np.float32), exif=b"Exif\x00\x00" + exif.tobytes())
+        with caplog.at_level("WARNING"):
+            out = read_image(write_image(tmp_path / "x.jpg", img))
+        assert out.pixels.shape == (8, 8, 3) and "EXIF" in caplog.text
+
+    @pytest.mark.parametrize(
+        ("arr", "match"),
+        [
+            (np.zeros((3, 16, 16), np.float32), "channels first"),
+            (np.full((4, 4, 3), 200.0, np.float32), "reaches 200"),
+            (np.full((4, 4, 3), np.nan, np.float32), "NaN"),
+        ],
+    )
+    def test_write_refuses_arrays_it_would_garble(self, tmp_path, arr, match):
+        with pytest.raises(OutputError, match=match):
+            write_image(tmp_path / "x.png", arr)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_unreadable_file(self, tmp_path, monkeypatch):
+        import builtins
+
+        p = write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        real_open = builtins.open
+
+        def deny(file, *a, **k):
+            if str(file) == str(p):
+                raise PermissionError(13, "Permission denied")
+            return real_open(file, *a, **k)
+
+        monkeypatch.setattr(builtins, "open", deny)
+        with pytest.raises(InputError, match="cannot read .*Permission denied"):
+            read_image(p)
+
+
 class TestWriteSafety:
     def test_no_overwrite_by_default(self, tmp_path):
         p = write_image(tmp_path / "x.png", synth_image(4, 4, 3))

@@ -47,7 +47,8 @@ class Image:
     """A decoded image: ``pixels`` float32 HWC in [0, 1] (C = 1 or 3) plus what writing needs back.
 
     ``bit_depth`` is 8 or 16 (32 for float TIFF); ``alpha`` is float32 HW or None; ``icc`` and
-    ``exif`` are raw bytes (EXIF in Pillow's ``Exif\\0\\0`` form, orientation reset to 1).
+    ``exif`` are raw bytes (EXIF in Pillow's ``Exif\\0\\0`` form, orientation reset to 1). ``lossless``:
+    a lossless WebP, written back losslessly.
     """
 
     pixels: np.ndarray
@@ -57,6 +58,7 @@ class Image:
     exif: bytes | None = None
     format: str | None = None
     path: Path | None = None
+    lossless: bool = False  # the file was stored without loss in a format that also has a lossy mode (WebP)
 
     @property
     def height(self) -> int:
@@ -344,8 +346,10 @@ def _first_line(exc: BaseException) -> str:
 def _pil_to_array(im, path: Path) -> tuple[np.ndarray, int]:
     """Convert a loaded Pillow image to an HWC uint8/uint16/float32 array and its bit depth."""
     mode = im.mode
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode in ("P", "L", "RGB") and "transparency" in im.info:  # a palette entry or a colour key marks transparency
+        im = im.convert("LA" if mode == "L" else "RGBA")
+    elif mode == "P":
+        im = im.convert("RGB")
     elif mode == "PA":
         im = im.convert("RGBA")
     elif mode == "1":
@@ -381,8 +385,11 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
     path = Path(path)
     _check_file(path)
     limit = None if allow_large else max_pixels
-    with open(path, "rb") as f:
-        head = f.read(33)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         try:
             return _read_tiff(path, limit)
@@ -418,7 +425,13 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
         raise InputError(f"corrupt or truncated image ({_first_line(exc)}): {path}") from None
     exif, _ = _reset_orientation(exif_raw)
     pixels, alpha = _split(to_float(arr))
-    return Image(pixels, alpha, bits, icc, exif, fmt, path)
+    return Image(pixels, alpha, bits, icc, exif, fmt, path, lossless=fmt == "WEBP" and _webp_lossless(head))
+
+
+def _webp_lossless(head: bytes) -> bool:
+    """Whether a WebP file's first bytes say lossless (a VP8L bitstream, alone or as the image of an extended
+    file: the VP8X header's 18 bytes come first, then the image chunk; animations are refused before this)."""
+    return head[12:16] == b"VP8L" or (head[12:16] == b"VP8X" and head[30:34] == b"VP8L")
 
 
 # --------------------------------------------------------------------------- writing
@@ -438,9 +451,19 @@ def _as_image(img: Image | np.ndarray) -> Image:
     arr = np.asarray(img)
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise OutputError(f"cannot write an array of shape {arr.shape} as an image")
+    if arr.ndim == 3 and arr.shape[2] > 4:
+        hint = " (channels first? give HWC)" if arr.shape[0] <= 4 else ""
+        raise OutputError(f"cannot write an array of shape {arr.shape} as an image: 1 to 4 channels last{hint}")
     bits = bits_of(arr.dtype)
-    pixels, alpha = _split(to_float(arr))
+    data = to_float(arr)
+    problem = float_pixels_problem(data) if np.issubdtype(arr.dtype, np.floating) else None
+    if problem:
+        raise OutputError(f"cannot write: {problem}")
+    pixels, alpha = _split(data)
     return Image(pixels, alpha, bits)
+
+
+JPEG_EXIF_MAX = 65533  # a JPEG APP1 segment's payload limit, less its length field: larger EXIF cannot be stored
 
 
 def _encode(img: Image, fmt: str, bits: int, quality: int, f) -> None:
@@ -477,13 +500,18 @@ def _encode(img: Image, fmt: str, bits: int, quality: int, f) -> None:
     if img.icc:
         kw["icc_profile"] = img.icc
     if img.exif and fmt in ("PNG", "JPEG", "WEBP"):
-        kw["exif"] = img.exif
+        if fmt == "JPEG" and len(img.exif) > JPEG_EXIF_MAX:
+            log.warning(
+                "EXIF of %d bytes does not fit a JPEG segment (%d); it is not written", len(img.exif), JPEG_EXIF_MAX
+            )
+        else:
+            kw["exif"] = img.exif
     if fmt == "JPEG":
         kw.update(quality=quality, subsampling=0 if quality >= 90 else 2)
         if mode == "LA":
             pil = pil.convert("L")
     elif fmt == "WEBP":
-        kw.update(quality=quality)
+        kw.update({"lossless": True, "quality": 100} if img.lossless else {"quality": quality})
         if mode in ("L", "LA"):
             pil = pil.convert("RGBA" if mode == "LA" else "RGB")
 
