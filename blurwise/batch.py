@@ -81,6 +81,10 @@ class BatchResult:
 # --------------------------------------------------------------------------- planning
 
 
+# Image formats that -o may name but blurwise does not write (read-only, or not images it makes).
+NOT_WRITTEN_EXTS = (*(e for e in READ_EXTS if e not in IMAGE_EXTS), ".gif", ".jp2", ".exr", ".dng", ".raw", ".svg")
+
+
 def _is_image(p: Path) -> bool:
     return p.suffix.lower() in READ_EXTS and not p.name.startswith(".")
 
@@ -174,6 +178,10 @@ def plan_jobs(
     inputs = [Path(p) for p in inputs]
     out = Path(output) if output is not None else Path("results")
     is_file_target = out.suffix.lower() in IMAGE_EXTS and not out.is_dir()
+    if not out.is_dir() and out.suffix.lower() in NOT_WRITTEN_EXTS:  # not a folder name: a format we cannot write
+        raise UsageError(f"-o {out}: cannot write {out.suffix} images; use one of {', '.join(EXT_CHOICES[1:])}")
+    if is_file_target and ext != "auto" and FORMATS[output_ext(out, ext)] != FORMATS[out.suffix.lower()]:
+        raise UsageError(f"-o {out} names a {out.suffix} file, but --ext asks for {ext}; give one of them")
     tag = f"_{suffix}" if suffix else ""
     files = expand_inputs(inputs, recursive=recursive, exclude=None if is_file_target else out, own_tag=tag)
     if not files:

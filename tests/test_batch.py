@@ -55,6 +55,12 @@ class TestPlan:
         assert len(jobs) == 1 and jobs[0].dst == tmp_path / "x.jpg"
         with pytest.raises(UsageError, match="names a file"):
             plan_jobs([image_folder], tmp_path / "x.jpg")
+        assert plan_jobs([image_folder / "a.png"], tmp_path / "x.jpeg", ext="jpg")[0].dst.suffix == ".jpeg"
+        with pytest.raises(UsageError, match="names a .png file, but --ext asks for jpg"):
+            plan_jobs([image_folder / "a.png"], tmp_path / "x.png", ext="jpg")
+        with pytest.raises(UsageError, match="cannot write .gif images"):  # not taken for a folder name
+            plan_jobs([image_folder / "a.png"], tmp_path / "anim.gif")
+        assert plan_jobs([image_folder / "a.png"], tmp_path / "run.v2")[0].dst.parent.name == "run.v2"  # a folder
 
     def test_collisions_and_self_overwrite(self, tmp_path):
         src = tmp_path / "in"
