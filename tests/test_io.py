@@ -236,6 +236,57 @@ class TestMetadata:
         np.testing.assert_array_equal(np.rint(img.pixels * 255).astype(np.uint8), np.rot90(arr, 1))
 
 
+# --------------------------------------------------------------------------- TIFF colour spaces, codecs, EXIF
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.rint(a * 255).astype(np.uint8)
+
+
+def _no_tifffile(monkeypatch) -> None:
+    """Send TIFFs to the Pillow fallback, as a compression tifffile cannot decode would."""
+    import blurwise.io.image as mod
+
+    def fail(*a, **k):
+        raise ValueError("compression requires a codec")
+
+    monkeypatch.setattr(mod, "_read_tiff", fail)
+
+
+class TestTiff:
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+    @pytest.mark.parametrize("c", [1, 3, 4])
+    def test_lzw_bit_exact(self, tmp_path, dtype, c):
+        import tifffile
+
+        arr = synth_image(9, 11, c, dtype)
+        photometric = "rgb" if c >= 3 else "minisblack"
+        tifffile.imwrite(tmp_path / "l.tif", arr[..., 0] if c == 1 else arr, photometric=photometric, compression="lzw")
+        img = read_image(tmp_path / "l.tif")
+        assert img.bit_depth == {np.uint8: 8, np.uint16: 16, np.float32: 32}[dtype]
+        scale = 1.0 if dtype == np.float32 else _scale(dtype)
+        np.testing.assert_array_equal(img.to_array(), arr.astype(np.float32) / np.float32(scale))
+
+    def test_jpeg_ycbcr_tiff_is_rgb(self, tmp_path):
+        import tifffile
+
+        arr = synth_image(32, 32, 3)
+        tifffile.imwrite(tmp_path / "j.tif", arr, photometric="rgb", compression="jpeg")
+        with tifffile.TiffFile(tmp_path / "j.tif") as tif:
+            assert int(tif.pages[0].photometric) == 6  # stored as YCbCr
+        got = _u8(read_image(tmp_path / "j.tif").pixels).astype(int)
+        assert np.abs(got - np.asarray(PILImage.open(tmp_path / "j.tif").convert("RGB"))).max() <= 2
+        assert np.abs(got - arr).mean() < 6  # 4:2:0 chroma loses the test image's colour noise; YCbCr would be far off
+
+    def test_pillow_fallback_warns_when_16bit_becomes_8bit(self, tmp_path, monkeypatch, caplog):
+        import tifffile
+
+        tifffile.imwrite(tmp_path / "s.tif", synth_image(6, 7, 3, np.uint16), photometric="rgb")
+        _no_tifffile(monkeypatch)
+        img = read_image(tmp_path / "s.tif")
+        assert img.bit_depth == 8 and "16-bit TIFF read at 8 bits" in caplog.text
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 

@@ -383,13 +383,15 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
     limit = None if allow_large else max_pixels
     with open(path, "rb") as f:
         head = f.read(33)
+    tiff_problem = None
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         try:
             return _read_tiff(path, limit)
         except InputError:
             raise
-        except Exception as exc:  # tifffile cannot decode some compressions: try Pillow
-            log.debug("tifffile failed on %s (%s); trying Pillow", path.name, exc)
+        except Exception as exc:  # a compression or colour space tifffile cannot decode: try Pillow
+            tiff_problem = _first_line(exc)
+            log.debug("tifffile failed on %s (%s); trying Pillow", path.name, tiff_problem)
     if head.startswith(png16.SIGNATURE):
         img = _read_png16(path, head, limit)
         if img is not None:
@@ -408,6 +410,7 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
                 exif_raw = im.info.get("exif") or (im.getexif().tobytes() if im.getexif() else None)
             except Exception:
                 exif_raw = None
+            src_bits = int(np.max(im.tag_v2.get(258, 8))) if fmt == "TIFF" else 8  # BitsPerSample
             im = ImageOps.exif_transpose(im) or im
             if im.mode in ("CMYK", "LAB", "YCbCr", "HSV"):
                 im, icc = _to_srgb(im, icc)
@@ -416,6 +419,8 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InputError(f"corrupt or truncated image ({_first_line(exc)}): {path}") from None
+    if bits < src_bits:
+        log.warning("%s: %d-bit TIFF read at %d bits by Pillow (tifffile: %s)", path.name, src_bits, bits, tiff_problem)
     exif, _ = _reset_orientation(exif_raw)
     pixels, alpha = _split(to_float(arr))
     return Image(pixels, alpha, bits, icc, exif, fmt, path)
