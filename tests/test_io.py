@@ -254,6 +254,102 @@ def _no_tifffile(monkeypatch) -> None:
 
 
 class TestTiff:
+    def test_palette_16bit_colormap(self, tmp_path):
+        import tifffile
+
+        rng = np.random.default_rng(1)
+        idx = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+        cmap = rng.integers(0, 65536, (3, 256), dtype=np.uint16)
+        tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
+        img = read_image(tmp_path / "p.tif")
+        assert img.channels == 3 and img.bit_depth == 16 and img.alpha is None
+        np.testing.assert_array_equal(np.rint(img.pixels * 65535).astype(np.uint16), cmap[:, idx].transpose(1, 2, 0))
+
+    def test_palette_8bit_colormap(self, tmp_path):
+        import tifffile
+
+        rng = np.random.default_rng(2)
+        idx = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+        cmap = rng.integers(0, 256, (3, 256)).astype(np.uint16) * 257
+        tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
+        img = read_image(tmp_path / "p.tif")
+        assert img.bit_depth == 8
+        np.testing.assert_array_equal(_u8(img.pixels), np.asarray(PILImage.open(tmp_path / "p.tif").convert("RGB")))
+
+    def test_miniswhite_inverted(self, tmp_path):
+        import tifffile
+
+        gray = synth_image(6, 7, 0)
+        tifffile.imwrite(tmp_path / "w.tif", gray, photometric="miniswhite")
+        tifffile.imwrite(tmp_path / "b.tif", gray > 128, photometric="miniswhite")  # 1-bit bilevel
+        np.testing.assert_array_equal(_u8(read_image(tmp_path / "w.tif").pixels)[:, :, 0], 255 - gray)
+        np.testing.assert_array_equal(read_image(tmp_path / "b.tif").pixels[:, :, 0], gray <= 128)
+
+    def test_4bit_gray_scaled_to_full_range(self, tmp_path):
+        import tifffile
+
+        gray = synth_image(6, 7, 0) >> 4
+        tifffile.imwrite(tmp_path / "g.tif", gray, photometric="minisblack", bitspersample=4)
+        img = read_image(tmp_path / "g.tif")
+        assert img.bit_depth == 8
+        np.testing.assert_array_equal(_u8(img.pixels)[:, :, 0], gray * 17)
+
+    def test_cmyk_becomes_rgb(self, tmp_path):
+        import tifffile
+
+        cmyk = np.random.default_rng(3).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated")
+        img = read_image(tmp_path / "c.tif")
+        assert img.channels == 3 and img.alpha is None and img.icc is None  # K is not alpha
+        expect = np.asarray(PILImage.fromarray(cmyk, "CMYK").convert("RGB")).astype(int)
+        assert np.abs(_u8(img.pixels).astype(int) - expect).max() <= 1
+
+    def test_cmyk_with_a_profile_it_does_not_fit(self, tmp_path, srgb_icc):
+        import tifffile
+
+        cmyk = np.random.default_rng(3).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated", iccprofile=srgb_icc)
+        img = read_image(tmp_path / "c.tif")
+        assert img.channels == 3 and img.icc is None  # plain conversion; the embedded profile is not carried
+        expect = np.asarray(PILImage.fromarray(cmyk, "CMYK").convert("RGB"))
+        np.testing.assert_array_equal(_u8(img.pixels), expect)
+
+    def test_cmyk_16bit_with_alpha(self, tmp_path):
+        import tifffile
+
+        data = np.random.default_rng(4).integers(0, 65536, (6, 7, 5), dtype=np.uint16)
+        tifffile.imwrite(tmp_path / "c.tif", data, photometric="separated", extrasamples=[2], planarconfig="contig")
+        img = read_image(tmp_path / "c.tif")
+        c = data.astype(np.float64) / 65535
+        expect = (1 - c[:, :, :3]) * (1 - c[:, :, 3:4])
+        assert img.bit_depth == 16 and img.channels == 3
+        np.testing.assert_allclose(img.pixels, expect, atol=1e-5)
+        np.testing.assert_array_equal(np.rint(img.alpha * 65535).astype(np.uint16), data[:, :, 4])
+
+    def test_associated_alpha_unpremultiplied(self, tmp_path):
+        import tifffile
+
+        rng = np.random.default_rng(5)
+        rgb = synth_image(6, 7, 3).astype(np.float64)
+        a = np.where(rng.random((6, 7)) < 0.5, 255.0, 128.0)
+        premultiplied = np.dstack([np.rint(rgb * a[:, :, None] / 255), a]).astype(np.uint8)
+        tifffile.imwrite(tmp_path / "a.tif", premultiplied, photometric="rgb", extrasamples=[1])
+        img = read_image(tmp_path / "a.tif")
+        np.testing.assert_array_equal(_u8(img.alpha), a)
+        err = np.abs(img.pixels * 255 - rgb)
+        assert err[a == 255].max() < 1e-3 and err.max() <= 1.0  # premultiplied rounding at alpha 128: < 1 level
+
+    def test_unspecified_extra_sample_is_not_alpha(self, tmp_path):
+        import tifffile
+
+        rgbx = synth_image(6, 7, 5)
+        tifffile.imwrite(tmp_path / "u.tif", rgbx[:, :, :4], photometric="rgb", extrasamples=[0])
+        tifffile.imwrite(tmp_path / "v.tif", rgbx, photometric="rgb", extrasamples=[0, 2], planarconfig="contig")
+        img = read_image(tmp_path / "u.tif")
+        assert img.alpha is None and img.channels == 3
+        np.testing.assert_array_equal(_u8(img.pixels), rgbx[:, :, :3])
+        np.testing.assert_array_equal(_u8(read_image(tmp_path / "v.tif").alpha), rgbx[:, :, 4])  # the alpha one
+
     @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
     @pytest.mark.parametrize("c", [1, 3, 4])
     def test_lzw_bit_exact(self, tmp_path, dtype, c):
@@ -277,6 +373,12 @@ class TestTiff:
         got = _u8(read_image(tmp_path / "j.tif").pixels).astype(int)
         assert np.abs(got - np.asarray(PILImage.open(tmp_path / "j.tif").convert("RGB"))).max() <= 2
         assert np.abs(got - arr).mean() < 6  # 4:2:0 chroma loses the test image's colour noise; YCbCr would be far off
+
+    def test_uncompressed_ycbcr_tiff_is_rgb(self, tmp_path):
+        PILImage.fromarray(synth_image(8, 8, 3)).convert("YCbCr").save(tmp_path / "y.tif")
+        img = read_image(tmp_path / "y.tif")
+        expect = np.asarray(PILImage.open(tmp_path / "y.tif").convert("RGB"))
+        np.testing.assert_array_equal(_u8(img.pixels), expect)
 
     def test_pillow_fallback_warns_when_16bit_becomes_8bit(self, tmp_path, monkeypatch, caplog):
         import tifffile

@@ -221,7 +221,17 @@ def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
         )
 
 
+# TIFF photometric interpretation -> colour samples per pixel (the samples after them are "extra": alpha or other data)
+_TIFF_COLOURS = {0: 1, 1: 1, 2: 3, 3: 1, 5: 4, 6: 3}  # MinIsWhite, MinIsBlack, RGB, Palette, Separated (CMYK), YCbCr
+_TIFF_JPEG = (6, 7, 34892)  # JPEG compressions: the decoder turns YCbCr into RGB
+
+
 def _read_tiff(path: Path, max_pixels: int | None) -> Image:
+    """A TIFF's first page through tifffile, photometric interpretation and extra samples applied.
+
+    Raises InputError for what nothing can read, and other exceptions (a codec or colour space tifffile
+    does not handle) for what Pillow may still read.
+    """
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
@@ -231,10 +241,20 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image:
         axes = page.axes  # e.g. 'YX', 'YXS', 'SYX'
         shape = dict(zip(axes, page.shape, strict=False))
         _check_size(path, shape.get("X", 0), shape.get("Y", 0), max_pixels)
+        photometric, name = int(page.photometric), getattr(page.photometric, "name", str(page.photometric))
+        if photometric == 8 or (photometric == 6 and int(page.compression) not in _TIFF_JPEG):
+            raise NotImplementedError(f"{name} TIFF not JPEG-compressed")  # Pillow converts CIELab and YCbCr
+        ncolour = _TIFF_COLOURS.get(photometric)
+        if ncolour is None:
+            raise InputError(f"unsupported TIFF colour space {name}: {path}")
+        extras = [int(e) for e in page.extrasamples]
+        if photometric == 5 and (page.tags.valueof(332, 1) != 1 or page.samplesperpixel - len(extras) != 4):
+            raise InputError(f"unsupported TIFF ink set (only CMYK separations are read): {path}")
         arr = page.asarray()
         tags = page.tags
         orient = int(tags["Orientation"].value) if "Orientation" in tags else 1
         icc = bytes(tags["InterColorProfile"].value) if "InterColorProfile" in tags else None
+        bps, colormap = int(page.bitspersample), page.colormap
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if axes.startswith("S") and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
@@ -244,15 +264,62 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image:
         raise InputError(f"unsupported TIFF layout {axes} {arr.shape}: {path}")
     if arr.dtype not in (np.uint8, np.uint16, np.bool_) and not np.issubdtype(arr.dtype, np.floating):
         raise InputError(f"unsupported TIFF sample type {arr.dtype} (use 8/16-bit or float): {path}")
-    bits = bits_of(arr.dtype)
-    data = to_float(_orient(arr, orient))
-    if bits == 32:
+    arr = _orient(arr, orient)
+    if photometric == 3:
+        if colormap is None:
+            raise InputError(f"palette TIFF without a colormap: {path}")
+        rgb = _palette_rgb(arr[:, :, 0], colormap)
+        bits, colour, extra = bits_of(rgb.dtype), to_float(rgb), _tiff_float(arr[:, :, 1:], bps, path)
+    else:
+        bits, data = bits_of(arr.dtype), _tiff_float(arr, bps, path)
+        colour, extra = data[:, :, :ncolour], data[:, :, ncolour:]
+    # ExtraSamples: 1 = associated (premultiplied) alpha, 2 = unassociated alpha, 0 = unspecified data (dropped)
+    at = next((i for i, kind in enumerate(extras) if kind in (1, 2) and i < extra.shape[2]), None)
+    alpha = extra[:, :, at] if at is not None else None
+    if photometric == 0:
+        colour = 1.0 - colour
+    elif photometric == 5:
+        colour, icc, bits = _cmyk_to_rgb(colour, icc, bits, path)
+    if alpha is not None and extras[at] == 1:  # un-premultiply
+        a = alpha[:, :, None]
+        colour = np.clip(np.divide(colour, a, out=np.zeros_like(colour), where=a > 0), 0.0, 1.0)
+    return Image(colour, alpha, bits, icc, None, "TIFF", path)
+
+
+def _tiff_float(a: np.ndarray, bps: int, path: Path) -> np.ndarray:
+    """TIFF samples -> float32 [0, 1]: 2/4/12-bit... integers by their own maximum, floats with NaN/inf and
+    values outside [0, 1] clipped."""
+    if a.dtype.kind == "u" and bps not in (8, 16):
+        return a.astype(np.float32) / np.float32(2**bps - 1)
+    data = to_float(a)
+    if a.dtype.kind == "f" and data.size:
         data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=0.0)
         if data.min() < 0 or data.max() > 1:
             log.warning("%s: float TIFF values outside [0, 1] are clipped", path.name)
             data = np.clip(data, 0.0, 1.0)
-    pixels, alpha = _split(data)
-    return Image(pixels, alpha, bits, icc, None, "TIFF", path)
+    return data
+
+
+def _palette_rgb(index: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """Palette indices -> RGB through a TIFF colormap: uint16, or uint8 when every entry is an 8-bit value * 257."""
+    cmap = np.asarray(colormap, dtype=np.uint16).reshape(3, -1).T
+    if cmap.max() < 256:  # a colormap written with 8-bit values (libtiff takes it so too)
+        cmap = cmap * np.uint16(257)
+    rgb = cmap[np.minimum(index.astype(np.intp), len(cmap) - 1)]
+    return rgb if (cmap % 257).any() else (rgb // 257).astype(np.uint8)
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray, icc: bytes | None, bits: int, path: Path) -> tuple[np.ndarray, bytes | None, int]:
+    """CMYK float [0, 1] -> (RGB float, profile of the result, bit depth): through the embedded profile as for a
+    CMYK JPEG (Pillow's littleCMS, 8 bits), else the plain conversion Pillow makes, (1 - C)(1 - K), at full depth."""
+    if not icc:
+        return (1 - cmyk[:, :, :3]) * (1 - cmyk[:, :, 3:]), None, bits
+    from PIL import Image as PILImage
+
+    if bits != 8:
+        log.warning("%s: %d-bit CMYK TIFF is converted to RGB through its profile at 8 bits", path.name, bits)
+    rgb, icc = _to_srgb(PILImage.fromarray(from_float(cmyk, 8), "CMYK"), icc)
+    return to_float(np.asarray(rgb)), icc, 8
 
 
 def _read_png16(path: Path, head: bytes, max_pixels: int | None) -> Image | None:
