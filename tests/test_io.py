@@ -388,6 +388,26 @@ class TestTiff:
         img = read_image(tmp_path / "s.tif")
         assert img.bit_depth == 8 and "16-bit TIFF read at 8 bits" in caplog.text
 
+    @pytest.mark.parametrize("reader", ["tifffile", "pillow"])
+    def test_exif_is_the_exif_ifd_not_the_tiff_layout(self, tmp_path, monkeypatch, reader):
+        ex = PILImage.Exif()
+        ex[0x010F] = "blurwise-cam"  # Make
+        ex.get_ifd(0x8769).update({0x829A: (1, 250), 0x9003: "2024:01:02 03:04:05"})
+        PILImage.fromarray(synth_image(12, 13, 3)).save(tmp_path / "e.tif", exif=ex.tobytes())
+        if reader == "pillow":
+            _no_tifffile(monkeypatch)
+        img = read_image(tmp_path / "e.tif")
+        write_image(tmp_path / "e.jpg", img.with_pixels(np.repeat(img.pixels, 2, axis=0)))
+        back = PILImage.open(tmp_path / "e.jpg").getexif()
+        assert not {256, 257, 258, 259, 262, 273, 277, 278, 279} & set(back)  # no TIFF layout tags
+        assert back[0x010F] == "blurwise-cam" and back.get_ifd(0x8769)[0x9003] == "2024:01:02 03:04:05"
+
+    def test_tiff_without_exif_carries_none(self, tmp_path):
+        import tifffile
+
+        tifffile.imwrite(tmp_path / "n.tif", synth_image(6, 7, 3), photometric="rgb")  # has description, software
+        assert read_image(tmp_path / "n.tif").exif is None
+
 
 # --------------------------------------------------------------------------- bad inputs
 

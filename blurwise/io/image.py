@@ -224,6 +224,11 @@ def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
 # TIFF photometric interpretation -> colour samples per pixel (the samples after them are "extra": alpha or other data)
 _TIFF_COLOURS = {0: 1, 1: 1, 2: 3, 3: 1, 5: 4, 6: 3}  # MinIsWhite, MinIsBlack, RGB, Palette, Separated (CMYK), YCbCr
 _TIFF_JPEG = (6, 7, 34892)  # JPEG compressions: the decoder turns YCbCr into RGB
+# IFD0 tags of a TIFF worth carrying as EXIF (make, model, date, artist, copyright); the others say how that file
+# stores its pixels (sizes, strip offsets, compression...) or hold its own metadata (ImageJ, OME or tifffile
+# descriptions), stale or wrong in any other file.
+_TIFF_EXIF_TAGS = (0x010F, 0x0110, 0x0132, 0x013B, 0x8298)
+_EXIF_IFDS = (0x8769, 0x8825)  # EXIF and GPS sub-IFDs
 
 
 def _read_tiff(path: Path, max_pixels: int | None) -> Image:
@@ -255,6 +260,7 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image:
         orient = int(tags["Orientation"].value) if "Orientation" in tags else 1
         icc = bytes(tags["InterColorProfile"].value) if "InterColorProfile" in tags else None
         bps, colormap = int(page.bitspersample), page.colormap
+        has_exif = any(t in tags for t in (*_TIFF_EXIF_TAGS, *_EXIF_IFDS))
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if axes.startswith("S") and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
@@ -283,7 +289,7 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image:
     if alpha is not None and extras[at] == 1:  # un-premultiply
         a = alpha[:, :, None]
         colour = np.clip(np.divide(colour, a, out=np.zeros_like(colour), where=a > 0), 0.0, 1.0)
-    return Image(colour, alpha, bits, icc, None, "TIFF", path)
+    return Image(colour, alpha, bits, icc, _tiff_exif(path) if has_exif else None, "TIFF", path)
 
 
 def _tiff_float(a: np.ndarray, bps: int, path: Path) -> np.ndarray:
@@ -320,6 +326,34 @@ def _cmyk_to_rgb(cmyk: np.ndarray, icc: bytes | None, bits: int, path: Path) -> 
         log.warning("%s: %d-bit CMYK TIFF is converted to RGB through its profile at 8 bits", path.name, bits)
     rgb, icc = _to_srgb(PILImage.fromarray(from_float(cmyk, 8), "CMYK"), icc)
     return to_float(np.asarray(rgb)), icc, 8
+
+
+def _exif_of_tiff(ifd0) -> bytes | None:
+    """EXIF for a TIFF whose main IFD Pillow read as ``ifd0`` (``getexif()``): make, model, date, artist and
+    copyright and the EXIF and GPS sub-IFDs, or None when it has none; never the tags that lay out its pixels."""
+    from PIL import Image as PILImage
+
+    keep = {tag: ifd0[tag] for tag in _TIFF_EXIF_TAGS if tag in ifd0}
+    # the sub-IFDs, less the interop IFD pointer (0xA005): an offset into the old file
+    subs = {tag: {k: v for k, v in ifd0.get_ifd(tag).items() if k != 0xA005} for tag in _EXIF_IFDS}
+    subs = {tag: sub for tag, sub in subs.items() if sub}
+    if not keep and not subs:
+        return None
+    out = PILImage.Exif()
+    out.update(keep)
+    for tag, sub in subs.items():
+        out.get_ifd(tag).update(sub)
+    return out.tobytes()
+
+
+def _tiff_exif(path: Path) -> bytes | None:
+    """:func:`_exif_of_tiff` of a TIFF file (its header read by Pillow), None when Pillow cannot parse it."""
+    try:
+        with _open_pil(path, None) as im:
+            return _exif_of_tiff(im.getexif())
+    except Exception:  # the pixels are read; only the EXIF is lost
+        log.debug("%s: TIFF EXIF unreadable, dropped", path.name)
+        return None
 
 
 def _read_png16(path: Path, head: bytes, max_pixels: int | None) -> Image | None:
@@ -474,7 +508,10 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
             fmt = im.format
             icc = im.info.get("icc_profile") or None
             try:
-                exif_raw = im.info.get("exif") or (im.getexif().tobytes() if im.getexif() else None)
+                if fmt == "TIFF":  # getexif() is then the whole main IFD, strip offsets and all
+                    exif_raw = _exif_of_tiff(im.getexif())
+                else:
+                    exif_raw = im.info.get("exif") or (im.getexif().tobytes() if im.getexif() else None)
             except Exception:
                 exif_raw = None
             src_bits = int(np.max(im.tag_v2.get(258, 8))) if fmt == "TIFF" else 8  # BitsPerSample
