@@ -252,6 +252,179 @@ class TestMetadata:
         np.testing.assert_array_equal(np.rint(img.pixels * 255).astype(np.uint8), np.rot90(arr, 1))
 
 
+# --------------------------------------------------------------------------- TIFF colour spaces, codecs, EXIF
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.rint(a * 255).astype(np.uint8)
+
+
+def _no_tifffile(monkeypatch) -> None:
+    """Send TIFFs to the Pillow fallback, as a compression tifffile cannot decode would."""
+    import blurwise.io.image as mod
+
+    def fail(*a, **k):
+        raise ValueError("compression requires a codec")
+
+    monkeypatch.setattr(mod, "_read_tiff", fail)
+
+
+class TestTiff:
+    def test_palette_16bit_colormap(self, tmp_path):
+        import tifffile
+
+        rng = np.random.default_rng(1)
+        idx = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+        cmap = rng.integers(0, 65536, (3, 256), dtype=np.uint16)
+        tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
+        img = read_image(tmp_path / "p.tif")
+        assert img.channels == 3 and img.bit_depth == 16 and img.alpha is None
+        np.testing.assert_array_equal(np.rint(img.pixels * 65535).astype(np.uint16), cmap[:, idx].transpose(1, 2, 0))
+
+    def test_palette_8bit_colormap(self, tmp_path):
+        import tifffile
+
+        rng = np.random.default_rng(2)
+        idx = rng.integers(0, 256, (6, 7), dtype=np.uint8)
+        cmap = rng.integers(0, 256, (3, 256)).astype(np.uint16) * 257
+        tifffile.imwrite(tmp_path / "p.tif", idx, photometric="palette", colormap=cmap)
+        img = read_image(tmp_path / "p.tif")
+        assert img.bit_depth == 8
+        np.testing.assert_array_equal(_u8(img.pixels), np.asarray(PILImage.open(tmp_path / "p.tif").convert("RGB")))
+
+    def test_miniswhite_inverted(self, tmp_path):
+        import tifffile
+
+        gray = synth_image(6, 7, 0)
+        tifffile.imwrite(tmp_path / "w.tif", gray, photometric="miniswhite")
+        tifffile.imwrite(tmp_path / "b.tif", gray > 128, photometric="miniswhite")  # 1-bit bilevel
+        np.testing.assert_array_equal(_u8(read_image(tmp_path / "w.tif").pixels)[:, :, 0], 255 - gray)
+        np.testing.assert_array_equal(read_image(tmp_path / "b.tif").pixels[:, :, 0], gray <= 128)
+
+    def test_4bit_gray_scaled_to_full_range(self, tmp_path):
+        import tifffile
+
+        gray = synth_image(6, 7, 0) >> 4
+        tifffile.imwrite(tmp_path / "g.tif", gray, photometric="minisblack", bitspersample=4)
+        img = read_image(tmp_path / "g.tif")
+        assert img.bit_depth == 8
+        np.testing.assert_array_equal(_u8(img.pixels)[:, :, 0], gray * 17)
+
+    def test_cmyk_becomes_rgb(self, tmp_path):
+        import tifffile
+
+        cmyk = np.random.default_rng(3).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated")
+        img = read_image(tmp_path / "c.tif")
+        assert img.channels == 3 and img.alpha is None and img.icc is None  # K is not alpha
+        expect = np.asarray(PILImage.fromarray(cmyk, "CMYK").convert("RGB")).astype(int)
+        assert np.abs(_u8(img.pixels).astype(int) - expect).max() <= 1
+
+    def test_cmyk_with_a_profile_it_does_not_fit(self, tmp_path, srgb_icc):
+        import tifffile
+
+        cmyk = np.random.default_rng(3).integers(0, 256, (6, 7, 4), dtype=np.uint8)
+        tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated", iccprofile=srgb_icc)
+        img = read_image(tmp_path / "c.tif")
+        assert img.channels == 3 and img.icc is None  # plain conversion; the embedded profile is not carried
+        expect = np.asarray(PILImage.fromarray(cmyk, "CMYK").convert("RGB"))
+        np.testing.assert_array_equal(_u8(img.pixels), expect)
+
+    def test_cmyk_16bit_with_alpha(self, tmp_path):
+        import tifffile
+
+        data = np.random.default_rng(4).integers(0, 65536, (6, 7, 5), dtype=np.uint16)
+        tifffile.imwrite(tmp_path / "c.tif", data, photometric="separated", extrasamples=[2], planarconfig="contig")
+        img = read_image(tmp_path / "c.tif")
+        c = data.astype(np.float64) / 65535
+        expect = (1 - c[:, :, :3]) * (1 - c[:, :, 3:4])
+        assert img.bit_depth == 16 and img.channels == 3
+        np.testing.assert_allclose(img.pixels, expect, atol=1e-5)
+        np.testing.assert_array_equal(np.rint(img.alpha * 65535).astype(np.uint16), data[:, :, 4])
+
+    def test_associated_alpha_unpremultiplied(self, tmp_path):
+        import tifffile
+
+        rng = np.random.default_rng(5)
+        rgb = synth_image(6, 7, 3).astype(np.float64)
+        a = np.where(rng.random((6, 7)) < 0.5, 255.0, 128.0)
+        premultiplied = np.dstack([np.rint(rgb * a[:, :, None] / 255), a]).astype(np.uint8)
+        tifffile.imwrite(tmp_path / "a.tif", premultiplied, photometric="rgb", extrasamples=[1])
+        img = read_image(tmp_path / "a.tif")
+        np.testing.assert_array_equal(_u8(img.alpha), a)
+        err = np.abs(img.pixels * 255 - rgb)
+        assert err[a == 255].max() < 1e-3 and err.max() <= 1.0  # premultiplied rounding at alpha 128: < 1 level
+
+    def test_unspecified_extra_sample_is_not_alpha(self, tmp_path):
+        import tifffile
+
+        rgbx = synth_image(6, 7, 5)
+        tifffile.imwrite(tmp_path / "u.tif", rgbx[:, :, :4], photometric="rgb", extrasamples=[0])
+        tifffile.imwrite(tmp_path / "v.tif", rgbx, photometric="rgb", extrasamples=[0, 2], planarconfig="contig")
+        img = read_image(tmp_path / "u.tif")
+        assert img.alpha is None and img.channels == 3
+        np.testing.assert_array_equal(_u8(img.pixels), rgbx[:, :, :3])
+        np.testing.assert_array_equal(_u8(read_image(tmp_path / "v.tif").alpha), rgbx[:, :, 4])  # the alpha one
+
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+    @pytest.mark.parametrize("c", [1, 3, 4])
+    def test_lzw_bit_exact(self, tmp_path, dtype, c):
+        import tifffile
+
+        arr = synth_image(9, 11, c, dtype)
+        photometric = "rgb" if c >= 3 else "minisblack"
+        tifffile.imwrite(tmp_path / "l.tif", arr[..., 0] if c == 1 else arr, photometric=photometric, compression="lzw")
+        img = read_image(tmp_path / "l.tif")
+        assert img.bit_depth == {np.uint8: 8, np.uint16: 16, np.float32: 32}[dtype]
+        scale = 1.0 if dtype == np.float32 else _scale(dtype)
+        np.testing.assert_array_equal(img.to_array(), arr.astype(np.float32) / np.float32(scale))
+
+    def test_jpeg_ycbcr_tiff_is_rgb(self, tmp_path):
+        import tifffile
+
+        arr = synth_image(32, 32, 3)
+        tifffile.imwrite(tmp_path / "j.tif", arr, photometric="rgb", compression="jpeg")
+        with tifffile.TiffFile(tmp_path / "j.tif") as tif:
+            assert int(tif.pages[0].photometric) == 6  # stored as YCbCr
+        got = _u8(read_image(tmp_path / "j.tif").pixels).astype(int)
+        assert np.abs(got - np.asarray(PILImage.open(tmp_path / "j.tif").convert("RGB"))).max() <= 2
+        assert np.abs(got - arr).mean() < 6  # 4:2:0 chroma loses the test image's colour noise; YCbCr would be far off
+
+    def test_uncompressed_ycbcr_tiff_is_rgb(self, tmp_path):
+        PILImage.fromarray(synth_image(8, 8, 3)).convert("YCbCr").save(tmp_path / "y.tif")
+        img = read_image(tmp_path / "y.tif")
+        expect = np.asarray(PILImage.open(tmp_path / "y.tif").convert("RGB"))
+        np.testing.assert_array_equal(_u8(img.pixels), expect)
+
+    def test_pillow_fallback_warns_when_16bit_becomes_8bit(self, tmp_path, monkeypatch, caplog):
+        import tifffile
+
+        tifffile.imwrite(tmp_path / "s.tif", synth_image(6, 7, 3, np.uint16), photometric="rgb")
+        _no_tifffile(monkeypatch)
+        img = read_image(tmp_path / "s.tif")
+        assert img.bit_depth == 8 and "16-bit TIFF read at 8 bits" in caplog.text
+
+    @pytest.mark.parametrize("reader", ["tifffile", "pillow"])
+    def test_exif_is_the_exif_ifd_not_the_tiff_layout(self, tmp_path, monkeypatch, reader):
+        ex = PILImage.Exif()
+        ex[0x010F] = "blurwise-cam"  # Make
+        ex.get_ifd(0x8769).update({0x829A: (1, 250), 0x9003: "2024:01:02 03:04:05"})
+        PILImage.fromarray(synth_image(12, 13, 3)).save(tmp_path / "e.tif", exif=ex.tobytes())
+        if reader == "pillow":
+            _no_tifffile(monkeypatch)
+        img = read_image(tmp_path / "e.tif")
+        write_image(tmp_path / "e.jpg", img.with_pixels(np.repeat(img.pixels, 2, axis=0)))
+        back = PILImage.open(tmp_path / "e.jpg").getexif()
+        assert not {256, 257, 258, 259, 262, 273, 277, 278, 279} & set(back)  # no TIFF layout tags
+        assert back[0x010F] == "blurwise-cam" and back.get_ifd(0x8769)[0x9003] == "2024:01:02 03:04:05"
+
+    def test_tiff_without_exif_carries_none(self, tmp_path):
+        import tifffile
+
+        tifffile.imwrite(tmp_path / "n.tif", synth_image(6, 7, 3), photometric="rgb")  # has description, software
+        assert read_image(tmp_path / "n.tif").exif is None
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 

@@ -223,7 +223,22 @@ def _check_size(path: Path, w: int, h: int, max_pixels: int | None) -> None:
         )
 
 
+# TIFF photometric interpretation -> colour samples per pixel (the samples after them are "extra": alpha or other data)
+_TIFF_COLOURS = {0: 1, 1: 1, 2: 3, 3: 1, 5: 4, 6: 3}  # MinIsWhite, MinIsBlack, RGB, Palette, Separated (CMYK), YCbCr
+_TIFF_JPEG = (6, 7, 34892)  # JPEG compressions: the decoder turns YCbCr into RGB
+# IFD0 tags of a TIFF worth carrying as EXIF (make, model, date, artist, copyright); the others say how that file
+# stores its pixels (sizes, strip offsets, compression...) or hold its own metadata (ImageJ, OME or tifffile
+# descriptions), stale or wrong in any other file.
+_TIFF_EXIF_TAGS = (0x010F, 0x0110, 0x0132, 0x013B, 0x8298)
+_EXIF_IFDS = (0x8769, 0x8825)  # EXIF and GPS sub-IFDs
+
+
 def _read_tiff(path: Path, max_pixels: int | None) -> Image:
+    """A TIFF's first page through tifffile, photometric interpretation and extra samples applied.
+
+    Raises InputError for what nothing can read, and other exceptions (a codec or colour space tifffile
+    does not handle) for what Pillow may still read.
+    """
     import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
@@ -233,10 +248,21 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image:
         axes = page.axes  # e.g. 'YX', 'YXS', 'SYX'
         shape = dict(zip(axes, page.shape, strict=False))
         _check_size(path, shape.get("X", 0), shape.get("Y", 0), max_pixels)
+        photometric, name = int(page.photometric), getattr(page.photometric, "name", str(page.photometric))
+        if photometric == 8 or (photometric == 6 and int(page.compression) not in _TIFF_JPEG):
+            raise NotImplementedError(f"{name} TIFF not JPEG-compressed")  # Pillow converts CIELab and YCbCr
+        ncolour = _TIFF_COLOURS.get(photometric)
+        if ncolour is None:
+            raise InputError(f"unsupported TIFF colour space {name}: {path}")
+        extras = [int(e) for e in page.extrasamples]
+        if photometric == 5 and (page.tags.valueof(332, 1) != 1 or page.samplesperpixel - len(extras) != 4):
+            raise InputError(f"unsupported TIFF ink set (only CMYK separations are read): {path}")
         arr = page.asarray()
         tags = page.tags
         orient = int(tags["Orientation"].value) if "Orientation" in tags else 1
         icc = bytes(tags["InterColorProfile"].value) if "InterColorProfile" in tags else None
+        bps, colormap = int(page.bitspersample), page.colormap
+        has_exif = any(t in tags for t in (*_TIFF_EXIF_TAGS, *_EXIF_IFDS))
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
     if axes.startswith("S") and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
@@ -246,15 +272,90 @@ def _read_tiff(path: Path, max_pixels: int | None) -> Image:
         raise InputError(f"unsupported TIFF layout {axes} {arr.shape}: {path}")
     if arr.dtype not in (np.uint8, np.uint16, np.bool_) and not np.issubdtype(arr.dtype, np.floating):
         raise InputError(f"unsupported TIFF sample type {arr.dtype} (use 8/16-bit or float): {path}")
-    bits = bits_of(arr.dtype)
-    data = to_float(_orient(arr, orient))
-    if bits == 32:
+    arr = _orient(arr, orient)
+    if photometric == 3:
+        if colormap is None:
+            raise InputError(f"palette TIFF without a colormap: {path}")
+        rgb = _palette_rgb(arr[:, :, 0], colormap)
+        bits, colour, extra = bits_of(rgb.dtype), to_float(rgb), _tiff_float(arr[:, :, 1:], bps, path)
+    else:
+        bits, data = bits_of(arr.dtype), _tiff_float(arr, bps, path)
+        colour, extra = data[:, :, :ncolour], data[:, :, ncolour:]
+    # ExtraSamples: 1 = associated (premultiplied) alpha, 2 = unassociated alpha, 0 = unspecified data (dropped)
+    at = next((i for i, kind in enumerate(extras) if kind in (1, 2) and i < extra.shape[2]), None)
+    alpha = extra[:, :, at] if at is not None else None
+    if photometric == 0:
+        colour = 1.0 - colour
+    elif photometric == 5:
+        colour, icc, bits = _cmyk_to_rgb(colour, icc, bits, path)
+    if alpha is not None and extras[at] == 1:  # un-premultiply
+        a = alpha[:, :, None]
+        colour = np.clip(np.divide(colour, a, out=np.zeros_like(colour), where=a > 0), 0.0, 1.0)
+    return Image(colour, alpha, bits, icc, _tiff_exif(path) if has_exif else None, "TIFF", path)
+
+
+def _tiff_float(a: np.ndarray, bps: int, path: Path) -> np.ndarray:
+    """TIFF samples -> float32 [0, 1]: 2/4/12-bit... integers by their own maximum, floats with NaN/inf and
+    values outside [0, 1] clipped."""
+    if a.dtype.kind == "u" and bps not in (8, 16):
+        return a.astype(np.float32) / np.float32(2**bps - 1)
+    data = to_float(a)
+    if a.dtype.kind == "f" and data.size:
         data = np.nan_to_num(data, nan=0.0, posinf=1.0, neginf=0.0)
         if data.min() < 0 or data.max() > 1:
             log.warning("%s: float TIFF values outside [0, 1] are clipped", path.name)
             data = np.clip(data, 0.0, 1.0)
-    pixels, alpha = _split(data)
-    return Image(pixels, alpha, bits, icc, None, "TIFF", path)
+    return data
+
+
+def _palette_rgb(index: np.ndarray, colormap: np.ndarray) -> np.ndarray:
+    """Palette indices -> RGB through a TIFF colormap: uint16, or uint8 when every entry is an 8-bit value * 257."""
+    cmap = np.asarray(colormap, dtype=np.uint16).reshape(3, -1).T
+    if cmap.max() < 256:  # a colormap written with 8-bit values (libtiff takes it so too)
+        cmap = cmap * np.uint16(257)
+    rgb = cmap[np.minimum(index.astype(np.intp), len(cmap) - 1)]
+    return rgb if (cmap % 257).any() else (rgb // 257).astype(np.uint8)
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray, icc: bytes | None, bits: int, path: Path) -> tuple[np.ndarray, bytes | None, int]:
+    """CMYK float [0, 1] -> (RGB float, profile of the result, bit depth): through the embedded profile as for a
+    CMYK JPEG (Pillow's littleCMS, 8 bits), else the plain conversion Pillow makes, (1 - C)(1 - K), at full depth."""
+    if not icc:
+        return (1 - cmyk[:, :, :3]) * (1 - cmyk[:, :, 3:]), None, bits
+    from PIL import Image as PILImage
+
+    if bits != 8:
+        log.warning("%s: %d-bit CMYK TIFF is converted to RGB through its profile at 8 bits", path.name, bits)
+    rgb, icc = _to_srgb(PILImage.fromarray(from_float(cmyk, 8), "CMYK"), icc)
+    return to_float(np.asarray(rgb)), icc, 8
+
+
+def _exif_of_tiff(ifd0) -> bytes | None:
+    """EXIF for a TIFF whose main IFD Pillow read as ``ifd0`` (``getexif()``): make, model, date, artist and
+    copyright and the EXIF and GPS sub-IFDs, or None when it has none; never the tags that lay out its pixels."""
+    from PIL import Image as PILImage
+
+    keep = {tag: ifd0[tag] for tag in _TIFF_EXIF_TAGS if tag in ifd0}
+    # the sub-IFDs, less the interop IFD pointer (0xA005): an offset into the old file
+    subs = {tag: {k: v for k, v in ifd0.get_ifd(tag).items() if k != 0xA005} for tag in _EXIF_IFDS}
+    subs = {tag: sub for tag, sub in subs.items() if sub}
+    if not keep and not subs:
+        return None
+    out = PILImage.Exif()
+    out.update(keep)
+    for tag, sub in subs.items():
+        out.get_ifd(tag).update(sub)
+    return out.tobytes()
+
+
+def _tiff_exif(path: Path) -> bytes | None:
+    """:func:`_exif_of_tiff` of a TIFF file (its header read by Pillow), None when Pillow cannot parse it."""
+    try:
+        with _open_pil(path, None) as im:
+            return _exif_of_tiff(im.getexif())
+    except Exception:  # the pixels are read; only the EXIF is lost
+        log.debug("%s: TIFF EXIF unreadable, dropped", path.name)
+        return None
 
 
 def _read_png16(path: Path, head: bytes, max_pixels: int | None) -> Image | None:
@@ -390,13 +491,15 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
             head = f.read(64)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+    tiff_problem = None
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         try:
             return _read_tiff(path, limit)
         except InputError:
             raise
-        except Exception as exc:  # tifffile cannot decode some compressions: try Pillow
-            log.debug("tifffile failed on %s (%s); trying Pillow", path.name, exc)
+        except Exception as exc:  # a compression or colour space tifffile cannot decode: try Pillow
+            tiff_problem = _first_line(exc)
+            log.debug("tifffile failed on %s (%s); trying Pillow", path.name, tiff_problem)
     if head.startswith(png16.SIGNATURE):
         img = _read_png16(path, head, limit)
         if img is not None:
@@ -412,9 +515,13 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
             fmt = im.format
             icc = im.info.get("icc_profile") or None
             try:
-                exif_raw = im.info.get("exif") or (im.getexif().tobytes() if im.getexif() else None)
+                if fmt == "TIFF":  # getexif() is then the whole main IFD, strip offsets and all
+                    exif_raw = _exif_of_tiff(im.getexif())
+                else:
+                    exif_raw = im.info.get("exif") or (im.getexif().tobytes() if im.getexif() else None)
             except Exception:
                 exif_raw = None
+            src_bits = int(np.max(im.tag_v2.get(258, 8))) if fmt == "TIFF" else 8  # BitsPerSample
             im = ImageOps.exif_transpose(im) or im
             if im.mode in ("CMYK", "LAB", "YCbCr", "HSV"):
                 im, icc = _to_srgb(im, icc)
@@ -423,6 +530,8 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InputError(f"corrupt or truncated image ({_first_line(exc)}): {path}") from None
+    if bits < src_bits:
+        log.warning("%s: %d-bit TIFF read at %d bits by Pillow (tifffile: %s)", path.name, src_bits, bits, tiff_problem)
     exif, _ = _reset_orientation(exif_raw)
     pixels, alpha = _split(to_float(arr))
     return Image(pixels, alpha, bits, icc, exif, fmt, path, lossless=fmt == "WEBP" and _webp_lossless(head))
