@@ -321,11 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
         ["base"],
         _cmd_train,
         "examples: blurwise train configs/sr_edsr-s_x4.toml\n"
+        "          blurwise train sr --config configs/sr_edsr-s_x2.toml\n"
         "          blurwise train distill --teacher my_edsr.pth --trust-pickle",
     )
     sp.add_argument(
-        "config", nargs="+", help="TOML config (path, or a name in configs/); several: one shared batch stream"
+        "config",
+        nargs="*",
+        help="TOML config (path, a name in configs/, or a task: sr, distill, deblur, defocus = its shipped model's "
+        "config); several: one shared batch stream. With --config: the task the files must be for",
     )
+    sp.add_argument("--config", dest="config_files", action="append", metavar="FILE", help="TOML config (repeatable)")
     sp.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--teacher", metavar="PATH", help="distill: the heavy model to match (name or weights file)")
@@ -739,6 +744,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_configs(words: list[str], files: list[str]) -> list[str]:
+    """The configs ``blurwise train`` runs: the positional ones (``train CONFIG...``), or the ``--config`` files, whose
+    ``task`` must then be the one positional word if given (``train sr --config FILE``)."""
+    if not files:
+        if not words:
+            raise UsageError("give a config: blurwise train CONFIG.toml, or blurwise train TASK --config FILE.toml")
+        return words
+    from blurwise.train.config import TASK_CONFIGS, load_config
+
+    if len(words) > 1 or (words and words[0] not in TASK_CONFIGS):
+        raise UsageError(f"with --config, the word before it names the task ({', '.join(TASK_CONFIGS)}), not {words}")
+    for f in files:
+        task = load_config(f).task
+        if words and task != words[0]:
+            raise UsageError(f"{f} is a {task} config, not {words[0]}")
+    return files
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     run = _need("blurwise.train", "run", "training")
     overrides: dict[str, Any] = {}
@@ -755,10 +778,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.trust_pickle:
         overrides["distill.trust_pickle"] = True
     kw = {"device": args.device, "smoke": args.smoke, "resume": not args.no_resume, "overrides": overrides}
-    if len(args.config) > 1:
-        results = _call(_need("blurwise.train.loop", "run_many", "training"), args.config, **kw)
+    configs = _train_configs(args.config, args.config_files or [])
+    if len(configs) > 1:
+        results = _call(_need("blurwise.train.loop", "run_many", "training"), configs, **kw)
     else:
-        results = [_call(run, args.config[0], **kw)]
+        results = [_call(run, configs[0], **kw)]
     for res in results:
         print(res.summary())
     return 0

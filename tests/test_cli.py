@@ -437,6 +437,24 @@ class TestBadInput:
 # --------------------------------------------------------------------------- forwarding commands
 
 
+class TestTrainArgs:
+    def test_config_forms(self):
+        from blurwise.cli import _train_configs
+        from blurwise.errors import UsageError
+
+        sr = "configs/sr_edsr-s_x2.toml"
+        assert _train_configs(["sr"], []) == ["sr"]  # a task word: its shipped model's config
+        assert _train_configs(["sr"], [sr]) == [sr]  # the documented form: train sr --config FILE
+        assert _train_configs([], [sr, "configs/sr_edsr-s_x4.toml"]) == [sr, "configs/sr_edsr-s_x4.toml"]
+        for words, files, said in (
+            (["deblur"], [sr], "is a sr config, not deblur"),
+            (["a.toml"], [sr], "names the task"),
+            ([], [], "give a config"),
+        ):
+            with pytest.raises(UsageError, match=said):
+                _train_configs(words, files)
+
+
 class TestDepthFolder:
     def test_found_by_name_in_any_readable_format_never_the_image_itself(self, tmp_path):
         from blurwise.batch import plan_jobs
