@@ -370,7 +370,7 @@ class Upscaler:
                 scale=self.scale,
                 depth=depth,
                 device=self.device,
-                half=bool(self.half),
+                half=self.half,  # the mode itself: bf16 must stay bf16 (True would be fp16 on CUDA)
                 progress=self.progress,
                 **self.route_opts,
             )

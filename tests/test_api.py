@@ -189,6 +189,20 @@ class TestRouting:
         assert rep.routing.fractions.get("light", 0) > 0.5
         assert "FLOPs" in rep.summary()
 
+    def test_bf16_reaches_the_routed_models_as_bf16(self, untrained, monkeypatch):
+        """half="bf16" is passed through as "bf16" (True would mean fp16 on CUDA), to the models and the map."""
+        import blurwise.defocus
+        import blurwise.routing.execute as execute
+
+        monkeypatch.setattr(
+            blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: np.full(im.shape[:2], 3.0, np.float32)
+        )
+        seen = []
+        monkeypatch.setattr(execute, "half_dtype", lambda half, device: seen.append(half))  # None: runs in fp32
+        up = api.Upscaler(2, model="edsr-s-x2", device="cpu", half="bf16", min_saving=0)
+        _, _, rep = up(synth_image(32, 32, 3, np.float32))
+        assert rep.route == "routed" and seen and set(seen) == {"bf16"}
+
     def test_auto_falls_back_without_map(self, untrained, monkeypatch):
         from blurwise.errors import NotAvailableError
 

@@ -937,6 +937,7 @@ def test_map_precision_default_and_choices(monkeypatch):
     assert map_precision(None, False, "cpu") is False
     assert map_precision(None, True, "cpu") is False  # CPU: only where it is native, whatever the models do
     assert map_precision(None, "fp16", torch.device("cuda")) == "fp16"
+    assert map_precision(None, "bf16", torch.device("cuda")) == "bf16"  # bf16 models: a bf16 map, not fp16
     assert map_precision(None, False, torch.device("cuda")) is False
     assert map_precision("fp32", "fp16", torch.device("cuda")) is False
     assert map_precision("bf16", False, "cpu") == "bf16"
