@@ -171,6 +171,29 @@ def _to_user(pixels: np.ndarray, alpha: np.ndarray | None, kind: _Kind) -> Any:
     return out
 
 
+def _checked(pixels: Any, alpha: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """What Upscaler/Deblurrer take: float HWC pixels in [0, 1] with 1 or 3 channels, alpha HW of the same size
+    (as float32); anything else is a one-line InputError (8-bit data or 0-255 floats would run as a white image)."""
+    a = np.asarray(pixels)
+    if not np.issubdtype(a.dtype, np.floating) or a.ndim != 3 or a.shape[2] not in (1, 3) or 0 in a.shape:
+        raise InputError(
+            f"expected float32 HWC pixels in [0, 1] with 1 or 3 channels, got shape {a.shape} and type {a.dtype} "
+            "(blurwise.io.read_image gives them; blurwise.upscale/deblur take any image)"
+        )
+    problem = float_pixels_problem(a)
+    if problem:
+        raise InputError(problem)
+    if alpha is None:
+        return a.astype(np.float32, copy=False), None
+    al = np.asarray(alpha)
+    if not np.issubdtype(al.dtype, np.floating) or al.shape != a.shape[:2]:
+        raise InputError(f"alpha must be a float HW plane of the image's size {a.shape[:2]}, got {al.shape} {al.dtype}")
+    problem = float_pixels_problem(al)
+    if problem:
+        raise InputError(f"{problem} (in the alpha plane)")
+    return a.astype(np.float32, copy=False), al.astype(np.float32, copy=False)
+
+
 def _rgb(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
 
@@ -332,8 +355,9 @@ class Upscaler:
     ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
         """Upscale float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha resized or None, report)."""
         t0 = time.perf_counter()
+        pixels, alpha = _checked(pixels, alpha)
         gray = pixels.shape[2] == 1
-        rgb = _rgb(np.asarray(pixels, dtype=np.float32))
+        rgb = _rgb(pixels)
         report = RunReport(route="off", model=self.model_name, notes=list(self.notes))
         if self.model is None:  # bicubic baseline
             from blurwise.metrics.imresize import imresize
@@ -535,11 +559,12 @@ class Deblurrer:
     ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
         """Deblur float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha, report)."""
         t0 = time.perf_counter()
+        pixels, alpha = _checked(pixels, alpha)
         gray = pixels.shape[2] == 1
         if self.model is None:
-            out = np.asarray(pixels, dtype=np.float32)
+            out = pixels
         else:
-            rgb = _rgb(np.asarray(pixels, dtype=np.float32))
+            rgb = _rgb(pixels)
             out = _run(self.model, rgb, 1, self.tile, self.tile_pad, self.half, self.progress, **self.extra)
             out = _back_to_gray(out, gray)
         return out, alpha, RunReport(route="off", model=self.model_name, seconds=time.perf_counter() - t0)

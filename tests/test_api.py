@@ -103,6 +103,25 @@ class TestKinds:
         assert blurwise.upscale(ok, 2, model="bicubic").shape == (32, 32, 3)
 
 
+    @pytest.mark.parametrize(
+        ("pixels", "alpha", "match"),
+        [
+            (synth_image(8, 8, 3), None, "float32 HWC"),  # uint8: would run as a white image
+            (synth_image(8, 8, 3, np.float32) * 255, None, "reaches"),  # 0-255 floats
+            (np.full((8, 8, 3), np.nan, np.float32), None, "NaN"),
+            (synth_image(8, 8, 0, np.float32), None, "float32 HWC"),  # HW: an IndexError before
+            (synth_image(8, 8, 4, np.float32), None, "1 or 3 channels"),
+            (synth_image(8, 8, 3, np.float32), np.ones((4, 4), np.float32), "alpha.*size"),  # resized silently before
+            (synth_image(8, 8, 3, np.float32), np.full((8, 8), 255.0, np.float32), "alpha plane"),
+        ],
+    )
+    def test_classes_check_their_input(self, pixels, alpha, match):
+        """Upscaler and Deblurrer (public, also called by the batch pipeline) refuse what would run wrong."""
+        for run in (api.Upscaler(2, model="bicubic"), api.Deblurrer(model="identity")):
+            with pytest.raises(InputError, match=match):
+                run(pixels, alpha)
+
+
 # --------------------------------------------------------------------------- models
 
 
