@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 import os
 import threading
 import time
@@ -289,9 +290,10 @@ class Upscaler:
             raise UsageError(f"map precision must be one of {', '.join(MAP_PRECISIONS)}, not {map_precision!r}")
         if tile < 0 or tile_pad < 0:
             raise UsageError("tile and tile-pad must be >= 0")
+        integral = isinstance(scale, numbers.Real) and not isinstance(scale, bool) and float(scale).is_integer()
+        if not integral or scale < 1:  # int(2.5) would upscale x2 without a word
+            raise UsageError(f"scale must be a positive integer, not {scale!r}")
         self.scale = int(scale)
-        if self.scale < 1:
-            raise UsageError(f"scale must be a positive integer, not {scale}")
         self.route_opts = dict(
             threshold=threshold,
             budget=budget,
@@ -463,7 +465,7 @@ def upscale(
     half: Any = None,
     return_report: bool = False,
 ) -> Any:
-    """Super-resolve ``img`` by ``scale``, routing defocused regions to a cheap model when possible.
+    """Super-resolve ``img`` by ``scale`` (a positive integer), routing defocused regions to a cheap model when possible.
 
     ``img``: numpy HW/HWC (uint8, uint16, or float in [0, 1]) or a PIL image; the result has the same
     type and dtype. ``model``: registered name or ``.safetensors`` path (default: the shipped model

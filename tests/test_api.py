@@ -171,6 +171,13 @@ class TestModels:
             blurwise.upscale(img, 2, model="edsr-s-x2", half="fp8", device="cpu")
         with pytest.raises(UsageError, match="map precision"):
             blurwise.upscale(img, 2, model="edsr-s-x2", map_precision="int8", device="cpu")
+        for scale in (2.5, 0, "2", True):  # 2.5 ran as x2 before
+            with pytest.raises(UsageError, match="scale must be a positive integer"):
+                blurwise.upscale(img, scale, model="bicubic")
+            with pytest.raises(UsageError, match="scale must be a positive integer"):
+                api.Upscaler(scale, model="bicubic")
+        assert blurwise.upscale(img, np.int64(2), model="bicubic").shape == (16, 16, 3)
+        assert blurwise.upscale(img, 2.0, model="bicubic").shape == (16, 16, 3)
 
     def test_devices(self):
         import torch
