@@ -353,11 +353,17 @@ class Upscaler:
         return self.light is not None
 
     def __call__(
-        self, pixels: np.ndarray, alpha: np.ndarray | None = None, *, depth: np.ndarray | None = None
+        self, pixels: np.ndarray, alpha: np.ndarray | None = None, *, depth: np.ndarray | str | os.PathLike | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
-        """Upscale float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha resized or None, report)."""
+        """Upscale float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha resized or None, report).
+
+        ``depth`` (HW array or depth file) guides the routing map; one of another resolution is resized,
+        one whose aspect ratio differs from the image's by more than 2% is an InputError.
+        """
         t0 = time.perf_counter()
         pixels, alpha = _checked(pixels, alpha)
+        if depth is not None:  # as a depth file is read: resized, unless it belongs to another image
+            depth = _read_depth_arg(depth, pixels.shape[:2])
         gray = pixels.shape[2] == 1
         rgb = _rgb(pixels)
         report = RunReport(route="off", model=self.model_name, notes=list(self.notes))
@@ -384,10 +390,6 @@ class Upscaler:
             # too small for a defocus map (and nothing to save): the heavy model everywhere
             report.notes.append(f"image too small to route ({w}x{h}): heavy model everywhere")
             return None
-        if depth is not None and depth.shape != (h, w):
-            from blurwise.io.depth import resize_depth
-
-            depth = resize_depth(depth, (h, w))
         try:
             out, rr = upscale_routed(
                 rgb,
@@ -431,18 +433,14 @@ def _run(model: Any, rgb: np.ndarray, scale: int, tile: int, tile_pad: int, half
 
 
 def _read_depth_arg(depth: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """A depth file or array as float32 HW of ``shape``; the same checks for both (blurwise.io.depth)."""
     if depth is None:
         return None
-    if isinstance(depth, str | os.PathLike):
-        from blurwise.io.depth import read_depth
+    from blurwise.io.depth import depth_plane, read_depth
 
+    if isinstance(depth, str | os.PathLike):
         return read_depth(depth, shape)
-    d = np.asarray(depth, dtype=np.float32)
-    if d.ndim == 3 and d.shape[2] == 1:
-        d = d[:, :, 0]
-    if d.ndim != 2:
-        raise InputError(f"depth must be an HW array, got shape {d.shape}")
-    return d
+    return depth_plane(np.asarray(depth), shape)
 
 
 def upscale(
@@ -505,8 +503,7 @@ def upscale(
         device=device,
         half=half,
     )
-    d = _read_depth_arg(depth, pixels.shape[:2])
-    out, a, report = up(pixels, alpha, depth=d)
+    out, a, report = up(pixels, alpha, depth=depth)
     result = _to_user(out, a, kind)
     return (result, report) if return_report else result
 

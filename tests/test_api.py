@@ -265,6 +265,22 @@ class TestRouting:
         blurwise.upscale(img, 2, model="edsr-s-x2", device="cpu", depth=np.ones((32, 40), np.float32))
         assert seen["depth"] == (16, 20)
 
+    def test_depth_array_of_another_aspect_is_refused_as_a_file_is(self, tmp_path):
+        """Arrays get read_depth's rule: another resolution is resized, another aspect ratio (> 2%) refused."""
+        img = synth_image(16, 20, 3, np.float32)
+        wrong = np.ones((16, 16), np.float32)  # 1.25 -> 1.0: a map of another image (stretched before)
+        np.save(tmp_path / "d.npy", wrong)
+        for depth in (wrong, tmp_path / "d.npy"):
+            with pytest.raises(InputError, match="aspect ratios differ by 20%"):
+                blurwise.upscale(img, 2, model="bicubic", depth=depth)
+            with pytest.raises(InputError, match="aspect ratios differ"):
+                api.Upscaler(2, model="bicubic")(img, depth=depth)
+            with pytest.raises(InputError, match="aspect ratios differ"):
+                blurwise.defocus_map(img, depth)
+        with pytest.raises(InputError, match="2-D"):
+            blurwise.upscale(img, 2, model="bicubic", depth=np.ones((2, 16, 20, 1), np.float32))
+        assert blurwise.upscale(img, 2, model="bicubic", depth=np.ones((33, 41), np.float32)).shape == (32, 40, 3)
+
 
 # --------------------------------------------------------------------------- defocus map
 
