@@ -154,8 +154,9 @@ def _to_user(pixels: np.ndarray, alpha: np.ndarray | None, kind: _Kind) -> Any:
     if kind.pil_mode is not None:
         from PIL import Image as PILImage
 
-        if kind.pil_mode.startswith("I;16") and data.shape[2] == 1:
-            return PILImage.fromarray(from_float(data[:, :, 0], 16))
+        if kind.pil_mode.startswith("I") and data.shape[2] == 1:  # I;16 or I (read as 0-65535): keep 16 bits
+            arr16 = from_float(data[:, :, 0], 16)
+            return PILImage.fromarray(arr16.astype(np.int32) if kind.pil_mode == "I" else arr16)
         if kind.pil_mode == "F" and data.shape[2] == 1:
             return PILImage.fromarray(data[:, :, 0].astype(np.float32), mode="F")
         arr8 = from_float(data, 8)

@@ -58,6 +58,13 @@ class TestKinds:
         assert isinstance(out, PILImage.Image) and out.size == (10, 12)
         assert out.mode == {"P": "RGB"}.get(mode, mode)
 
+    def test_pil_32bit_integer_keeps_mode_and_values(self):
+        """Mode "I" comes back as "I" with its values (it came back 8-bit "L" before)."""
+        im = PILImage.fromarray(np.full((6, 5), 40001, np.int32))
+        assert im.mode == "I"
+        out = blurwise.upscale(im, scale=2, model="bicubic")
+        assert out.mode == "I" and out.size == (10, 12) and np.asarray(out).max() == np.asarray(out).min() == 40001
+
     def test_values_bicubic_exact(self):
         from blurwise.metrics.imresize import imresize
 
