@@ -232,9 +232,10 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line for the CLI."""
+        """One line for the CLI (with the notes)."""
         if self.routing is not None and hasattr(self.routing, "summary"):
-            return self.routing.summary()
+            rest = [n for n in self.notes if n not in getattr(self.routing, "notes", ())]
+            return self.routing.summary() + "".join(f" | {n}" for n in rest)
         extra = f" ({'; '.join(self.notes)})" if self.notes else ""
         return f"{self.model}, {self.seconds:.2f} s{extra}"
 
@@ -410,6 +411,7 @@ class Upscaler:
             report.notes.append("defocus map unavailable: heavy model everywhere")
             return None
         report.route, report.light, report.routing = "routed", self.light[1].name, rr
+        report.notes += rr.notes
         return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
 
 

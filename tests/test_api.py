@@ -236,6 +236,17 @@ class TestRouting:
         _, _, rep = up(synth_image(32, 32, 3, np.float32))
         assert rep.route == "routed" and seen and set(seen) == {"bf16"}
 
+    def test_unreachable_budget_is_reported(self, untrained, monkeypatch):
+        import blurwise.defocus
+
+        monkeypatch.setattr(
+            blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: np.zeros(im.shape[:2], np.float32)
+        )
+        img = synth_image(32, 32, 3)
+        _, rep = blurwise.upscale(img, 2, model="edsr-s-x2", device="cpu", budget=0.01, return_report=True)
+        assert rep.route == "routed" and rep.notes and rep.notes[0].startswith("budget 0.01 not reachable")
+        assert rep.summary().count("budget 0.01 not reachable") == 1
+
     def test_auto_falls_back_without_map(self, untrained, monkeypatch):
         from blurwise.errors import NotAvailableError
 

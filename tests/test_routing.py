@@ -533,6 +533,22 @@ class TestUpscaleRouted:
         _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0, min_saving=0)
         assert rep.fractions["light"] > 0 and "fallback" not in rep.plan.extra
 
+    def test_unreachable_budget_is_a_note(self, pair):
+        _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), budget=0.01)
+        assert rep.plan.extra["budget_met"] is False and rep.flops_fraction > 0.01
+        note = f"budget 0.01 not reachable: the plan uses {100 * rep.flops_fraction:.1f}% of the heavy FLOPs"
+        assert rep.notes[0].startswith(note) and note in rep.summary() and rep.to_dict()["notes"] == rep.notes
+        _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), budget=0.8)
+        assert rep.notes == [] and "|" not in rep.summary().split("s (")[-1]
+
+    def test_summary_of_a_plan_costing_a_little_more_than_heavy(self):
+        from blurwise.routing import RouteReport
+
+        rep = RouteReport({"heavy": 1.0}, {"heavy": 100.0, "map": 0.3}, 100.0, {"total": 1.0}, (1.0,), scale=2)
+        assert "FLOPs 100% of heavy (no cut)" in rep.summary()  # was "(cut -0%)"
+        rep.macs["heavy"] = 50.0
+        assert "(cut 50%)" in rep.summary()
+
     @pytest.mark.parametrize("scorer", ["texture", "random"])
     def test_other_scorers_with_budget(self, pair, scorer):
         _, rep = upscale_routed(

@@ -144,6 +144,7 @@ class RouteReport:
     sigma_lr: np.ndarray | None = None  # the defocus map used (given or estimated), for --save-map
     smooth_share: float = 0.0  # share of patches sent light only for being smooth (``smooth``)
     edge_share: float = 0.0  # share of patches kept heavy only for their strong edges (``edges``)
+    notes: list[str] = field(default_factory=list)  # what the caller should know (e.g. a budget not reached)
 
     @property
     def total_macs(self) -> float:
@@ -175,6 +176,7 @@ class RouteReport:
             "overhead": self.overhead,
             "heavy": self.heavy,
             "light": self.light,
+            "notes": self.notes,
         }
 
     def summary(self) -> str:
@@ -190,9 +192,11 @@ class RouteReport:
             routes += f" by the {self.scorer} {'router' if self.scorer == 'learned' else 'score'}"
         t = self.timings
         stages = ", ".join(f"{k} {t[k]:.2f}" for k in ("map", "plan", *ROUTE_NAMES, "blend") if k in t)
+        cut = round(100 * self.flops_cut)
+        notes = "".join(f" | {n}" for n in self.notes)
         return (
             f"routes {routes} | FLOPs {100 * self.flops_fraction:.0f}% of {self.heavy or 'heavy'} "
-            f"(cut {100 * self.flops_cut:.0f}%) | {t.get('total', 0.0):.2f} s ({stages})"
+            f"({f'cut {cut}%' if cut > 0 else 'no cut'}) | {t.get('total', 0.0):.2f} s ({stages}){notes}"
         )
 
 
@@ -658,6 +662,11 @@ def upscale_routed(
         smooth_share=float(plan.extra.get("floor_share", 0.0)),
         edge_share=float(plan.extra.get("kept_share", 0.0)),
     )
+    if plan.extra.get("budget_met") is False:
+        report.notes.append(
+            f"budget {budget:g} not reachable: the plan uses {100 * report.flops_fraction:.1f}% of the heavy FLOPs "
+            f"(map{', router' if scorer == 'learned' else ''} and light model included)"
+        )
     return sr, report
 
 
