@@ -383,10 +383,12 @@ class Upscaler:
         return out, a, report
 
     def _routed(self, rgb: np.ndarray, depth: np.ndarray | None, report: RunReport) -> np.ndarray | None:
-        """Routed SR, or None (with a note) when route="auto" and the defocus map is unavailable."""
+        """Routed SR, or None (with a note) when route="auto" and routing is unavailable (map, router)."""
         from blurwise.defocus import MIN_SIDE
-        from blurwise.routing import upscale_routed
+        from blurwise.routing import LEARNED_NO_DEPTH, upscale_routed
 
+        if depth is not None and self.route_opts["scorer"] == "learned":  # "auto" routes by the map then
+            raise UsageError(LEARNED_NO_DEPTH)
         h, w = rgb.shape[:2]
         if min(h, w) < MIN_SIDE and self.route == "auto":
             # too small for a defocus map (and nothing to save): the heavy model everywhere
@@ -408,7 +410,7 @@ class Upscaler:
             if self.route != "auto":
                 raise
             log.info("routing unavailable (%s); heavy model everywhere", exc)
-            report.notes.append("defocus map unavailable: heavy model everywhere")
+            report.notes.append(f"{str(exc).split(';')[0]}: heavy model everywhere")  # the reason, not the advice
             return None
         report.route, report.light, report.routing = "routed", self.light[1].name, rr
         report.notes += rr.notes

@@ -247,6 +247,24 @@ class TestRouting:
         assert rep.route == "routed" and rep.notes and rep.notes[0].startswith("budget 0.01 not reachable")
         assert rep.summary().count("budget 0.01 not reachable") == 1
 
+    def test_depth_with_the_learned_router(self, untrained, monkeypatch):
+        """router="auto" with a depth map routes by the map; router="learned" with one is a UsageError."""
+        import blurwise.defocus
+        from blurwise.routing import router_for
+
+        if router_for(2, "edsr-s-x2") is None:
+            pytest.skip("no learned router ships for edsr-s-x2")
+        monkeypatch.setattr(
+            blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: np.full(im.shape[:2], 3.0, np.float32)
+        )
+        img, depth = synth_image(32, 32, 3), np.ones((32, 32), np.float32)
+        kw = dict(model="edsr-s-x2", device="cpu", return_report=True)
+        assert blurwise.upscale(img, 2, **kw)[1].routing.scorer == "learned"
+        assert blurwise.upscale(img, 2, depth=depth, **kw)[1].routing.scorer == "defocus"
+        for route in ("auto", "on"):  # auto ran the heavy model everywhere with "defocus map unavailable" before
+            with pytest.raises(UsageError, match=r"learned router takes no depth map; router 'map' \(--router map\)"):
+                blurwise.upscale(img, 2, router="learned", route=route, depth=depth, **kw)
+
     def test_auto_falls_back_without_map(self, untrained, monkeypatch):
         from blurwise.errors import NotAvailableError
 

@@ -596,6 +596,10 @@ class TestUpscaleRouted:
         with pytest.raises(UsageError, match="RGB"):
             upscale_routed(rgb()[..., 0], heavy=pair[0], light=pair[1], sigma_lr=two_region_map())
 
+    def test_learned_router_with_depth_is_a_usage_error(self, pair):
+        with pytest.raises(UsageError, match="learned router takes no depth map"):
+            upscale_routed(rgb(), heavy=pair[0], light=pair[1], scorer="learned", depth=np.ones((48, 64), np.float32))
+
     def test_registered_pair_untrained(self):
         from blurwise.models import list_variants
 

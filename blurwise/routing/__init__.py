@@ -389,6 +389,7 @@ def map_precision(map_half: bool | str | None, half: bool | str, device: Any) ->
 # it predicts from the map and the luma texture what sending each patch to the light model costs, and
 # replaces the map threshold + percentile + edge rules when it applies (see :func:`router_for`).
 ROUTER_MODELS: dict[int, str] = {2: "router-x2", 4: "router-x4"}
+LEARNED_NO_DEPTH = "the learned router takes no depth map; router 'map' (--router map) routes with one"
 
 
 def router_for(
@@ -552,9 +553,13 @@ def upscale_routed(
         )
         scorer, router = ("learned", auto_router) if auto_router else ("defocus", None)
     elif scorer == "learned":
-        router = router or router_for(s, hi.name, map_kwargs, depth is not None)
+        if router is None and depth is not None:
+            raise UsageError(LEARNED_NO_DEPTH)
+        router = router or router_for(s, hi.name, map_kwargs)
         if router is None:
-            raise NotAvailableError(f"no learned router for x{s} with {hi.name} and this map; use the defocus scorer")
+            raise NotAvailableError(
+                f"no learned router for x{s} with {hi.name} and this map; route by the map (router 'map', --router map)"
+            )
     need_map = scorer in ("defocus", "learned") or li.in_channels == 4
     mdev = next((p.device for p in hm.parameters()), device)  # the map runs beside the heavy model
     mhalf = map_precision(map_half, half, mdev)
