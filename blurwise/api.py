@@ -282,6 +282,11 @@ class Upscaler:
             raise UsageError(f"route must be 'auto', 'on' or 'off', not {route!r}")
         if router not in ROUTERS:
             raise UsageError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+        if router == "learned" and threshold is not None:  # a sigma would be read as a predicted loss
+            raise UsageError(
+                "threshold is a blur sigma in LR px and goes with router 'map' (--router map); the learned router "
+                "uses its calibrated threshold (give a budget to trade quality for speed)"
+            )
         if routes not in (2, 3):
             raise UsageError(f"routes must be 2 or 3, not {routes}")
         if budget is not None and not 0.0 < budget <= 1.0:
@@ -476,8 +481,10 @@ def upscale(
     heavy model on defocused patches (``threshold`` in LR px of blur, or ``budget`` as a FLOPs
     fraction; ``routes=3`` adds a bicubic route), ``"off"`` runs the heavy model everywhere. ``router``
     decides which patches go light: "learned" (a small network that predicts each patch's quality loss
-    from the defocus map and the texture), "map" (the defocus map's blur against ``threshold``), or
-    "auto" (the learned router where one ships for the scale and no sigma ``threshold`` is given).
+    from the defocus map and the texture; it has a calibrated threshold, so a ``threshold`` with it is a
+    UsageError, and takes no ``depth``), "map" (the defocus map's blur against ``threshold``), or
+    "auto" (the learned router where one ships for the scale and neither ``threshold`` nor ``depth`` is
+    given, else the map).
     A routed plan saving less than ``min_saving`` of the heavy FLOPs runs the heavy model everywhere
     (None: ``blurwise.routing.DEFAULT_MIN_SAVING``; 0: route whatever it saves). ``map_precision``: the
     defocus map's arithmetic, "auto" (bf16 on CPUs with bf16 units, where it is 2x faster; on a GPU as

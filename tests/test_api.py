@@ -178,6 +178,10 @@ class TestModels:
             blurwise.upscale(img, 2, model="edsr-s-x2", half="fp8", device="cpu")
         with pytest.raises(UsageError, match="map precision"):
             blurwise.upscale(img, 2, model="edsr-s-x2", map_precision="int8", device="cpu")
+        with pytest.raises(UsageError, match=r"threshold is a blur sigma.*router 'map' \(--router map\)"):
+            blurwise.upscale(img, 2, model="edsr-s-x2", router="learned", threshold=0.5, device="cpu")
+        api.Upscaler(2, model="edsr-s-x2", router="map", threshold=0.5, device="cpu")  # the sigma's own router
+        api.Upscaler(2, model="edsr-s-x2", router="learned", budget=0.5, device="cpu")
         for scale in (2.5, 0, "2", True):  # 2.5 ran as x2 before
             with pytest.raises(UsageError, match="scale must be a positive integer"):
                 blurwise.upscale(img, scale, model="bicubic")
