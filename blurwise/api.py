@@ -360,7 +360,11 @@ class Upscaler:
         return self.light is not None
 
     def __call__(
-        self, pixels: np.ndarray, alpha: np.ndarray | None = None, *, depth: np.ndarray | str | os.PathLike | None = None
+        self,
+        pixels: np.ndarray,
+        alpha: np.ndarray | None = None,
+        *,
+        depth: np.ndarray | str | os.PathLike | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
         """Upscale float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha resized or None, report).
 
@@ -473,7 +477,7 @@ def upscale(
     half: Any = None,
     return_report: bool = False,
 ) -> Any:
-    """Super-resolve ``img`` by ``scale`` (a positive integer), routing defocused regions to a cheap model when possible.
+    """Super-resolve ``img`` by an integer ``scale``, routing defocused regions to a cheap model when possible.
 
     ``img``: numpy HW/HWC (uint8, uint16, or float in [0, 1]) or a PIL image; the result has the same
     type and dtype. ``model``: registered name or ``.safetensors`` path (default: the shipped model

@@ -109,7 +109,6 @@ class TestKinds:
         ok[3, 4, 1] = 1.2
         assert blurwise.upscale(ok, 2, model="bicubic").shape == (32, 32, 3)
 
-
     @pytest.mark.parametrize(
         ("pixels", "alpha", "match"),
         [

@@ -108,7 +108,9 @@ def resize_depth(d: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(PILImage.fromarray(d.astype(np.float32), mode="F").resize((w, h), PILImage.Resampling.BILINEAR))
 
 
-def depth_plane(arr: np.ndarray, shape: tuple[int, int] | None = None, source: Path | str = "depth array") -> np.ndarray:
+def depth_plane(
+    arr: np.ndarray, shape: tuple[int, int] | None = None, source: Path | str = "depth array"
+) -> np.ndarray:
     """A depth map given as an array, checked and made as :func:`read_depth` makes a file's: float32 HW,
     filled where missing, resized (bilinear) to ``shape`` unless its aspect ratio is off by more than 2%
     (:class:`InputError`, naming ``source``: a map of another image)."""
