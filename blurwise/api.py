@@ -296,7 +296,7 @@ class Upscaler:
         if map_precision not in MAP_PRECISIONS:
             raise UsageError(f"map precision must be one of {', '.join(MAP_PRECISIONS)}, not {map_precision!r}")
         if tile < 0 or tile_pad < 0:
-            raise UsageError("tile and tile-pad must be >= 0")
+            raise UsageError("tile and tile_pad (--tile, --tile-pad) must be >= 0")
         integral = isinstance(scale, numbers.Real) and not isinstance(scale, bool) and float(scale).is_integer()
         if not integral or scale < 1:  # int(2.5) would upscale x2 without a word
             raise UsageError(f"scale must be a positive integer, not {scale!r}")
@@ -326,7 +326,9 @@ class Upscaler:
         if info.task != "sr":
             raise ModelError(f"model {info.name!r} is a {info.task} model, not super-resolution")
         if info.scale != self.scale:
-            raise ModelError(f"model {info.name!r} upscales x{info.scale}, but -s/--scale asks for x{self.scale}")
+            raise ModelError(
+                f"model {info.name!r} upscales x{info.scale}, but the scale asked for is x{self.scale} (-s / scale=)"
+            )
         self.model_name, self.info = str(name), info
         self.model = _maybe_compile(net, compile)
         self.half = _half_mode(half, self.device, info)
@@ -338,7 +340,9 @@ class Upscaler:
             from blurwise.routing import find_light_model, upscale_routed  # noqa: F401
         except ImportError:
             if route == "on" or light is not None:
-                raise NotAvailableError("routed SR is not available yet; use --route off") from None
+                raise NotAvailableError(
+                    "routed SR is not available; turn routing off (--route off / route='off')"
+                ) from None
             self.notes.append("routing not available: heavy model everywhere")
             return None
         try:
@@ -558,12 +562,12 @@ class Deblurrer:
         if stages is not None:
             params = inspect.signature(net.forward).parameters
             if "stages" not in params:
-                raise UsageError(f"model {info.name!r} has no stages; --stages applies to LPRN models")
+                raise UsageError(f"model {info.name!r} has no stages; stages (--stages) apply to LPRN models")
             total = int(getattr(net, "stages", stages))
             shared = bool(getattr(net, "shared", True))
             if stages < 1 or (not shared and stages > total):
                 top = "" if shared else f" and {total}"
-                raise UsageError(f"--stages must be at least 1{top} for {info.name!r}, not {stages}")
+                raise UsageError(f"stages (--stages) must be at least 1{top} for {info.name!r}, not {stages}")
             self.extra["stages"] = int(stages)
         self.model_name, self.info = str(name), info
         self.model = _maybe_compile(net, compile)

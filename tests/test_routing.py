@@ -557,8 +557,9 @@ class TestUpscaleRouted:
         assert rep.scorer == scorer and rep.flops_fraction <= 0.8 + 1e-9
 
     def test_missing_ebmsr_for_heavy(self, pair):
-        with pytest.raises(ModelError, match="no EBM-SR is registered for heavy model 'tiny-heavy'"):
+        with pytest.raises(ModelError, match="no EBM-SR is registered for heavy model 'tiny-heavy'") as exc:
             upscale_routed(rgb(), heavy=pair[0], sigma_lr=two_region_map())
+        assert "give a light model (--light / light=)" in str(exc.value) and "\n" not in str(exc.value)
 
     def test_teacher_mismatch(self, pair):
         lm = TinySR(2, 4, feats=2)

@@ -221,7 +221,8 @@ def find_light_model(heavy_name: str, scale: int) -> str:
             return v.name
     raise ModelError(
         f"no EBM-SR is registered for heavy model {heavy_name!r} at x{scale}; "
-        f"make one with 'blurwise train distill --teacher {heavy_name}', pass light=..., or use --route off"
+        f"make one with 'blurwise train distill --teacher {heavy_name}', give a light model (--light / light=), "
+        "or turn routing off (--route off / route='off')"
     )
 
 
@@ -351,7 +352,9 @@ def estimate_lr_map(
     try:
         from blurwise.defocus import estimate_defocus
     except ImportError:
-        raise NotAvailableError("defocus map estimation is not available; pass sigma_lr or use --route off") from None
+        raise NotAvailableError(
+            "defocus map estimation is not available; turn routing off (--route off / route='off')"
+        ) from None
     kw = lr_map_kwargs(scale, depth is not None, **kw)
     kw.setdefault("lr_scale", scale)
     kw.setdefault("device", None if device is None else str(device))
