@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import numbers
 import os
 import threading
 import time
@@ -153,8 +154,9 @@ def _to_user(pixels: np.ndarray, alpha: np.ndarray | None, kind: _Kind) -> Any:
     if kind.pil_mode is not None:
         from PIL import Image as PILImage
 
-        if kind.pil_mode.startswith("I;16") and data.shape[2] == 1:
-            return PILImage.fromarray(from_float(data[:, :, 0], 16))
+        if kind.pil_mode.startswith("I") and data.shape[2] == 1:  # I;16 or I (read as 0-65535): keep 16 bits
+            arr16 = from_float(data[:, :, 0], 16)
+            return PILImage.fromarray(arr16.astype(np.int32) if kind.pil_mode == "I" else arr16)
         if kind.pil_mode == "F" and data.shape[2] == 1:
             return PILImage.fromarray(data[:, :, 0].astype(np.float32), mode="F")
         arr8 = from_float(data, 8)
@@ -169,6 +171,29 @@ def _to_user(pixels: np.ndarray, alpha: np.ndarray | None, kind: _Kind) -> Any:
     if kind.ndim == 2 and out.shape[2] == 1:
         out = out[:, :, 0]
     return out
+
+
+def _checked(pixels: Any, alpha: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """What Upscaler/Deblurrer take: float HWC pixels in [0, 1] with 1 or 3 channels, alpha HW of the same size
+    (as float32); anything else is a one-line InputError (8-bit data or 0-255 floats would run as a white image)."""
+    a = np.asarray(pixels)
+    if not np.issubdtype(a.dtype, np.floating) or a.ndim != 3 or a.shape[2] not in (1, 3) or 0 in a.shape:
+        raise InputError(
+            f"expected float32 HWC pixels in [0, 1] with 1 or 3 channels, got shape {a.shape} and type {a.dtype} "
+            "(blurwise.io.read_image gives them; blurwise.upscale/deblur take any image)"
+        )
+    problem = float_pixels_problem(a)
+    if problem:
+        raise InputError(problem)
+    if alpha is None:
+        return a.astype(np.float32, copy=False), None
+    al = np.asarray(alpha)
+    if not np.issubdtype(al.dtype, np.floating) or al.shape != a.shape[:2]:
+        raise InputError(f"alpha must be a float HW plane of the image's size {a.shape[:2]}, got {al.shape} {al.dtype}")
+    problem = float_pixels_problem(al)
+    if problem:
+        raise InputError(f"{problem} (in the alpha plane)")
+    return a.astype(np.float32, copy=False), al.astype(np.float32, copy=False)
 
 
 def _rgb(pixels: np.ndarray) -> np.ndarray:
@@ -207,9 +232,10 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """One line for the CLI."""
+        """One line for the CLI (with the notes)."""
         if self.routing is not None and hasattr(self.routing, "summary"):
-            return self.routing.summary()
+            rest = [n for n in self.notes if n not in getattr(self.routing, "notes", ())]
+            return self.routing.summary() + "".join(f" | {n}" for n in rest)
         extra = f" ({'; '.join(self.notes)})" if self.notes else ""
         return f"{self.model}, {self.seconds:.2f} s{extra}"
 
@@ -256,6 +282,11 @@ class Upscaler:
             raise UsageError(f"route must be 'auto', 'on' or 'off', not {route!r}")
         if router not in ROUTERS:
             raise UsageError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+        if router == "learned" and threshold is not None:  # a sigma would be read as a predicted loss
+            raise UsageError(
+                "threshold is a blur sigma in LR px and goes with router 'map' (--router map); the learned router "
+                "uses its calibrated threshold (give a budget to trade quality for speed)"
+            )
         if routes not in (2, 3):
             raise UsageError(f"routes must be 2 or 3, not {routes}")
         if budget is not None and not 0.0 < budget <= 1.0:
@@ -265,10 +296,11 @@ class Upscaler:
         if map_precision not in MAP_PRECISIONS:
             raise UsageError(f"map precision must be one of {', '.join(MAP_PRECISIONS)}, not {map_precision!r}")
         if tile < 0 or tile_pad < 0:
-            raise UsageError("tile and tile-pad must be >= 0")
+            raise UsageError("tile and tile_pad (--tile, --tile-pad) must be >= 0")
+        integral = isinstance(scale, numbers.Real) and not isinstance(scale, bool) and float(scale).is_integer()
+        if not integral or scale < 1:  # int(2.5) would upscale x2 without a word
+            raise UsageError(f"scale must be a positive integer, not {scale!r}")
         self.scale = int(scale)
-        if self.scale < 1:
-            raise UsageError(f"scale must be a positive integer, not {scale}")
         self.route_opts = dict(
             threshold=threshold,
             budget=budget,
@@ -294,7 +326,9 @@ class Upscaler:
         if info.task != "sr":
             raise ModelError(f"model {info.name!r} is a {info.task} model, not super-resolution")
         if info.scale != self.scale:
-            raise ModelError(f"model {info.name!r} upscales x{info.scale}, but -s/--scale asks for x{self.scale}")
+            raise ModelError(
+                f"model {info.name!r} upscales x{info.scale}, but the scale asked for is x{self.scale} (-s / scale=)"
+            )
         self.model_name, self.info = str(name), info
         self.model = _maybe_compile(net, compile)
         self.half = _half_mode(half, self.device, info)
@@ -306,7 +340,9 @@ class Upscaler:
             from blurwise.routing import find_light_model, upscale_routed  # noqa: F401
         except ImportError:
             if route == "on" or light is not None:
-                raise NotAvailableError("routed SR is not available yet; use --route off") from None
+                raise NotAvailableError(
+                    "routed SR is not available; turn routing off (--route off / route='off')"
+                ) from None
             self.notes.append("routing not available: heavy model everywhere")
             return None
         try:
@@ -328,12 +364,23 @@ class Upscaler:
         return self.light is not None
 
     def __call__(
-        self, pixels: np.ndarray, alpha: np.ndarray | None = None, *, depth: np.ndarray | None = None
+        self,
+        pixels: np.ndarray,
+        alpha: np.ndarray | None = None,
+        *,
+        depth: np.ndarray | str | os.PathLike | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
-        """Upscale float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha resized or None, report)."""
+        """Upscale float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha resized or None, report).
+
+        ``depth`` (HW array or depth file) guides the routing map; one of another resolution is resized,
+        one whose aspect ratio differs from the image's by more than 2% is an InputError.
+        """
         t0 = time.perf_counter()
+        pixels, alpha = _checked(pixels, alpha)
+        if depth is not None:  # as a depth file is read: resized, unless it belongs to another image
+            depth = _read_depth_arg(depth, pixels.shape[:2])
         gray = pixels.shape[2] == 1
-        rgb = _rgb(np.asarray(pixels, dtype=np.float32))
+        rgb = _rgb(pixels)
         report = RunReport(route="off", model=self.model_name, notes=list(self.notes))
         if self.model is None:  # bicubic baseline
             from blurwise.metrics.imresize import imresize
@@ -349,19 +396,17 @@ class Upscaler:
         return out, a, report
 
     def _routed(self, rgb: np.ndarray, depth: np.ndarray | None, report: RunReport) -> np.ndarray | None:
-        """Routed SR, or None (with a note) when route="auto" and the defocus map is unavailable."""
+        """Routed SR, or None (with a note) when route="auto" and routing is unavailable (map, router)."""
         from blurwise.defocus import MIN_SIDE
-        from blurwise.routing import upscale_routed
+        from blurwise.routing import LEARNED_NO_DEPTH, upscale_routed
 
+        if depth is not None and self.route_opts["scorer"] == "learned":  # "auto" routes by the map then
+            raise UsageError(LEARNED_NO_DEPTH)
         h, w = rgb.shape[:2]
         if min(h, w) < MIN_SIDE and self.route == "auto":
             # too small for a defocus map (and nothing to save): the heavy model everywhere
             report.notes.append(f"image too small to route ({w}x{h}): heavy model everywhere")
             return None
-        if depth is not None and depth.shape != (h, w):
-            from blurwise.io.depth import resize_depth
-
-            depth = resize_depth(depth, (h, w))
         try:
             out, rr = upscale_routed(
                 rgb,
@@ -370,7 +415,7 @@ class Upscaler:
                 scale=self.scale,
                 depth=depth,
                 device=self.device,
-                half=bool(self.half),
+                half=self.half,  # the mode itself: bf16 must stay bf16 (True would be fp16 on CUDA)
                 progress=self.progress,
                 **self.route_opts,
             )
@@ -378,9 +423,10 @@ class Upscaler:
             if self.route != "auto":
                 raise
             log.info("routing unavailable (%s); heavy model everywhere", exc)
-            report.notes.append("defocus map unavailable: heavy model everywhere")
+            report.notes.append(f"{str(exc).split(';')[0]}: heavy model everywhere")  # the reason, not the advice
             return None
         report.route, report.light, report.routing = "routed", self.light[1].name, rr
+        report.notes += rr.notes
         return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
 
 
@@ -405,18 +451,14 @@ def _run(model: Any, rgb: np.ndarray, scale: int, tile: int, tile_pad: int, half
 
 
 def _read_depth_arg(depth: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """A depth file or array as float32 HW of ``shape``; the same checks for both (blurwise.io.depth)."""
     if depth is None:
         return None
-    if isinstance(depth, str | os.PathLike):
-        from blurwise.io.depth import read_depth
+    from blurwise.io.depth import depth_plane, read_depth
 
+    if isinstance(depth, str | os.PathLike):
         return read_depth(depth, shape)
-    d = np.asarray(depth, dtype=np.float32)
-    if d.ndim == 3 and d.shape[2] == 1:
-        d = d[:, :, 0]
-    if d.ndim != 2:
-        raise InputError(f"depth must be an HW array, got shape {d.shape}")
-    return d
+    return depth_plane(np.asarray(depth), shape)
 
 
 def upscale(
@@ -439,7 +481,7 @@ def upscale(
     half: Any = None,
     return_report: bool = False,
 ) -> Any:
-    """Super-resolve ``img`` by ``scale``, routing defocused regions to a cheap model when possible.
+    """Super-resolve ``img`` by an integer ``scale``, routing defocused regions to a cheap model when possible.
 
     ``img``: numpy HW/HWC (uint8, uint16, or float in [0, 1]) or a PIL image; the result has the same
     type and dtype. ``model``: registered name or ``.safetensors`` path (default: the shipped model
@@ -447,8 +489,10 @@ def upscale(
     heavy model on defocused patches (``threshold`` in LR px of blur, or ``budget`` as a FLOPs
     fraction; ``routes=3`` adds a bicubic route), ``"off"`` runs the heavy model everywhere. ``router``
     decides which patches go light: "learned" (a small network that predicts each patch's quality loss
-    from the defocus map and the texture), "map" (the defocus map's blur against ``threshold``), or
-    "auto" (the learned router where one ships for the scale and no sigma ``threshold`` is given).
+    from the defocus map and the texture; it has a calibrated threshold, so a ``threshold`` with it is a
+    UsageError, and takes no ``depth``), "map" (the defocus map's blur against ``threshold``), or
+    "auto" (the learned router where one ships for the scale and neither ``threshold`` nor ``depth`` is
+    given, else the map).
     A routed plan saving less than ``min_saving`` of the heavy FLOPs runs the heavy model everywhere
     (None: ``blurwise.routing.DEFAULT_MIN_SAVING``; 0: route whatever it saves). ``map_precision``: the
     defocus map's arithmetic, "auto" (bf16 on CPUs with bf16 units, where it is 2x faster; on a GPU as
@@ -479,8 +523,7 @@ def upscale(
         device=device,
         half=half,
     )
-    d = _read_depth_arg(depth, pixels.shape[:2])
-    out, a, report = up(pixels, alpha, depth=d)
+    out, a, report = up(pixels, alpha, depth=depth)
     result = _to_user(out, a, kind)
     return (result, report) if return_report else result
 
@@ -519,12 +562,12 @@ class Deblurrer:
         if stages is not None:
             params = inspect.signature(net.forward).parameters
             if "stages" not in params:
-                raise UsageError(f"model {info.name!r} has no stages; --stages applies to LPRN models")
+                raise UsageError(f"model {info.name!r} has no stages; stages (--stages) apply to LPRN models")
             total = int(getattr(net, "stages", stages))
             shared = bool(getattr(net, "shared", True))
             if stages < 1 or (not shared and stages > total):
                 top = "" if shared else f" and {total}"
-                raise UsageError(f"--stages must be at least 1{top} for {info.name!r}, not {stages}")
+                raise UsageError(f"stages (--stages) must be at least 1{top} for {info.name!r}, not {stages}")
             self.extra["stages"] = int(stages)
         self.model_name, self.info = str(name), info
         self.model = _maybe_compile(net, compile)
@@ -535,11 +578,12 @@ class Deblurrer:
     ) -> tuple[np.ndarray, np.ndarray | None, RunReport]:
         """Deblur float32 HWC (C = 1 or 3) pixels; returns (pixels, alpha, report)."""
         t0 = time.perf_counter()
+        pixels, alpha = _checked(pixels, alpha)
         gray = pixels.shape[2] == 1
         if self.model is None:
-            out = np.asarray(pixels, dtype=np.float32)
+            out = pixels
         else:
-            rgb = _rgb(np.asarray(pixels, dtype=np.float32))
+            rgb = _rgb(pixels)
             out = _run(self.model, rgb, 1, self.tile, self.tile_pad, self.half, self.progress, **self.extra)
             out = _back_to_gray(out, gray)
         return out, alpha, RunReport(route="off", model=self.model_name, seconds=time.perf_counter() - t0)

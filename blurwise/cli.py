@@ -168,8 +168,9 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
         "--router",
         choices=["auto", "learned", "map"],
         default="auto",
-        help="what decides the routes: learned (predicted quality loss from map + texture), map (blur vs "
-        "--threshold), auto (learned where it ships, unless --threshold is given)",
+        help="what decides the routes: learned (predicted quality loss from map + texture; its own calibrated "
+        "threshold, no --threshold or --depth), map (blur vs --threshold), auto (learned where it ships, unless "
+        "--threshold or --depth is given)",
     )
     g.add_argument("--light", metavar="MODEL", help="light (EBM-SR) model; default: the one distilled from -m")
     g.add_argument(

@@ -58,6 +58,13 @@ class TestKinds:
         assert isinstance(out, PILImage.Image) and out.size == (10, 12)
         assert out.mode == {"P": "RGB"}.get(mode, mode)
 
+    def test_pil_32bit_integer_keeps_mode_and_values(self):
+        """Mode "I" comes back as "I" with its values (it came back 8-bit "L" before)."""
+        im = PILImage.fromarray(np.full((6, 5), 40001, np.int32))
+        assert im.mode == "I"
+        out = blurwise.upscale(im, scale=2, model="bicubic")
+        assert out.mode == "I" and out.size == (10, 12) and np.asarray(out).max() == np.asarray(out).min() == 40001
+
     def test_values_bicubic_exact(self):
         from blurwise.metrics.imresize import imresize
 
@@ -101,6 +108,24 @@ class TestKinds:
         ok = np.clip(img, 0, 1.2)  # a slight overshoot (sharpening, colour conversion) is kept
         ok[3, 4, 1] = 1.2
         assert blurwise.upscale(ok, 2, model="bicubic").shape == (32, 32, 3)
+
+    @pytest.mark.parametrize(
+        ("pixels", "alpha", "match"),
+        [
+            (synth_image(8, 8, 3), None, "float32 HWC"),  # uint8: would run as a white image
+            (synth_image(8, 8, 3, np.float32) * 255, None, "reaches"),  # 0-255 floats
+            (np.full((8, 8, 3), np.nan, np.float32), None, "NaN"),
+            (synth_image(8, 8, 0, np.float32), None, "float32 HWC"),  # HW: an IndexError before
+            (synth_image(8, 8, 4, np.float32), None, "1 or 3 channels"),
+            (synth_image(8, 8, 3, np.float32), np.ones((4, 4), np.float32), "alpha.*size"),  # resized silently before
+            (synth_image(8, 8, 3, np.float32), np.full((8, 8), 255.0, np.float32), "alpha plane"),
+        ],
+    )
+    def test_classes_check_their_input(self, pixels, alpha, match):
+        """Upscaler and Deblurrer (public, also called by the batch pipeline) refuse what would run wrong."""
+        for run in (api.Upscaler(2, model="bicubic"), api.Deblurrer(model="identity")):
+            with pytest.raises(InputError, match=match):
+                run(pixels, alpha)
 
 
 # --------------------------------------------------------------------------- models
@@ -152,6 +177,17 @@ class TestModels:
             blurwise.upscale(img, 2, model="edsr-s-x2", half="fp8", device="cpu")
         with pytest.raises(UsageError, match="map precision"):
             blurwise.upscale(img, 2, model="edsr-s-x2", map_precision="int8", device="cpu")
+        with pytest.raises(UsageError, match=r"threshold is a blur sigma.*router 'map' \(--router map\)"):
+            blurwise.upscale(img, 2, model="edsr-s-x2", router="learned", threshold=0.5, device="cpu")
+        api.Upscaler(2, model="edsr-s-x2", router="map", threshold=0.5, device="cpu")  # the sigma's own router
+        api.Upscaler(2, model="edsr-s-x2", router="learned", budget=0.5, device="cpu")
+        for scale in (2.5, 0, "2", True):  # 2.5 ran as x2 before
+            with pytest.raises(UsageError, match="scale must be a positive integer"):
+                blurwise.upscale(img, scale, model="bicubic")
+            with pytest.raises(UsageError, match="scale must be a positive integer"):
+                api.Upscaler(scale, model="bicubic")
+        assert blurwise.upscale(img, np.int64(2), model="bicubic").shape == (16, 16, 3)
+        assert blurwise.upscale(img, 2.0, model="bicubic").shape == (16, 16, 3)
 
     def test_devices(self):
         import torch
@@ -189,6 +225,49 @@ class TestRouting:
         assert rep.routing.fractions.get("light", 0) > 0.5
         assert "FLOPs" in rep.summary()
 
+    def test_bf16_reaches_the_routed_models_as_bf16(self, untrained, monkeypatch):
+        """half="bf16" is passed through as "bf16" (True would mean fp16 on CUDA), to the models and the map."""
+        import blurwise.defocus
+        import blurwise.routing.execute as execute
+
+        monkeypatch.setattr(
+            blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: np.full(im.shape[:2], 3.0, np.float32)
+        )
+        seen = []
+        monkeypatch.setattr(execute, "half_dtype", lambda half, device: seen.append(half))  # None: runs in fp32
+        up = api.Upscaler(2, model="edsr-s-x2", device="cpu", half="bf16", min_saving=0)
+        _, _, rep = up(synth_image(32, 32, 3, np.float32))
+        assert rep.route == "routed" and seen and set(seen) == {"bf16"}
+
+    def test_unreachable_budget_is_reported(self, untrained, monkeypatch):
+        import blurwise.defocus
+
+        monkeypatch.setattr(
+            blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: np.zeros(im.shape[:2], np.float32)
+        )
+        img = synth_image(32, 32, 3)
+        _, rep = blurwise.upscale(img, 2, model="edsr-s-x2", device="cpu", budget=0.01, return_report=True)
+        assert rep.route == "routed" and rep.notes and rep.notes[0].startswith("budget 0.01 not reachable")
+        assert rep.summary().count("budget 0.01 not reachable") == 1
+
+    def test_depth_with_the_learned_router(self, untrained, monkeypatch):
+        """router="auto" with a depth map routes by the map; router="learned" with one is a UsageError."""
+        import blurwise.defocus
+        from blurwise.routing import router_for
+
+        if router_for(2, "edsr-s-x2") is None:
+            pytest.skip("no learned router ships for edsr-s-x2")
+        monkeypatch.setattr(
+            blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: np.full(im.shape[:2], 3.0, np.float32)
+        )
+        img, depth = synth_image(32, 32, 3), np.ones((32, 32), np.float32)
+        kw = dict(model="edsr-s-x2", device="cpu", return_report=True)
+        assert blurwise.upscale(img, 2, **kw)[1].routing.scorer == "learned"
+        assert blurwise.upscale(img, 2, depth=depth, **kw)[1].routing.scorer == "defocus"
+        for route in ("auto", "on"):  # auto ran the heavy model everywhere with "defocus map unavailable" before
+            with pytest.raises(UsageError, match=r"learned router takes no depth map; router 'map' \(--router map\)"):
+                blurwise.upscale(img, 2, router="learned", route=route, depth=depth, **kw)
+
     def test_auto_falls_back_without_map(self, untrained, monkeypatch):
         from blurwise.errors import NotAvailableError
 
@@ -224,6 +303,22 @@ class TestRouting:
         img = synth_image(16, 20, 3)
         blurwise.upscale(img, 2, model="edsr-s-x2", device="cpu", depth=np.ones((32, 40), np.float32))
         assert seen["depth"] == (16, 20)
+
+    def test_depth_array_of_another_aspect_is_refused_as_a_file_is(self, tmp_path):
+        """Arrays get read_depth's rule: another resolution is resized, another aspect ratio (> 2%) refused."""
+        img = synth_image(16, 20, 3, np.float32)
+        wrong = np.ones((16, 16), np.float32)  # 1.25 -> 1.0: a map of another image (stretched before)
+        np.save(tmp_path / "d.npy", wrong)
+        for depth in (wrong, tmp_path / "d.npy"):
+            with pytest.raises(InputError, match="aspect ratios differ by 20%"):
+                blurwise.upscale(img, 2, model="bicubic", depth=depth)
+            with pytest.raises(InputError, match="aspect ratios differ"):
+                api.Upscaler(2, model="bicubic")(img, depth=depth)
+            with pytest.raises(InputError, match="aspect ratios differ"):
+                blurwise.defocus_map(img, depth)
+        with pytest.raises(InputError, match="2-D"):
+            blurwise.upscale(img, 2, model="bicubic", depth=np.ones((2, 16, 20, 1), np.float32))
+        assert blurwise.upscale(img, 2, model="bicubic", depth=np.ones((33, 41), np.float32)).shape == (32, 40, 3)
 
 
 # --------------------------------------------------------------------------- defocus map

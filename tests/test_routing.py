@@ -533,6 +533,22 @@ class TestUpscaleRouted:
         _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=sig, threshold=1.0, min_saving=0)
         assert rep.fractions["light"] > 0 and "fallback" not in rep.plan.extra
 
+    def test_unreachable_budget_is_a_note(self, pair):
+        _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), budget=0.01)
+        assert rep.plan.extra["budget_met"] is False and rep.flops_fraction > 0.01
+        note = f"budget 0.01 not reachable: the plan uses {100 * rep.flops_fraction:.1f}% of the heavy FLOPs"
+        assert rep.notes[0].startswith(note) and note in rep.summary() and rep.to_dict()["notes"] == rep.notes
+        _, rep = upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), budget=0.8)
+        assert rep.notes == [] and "|" not in rep.summary().split("s (")[-1]
+
+    def test_summary_of_a_plan_costing_a_little_more_than_heavy(self):
+        from blurwise.routing import RouteReport
+
+        rep = RouteReport({"heavy": 1.0}, {"heavy": 100.0, "map": 0.3}, 100.0, {"total": 1.0}, (1.0,), scale=2)
+        assert "FLOPs 100% of heavy (no cut)" in rep.summary()  # was "(cut -0%)"
+        rep.macs["heavy"] = 50.0
+        assert "(cut 50%)" in rep.summary()
+
     @pytest.mark.parametrize("scorer", ["texture", "random"])
     def test_other_scorers_with_budget(self, pair, scorer):
         _, rep = upscale_routed(
@@ -541,8 +557,9 @@ class TestUpscaleRouted:
         assert rep.scorer == scorer and rep.flops_fraction <= 0.8 + 1e-9
 
     def test_missing_ebmsr_for_heavy(self, pair):
-        with pytest.raises(ModelError, match="no EBM-SR is registered for heavy model 'tiny-heavy'"):
+        with pytest.raises(ModelError, match="no EBM-SR is registered for heavy model 'tiny-heavy'") as exc:
             upscale_routed(rgb(), heavy=pair[0], sigma_lr=two_region_map())
+        assert "give a light model (--light / light=)" in str(exc.value) and "\n" not in str(exc.value)
 
     def test_teacher_mismatch(self, pair):
         lm = TinySR(2, 4, feats=2)
@@ -579,6 +596,10 @@ class TestUpscaleRouted:
             upscale_routed(rgb(), heavy=pair[0], light=pair[1], sigma_lr=two_region_map(), scorer="magic")
         with pytest.raises(UsageError, match="RGB"):
             upscale_routed(rgb()[..., 0], heavy=pair[0], light=pair[1], sigma_lr=two_region_map())
+
+    def test_learned_router_with_depth_is_a_usage_error(self, pair):
+        with pytest.raises(UsageError, match="learned router takes no depth map"):
+            upscale_routed(rgb(), heavy=pair[0], light=pair[1], scorer="learned", depth=np.ones((48, 64), np.float32))
 
     def test_registered_pair_untrained(self):
         from blurwise.models import list_variants
@@ -937,6 +958,7 @@ def test_map_precision_default_and_choices(monkeypatch):
     assert map_precision(None, False, "cpu") is False
     assert map_precision(None, True, "cpu") is False  # CPU: only where it is native, whatever the models do
     assert map_precision(None, "fp16", torch.device("cuda")) == "fp16"
+    assert map_precision(None, "bf16", torch.device("cuda")) == "bf16"  # bf16 models: a bf16 map, not fp16
     assert map_precision(None, False, torch.device("cuda")) is False
     assert map_precision("fp32", "fp16", torch.device("cuda")) is False
     assert map_precision("bf16", False, "cpu") == "bf16"

@@ -9,7 +9,7 @@ models. Nothing here imports torch.
 from __future__ import annotations
 
 from blurwise.io.alpha import merge_alpha, resize_plane, split_alpha
-from blurwise.io.depth import read_depth, resize_depth
+from blurwise.io.depth import depth_plane, read_depth, resize_depth
 from blurwise.io.image import (
     FORMATS,
     MAX_PIXELS,
@@ -27,6 +27,7 @@ __all__ = [
     "MAX_PIXELS",
     "Image",
     "bits_of",
+    "depth_plane",
     "format_of",
     "from_float",
     "merge_alpha",

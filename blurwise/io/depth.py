@@ -68,7 +68,7 @@ def _load(path: Path) -> np.ndarray:
         raise InputError(f"corrupt depth map ({str(exc).splitlines()[0]}): {path}") from None
 
 
-def _to_plane(arr: np.ndarray, path: Path) -> np.ndarray:
+def _to_plane(arr: np.ndarray, path: Path | str) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # CHW -> HWC
@@ -90,7 +90,7 @@ def _to_plane(arr: np.ndarray, path: Path) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def _fill_missing(d: np.ndarray, path: Path) -> np.ndarray:
+def _fill_missing(d: np.ndarray, path: Path | str) -> np.ndarray:
     bad = ~np.isfinite(d)
     if not bad.any():
         return d
@@ -112,6 +112,25 @@ def resize_depth(d: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(PILImage.fromarray(d.astype(np.float32), mode="F").resize((w, h), PILImage.Resampling.BILINEAR))
 
 
+def depth_plane(
+    arr: np.ndarray, shape: tuple[int, int] | None = None, source: Path | str = "depth array"
+) -> np.ndarray:
+    """A depth map given as an array, checked and made as :func:`read_depth` makes a file's: float32 HW,
+    filled where missing, resized (bilinear) to ``shape`` unless its aspect ratio is off by more than 2%
+    (:class:`InputError`, naming ``source``: a map of another image)."""
+    d = _fill_missing(_to_plane(arr, source), source)
+    if shape is not None:
+        h, w = int(shape[0]), int(shape[1])
+        ratio = (d.shape[1] / d.shape[0]) / (w / h)
+        if abs(ratio - 1.0) > ASPECT_TOLERANCE:
+            raise InputError(
+                f"depth map {d.shape[1]}x{d.shape[0]} does not match the image {w}x{h} "
+                f"(aspect ratios differ by {abs(ratio - 1) * 100:.0f}%): {source}"
+            )
+        d = resize_depth(d, (h, w))
+    return np.ascontiguousarray(d, dtype=np.float32)
+
+
 def read_depth(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a depth map as float32 HW, filled where missing, and resized (bilinear) to ``shape``.
 
@@ -123,14 +142,4 @@ def read_depth(path: str | os.PathLike, shape: tuple[int, int] | None = None) ->
         raise InputError(f"depth file not found: {path}")
     if path.is_dir() or path.stat().st_size == 0:
         raise InputError(f"depth file is empty or a folder: {path}")
-    d = _fill_missing(_to_plane(_load(path), path), path)
-    if shape is not None:
-        h, w = int(shape[0]), int(shape[1])
-        ratio = (d.shape[1] / d.shape[0]) / (w / h)
-        if abs(ratio - 1.0) > ASPECT_TOLERANCE:
-            raise InputError(
-                f"depth map {d.shape[1]}x{d.shape[0]} does not match the image {w}x{h} "
-                f"(aspect ratios differ by {abs(ratio - 1) * 100:.0f}%): {path}"
-            )
-        d = resize_depth(d, (h, w))
-    return np.ascontiguousarray(d, dtype=np.float32)
+    return depth_plane(_load(path), shape, path)

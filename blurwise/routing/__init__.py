@@ -144,6 +144,7 @@ class RouteReport:
     sigma_lr: np.ndarray | None = None  # the defocus map used (given or estimated), for --save-map
     smooth_share: float = 0.0  # share of patches sent light only for being smooth (``smooth``)
     edge_share: float = 0.0  # share of patches kept heavy only for their strong edges (``edges``)
+    notes: list[str] = field(default_factory=list)  # what the caller should know (e.g. a budget not reached)
 
     @property
     def total_macs(self) -> float:
@@ -175,6 +176,7 @@ class RouteReport:
             "overhead": self.overhead,
             "heavy": self.heavy,
             "light": self.light,
+            "notes": self.notes,
         }
 
     def summary(self) -> str:
@@ -190,9 +192,11 @@ class RouteReport:
             routes += f" by the {self.scorer} {'router' if self.scorer == 'learned' else 'score'}"
         t = self.timings
         stages = ", ".join(f"{k} {t[k]:.2f}" for k in ("map", "plan", *ROUTE_NAMES, "blend") if k in t)
+        cut = round(100 * self.flops_cut)
+        notes = "".join(f" | {n}" for n in self.notes)
         return (
             f"routes {routes} | FLOPs {100 * self.flops_fraction:.0f}% of {self.heavy or 'heavy'} "
-            f"(cut {100 * self.flops_cut:.0f}%) | {t.get('total', 0.0):.2f} s ({stages})"
+            f"({f'cut {cut}%' if cut > 0 else 'no cut'}) | {t.get('total', 0.0):.2f} s ({stages}){notes}"
         )
 
 
@@ -217,7 +221,8 @@ def find_light_model(heavy_name: str, scale: int) -> str:
             return v.name
     raise ModelError(
         f"no EBM-SR is registered for heavy model {heavy_name!r} at x{scale}; "
-        f"make one with 'blurwise train distill --teacher {heavy_name}', pass light=..., or use --route off"
+        f"make one with 'blurwise train distill --teacher {heavy_name}', give a light model (--light / light=), "
+        "or turn routing off (--route off / route='off')"
     )
 
 
@@ -347,7 +352,9 @@ def estimate_lr_map(
     try:
         from blurwise.defocus import estimate_defocus
     except ImportError:
-        raise NotAvailableError("defocus map estimation is not available; pass sigma_lr or use --route off") from None
+        raise NotAvailableError(
+            "defocus map estimation is not available; turn routing off (--route off / route='off')"
+        ) from None
     kw = lr_map_kwargs(scale, depth is not None, **kw)
     kw.setdefault("lr_scale", scale)
     kw.setdefault("device", None if device is None else str(device))
@@ -385,6 +392,7 @@ def map_precision(map_half: bool | str | None, half: bool | str, device: Any) ->
 # it predicts from the map and the luma texture what sending each patch to the light model costs, and
 # replaces the map threshold + percentile + edge rules when it applies (see :func:`router_for`).
 ROUTER_MODELS: dict[int, str] = {2: "router-x2", 4: "router-x4"}
+LEARNED_NO_DEPTH = "the learned router takes no depth map; router 'map' (--router map) routes with one"
 
 
 def router_for(
@@ -548,9 +556,13 @@ def upscale_routed(
         )
         scorer, router = ("learned", auto_router) if auto_router else ("defocus", None)
     elif scorer == "learned":
-        router = router or router_for(s, hi.name, map_kwargs, depth is not None)
+        if router is None and depth is not None:
+            raise UsageError(LEARNED_NO_DEPTH)
+        router = router or router_for(s, hi.name, map_kwargs)
         if router is None:
-            raise NotAvailableError(f"no learned router for x{s} with {hi.name} and this map; use the defocus scorer")
+            raise NotAvailableError(
+                f"no learned router for x{s} with {hi.name} and this map; route by the map (router 'map', --router map)"
+            )
     need_map = scorer in ("defocus", "learned") or li.in_channels == 4
     mdev = next((p.device for p in hm.parameters()), device)  # the map runs beside the heavy model
     mhalf = map_precision(map_half, half, mdev)
@@ -658,6 +670,11 @@ def upscale_routed(
         smooth_share=float(plan.extra.get("floor_share", 0.0)),
         edge_share=float(plan.extra.get("kept_share", 0.0)),
     )
+    if plan.extra.get("budget_met") is False:
+        report.notes.append(
+            f"budget {budget:g} not reachable: the plan uses {100 * report.flops_fraction:.1f}% of the heavy FLOPs "
+            f"(map{', router' if scorer == 'learned' else ''} and light model included)"
+        )
     return sr, report
 
 
