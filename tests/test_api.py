@@ -203,8 +203,11 @@ class TestModels:
         out = blurwise.deblur(img, stages=2, device="cpu", tile=32)
         assert out.shape == img.shape and out.dtype == np.uint16
         np.testing.assert_array_equal(blurwise.deblur(img, model="identity"), img)
-        with pytest.raises(UsageError, match="stages"):
-            blurwise.deblur(img, stages=0, device="cpu")
+        for k in (0, 7):  # the shipped lprn was trained with 6 shared stages: 1..6 is the dial
+            with pytest.raises(UsageError, match="from 1 to 6 for 'lprn'"):
+                blurwise.deblur(img, stages=k, device="cpu")
+        with pytest.raises(UsageError, match="identity baseline has no stages"):
+            blurwise.deblur(img, model="identity", stages=2)
 
 
 # --------------------------------------------------------------------------- routing
