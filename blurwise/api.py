@@ -92,6 +92,8 @@ def _half_mode(half: Any, dev: Any, info: Any) -> Any:
         return "fp16" if dev.type == "cuda" and getattr(info, "supports_half", True) else False
     if half not in (True, "fp16", "bf16"):
         raise UsageError(f"half must be None, 'auto', 'fp16' or 'bf16', not {half!r}")
+    if half == "fp16" and dev.type == "cpu":  # CPU autocast is bf16: fp16 would silently run as bf16
+        raise UsageError("fp16 (--half fp16 / half='fp16') needs a GPU; on a CPU use bf16")
     return half
 
 

@@ -689,7 +689,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from blurwise.api import get_model, resolve_device
+    from blurwise.api import _half_mode, get_model, resolve_device
     from blurwise.metrics.flops import compute
     from blurwise.models import default_variant
     from blurwise.tiling import run_tiled
@@ -697,6 +697,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     dev = resolve_device(args.device)
     name = args.model or default_variant(args.task, args.scale if args.task == "sr" else 1).name
     model, info = get_model(name, device=dev, trust_pickle=args.trust_pickle, allow_untrained=True)
+    half = _half_mode(args.half, dev, info)  # as upscale/deblur read --half (fp16 on a CPU is refused)
     w, h = args.size
     s = max(1, int(info.scale))
     if w % s or h % s:
@@ -709,7 +710,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     def once() -> float:
         t0 = time.perf_counter()
         with torch.inference_mode():
-            run_tiled(model, x, scale=s, tile=args.tile, half=args.half or False)
+            run_tiled(model, x, scale=s, tile=args.tile, half=half)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
@@ -728,7 +729,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "macs": counted.macs,
         "flops": counted.flops,
         "device": str(dev),
-        "half": args.half or None,
+        "half": half or None,
         "runs": args.runs,
         "median_s": med,
         "min_s": min(times),

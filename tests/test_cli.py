@@ -376,6 +376,7 @@ class TestBadInput:
             (("--route", "off", "--save-map"), "--save-map saves the defocus map"),
             (("-m", "bicubic", "--save-map"), "-m bicubic routes nothing"),
             (("--fp32", "--half", "bf16"), "contradict"),
+            (("--half", "fp16", "--device", "cpu"), "needs a GPU; on a CPU use bf16"),
         ],
     )
     def test_contradicting_flags(self, capsys, image_folder, tmp_path, flags, said):
