@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from blurwise.errors import ModelError, NotAvailableError, OutputError
+from blurwise.errors import ModelError, NotAvailableError, OutputError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,11 @@ def onnx_max_diff(path: str | Path, model: nn.Module, x: torch.Tensor) -> float:
     return float(np.abs(out - ref).max())
 
 
+# Opsets each exporter writes these models at: DepthToSpace with the pixel-shuffle order needs 11; the TorchScript
+# exporter stops at 20 (torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET), the dynamo one starts at 18.
+OPSETS = {"legacy": (11, 20), "dynamo": (18, 23)}
+
+
 def export_onnx(
     name_or_path: str | Path | nn.Module,
     out_path: str | Path,
@@ -103,6 +108,9 @@ def export_onnx(
         raise OutputError(f"output folder does not exist: {out_path.parent}")
     if exporter not in ("legacy", "dynamo"):
         raise ModelError(f"unknown exporter {exporter!r} (legacy or dynamo)")
+    lo, hi = OPSETS[exporter]
+    if not lo <= opset <= hi:  # checked here: torch's own failure is hundreds of lines of graph dump
+        raise UsageError(f"opset {opset} is not supported by the {exporter} exporter: use {lo} to {hi}")
     if isinstance(name_or_path, nn.Module):
         model = name_or_path
     else:

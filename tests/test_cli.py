@@ -543,6 +543,11 @@ class TestForwarding:
         code, _, _ = run(capsys, "data", "make-eval", "--out", tmp_path / "e", "--small")
         assert code == 0 and seen == {"out": str(tmp_path / "e"), "small": True}
 
+    @pytest.mark.parametrize("opset", ["5", "30"])
+    def test_export_opset_out_of_range(self, capsys, tmp_path, opset):
+        code, _, err = run(capsys, "export", "-m", "ebmsr-x4", "-o", tmp_path / "m.onnx", "--opset", opset)
+        assert code == 2 and err.count("\n") == 1 and "use 11 to 20" in err and not (tmp_path / "m.onnx").exists()
+
     def test_export_existing_output(self, capsys, tmp_path):
         (tmp_path / "m.onnx").write_bytes(b"x")
         code, _, err = run(capsys, "export", "-m", "edsr-s-x4", "-o", tmp_path / "m.onnx")
