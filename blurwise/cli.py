@@ -266,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sam-checkpoint", metavar="PATH", help="Segment Anything checkpoint (with --segmenter sam)")
     sp.add_argument("--overlay", action="store_true", help="also write NAME_defocus_overlay.png (map over the image)")
     sp.add_argument("--no-preview", action="store_true", help="write only the float TIFF, no colourised PNG")
-    sp.add_argument("--vmax", type=float, metavar="SIGMA", help="top of the colour scale in px (default: 99th pct.)")
+    sp.add_argument(
+        "--vmax",
+        type=_checked(float, lambda v: math.isfinite(v) and v > 0, "a blur sigma in px > 0"),
+        metavar="SIGMA",
+        help="top of the colour scale in px (default: 99th pct.)",
+    )
     sp.add_argument("--device", default="auto", help="device for learned parts (auto | cpu | cuda | mps)")
 
     sp = add(
@@ -563,6 +568,16 @@ def _cmd_defocus_map(args: argparse.Namespace) -> int:
 
     if args.segmenter == "sam" and not args.sam_checkpoint:
         raise UsageError("--segmenter sam needs --sam-checkpoint PATH")
+    if args.sam_checkpoint and args.segmenter != "sam":
+        raise UsageError("--sam-checkpoint is for --segmenter sam")
+    if args.segmenter in ("depth", "color+depth") and not args.depth:
+        raise UsageError(f"--segmenter {args.segmenter} needs --depth FILE|DIR")
+    if args.no_preview and args.ext not in ("auto", "tif"):
+        raise UsageError(f"--no-preview leaves only the float TIFF, but --ext {args.ext} writes only the preview")
+    if args.device != "auto":
+        from blurwise.api import resolve_device
+
+        resolve_device(args.device)  # one usage line for a device that is not there, before any image
     jobs = _plan(args, default_ext="tiff", default_suffix="defocus")
     common = _batch_options(args)
     if args.dry_run:

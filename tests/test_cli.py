@@ -438,6 +438,23 @@ class TestBadInput:
 # --------------------------------------------------------------------------- forwarding commands
 
 
+class TestDefocusMapArgs:
+    @pytest.mark.parametrize(
+        ("flags", "said"),
+        [
+            (("--device", "bogus"), "unknown device 'bogus'"),
+            (("--vmax", "0"), "--vmax: expected a blur sigma in px > 0"),
+            (("--vmax", "inf"), "--vmax: expected"),
+            (("--segmenter", "depth"), "--segmenter depth needs --depth"),
+            (("--sam-checkpoint", "sam.pth"), "--sam-checkpoint is for --segmenter sam"),
+            (("--ext", "png", "--no-preview"), "--no-preview leaves only the float TIFF"),
+        ],
+    )
+    def test_refused_before_any_image(self, capsys, image_folder, tmp_path, flags, said):
+        code, _, err = run(capsys, "defocus-map", "-i", image_folder / "a.png", "-o", tmp_path / "o", *flags)
+        assert code == 2 and said in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
 class TestTrainArgs:
     def test_config_forms(self):
         from blurwise.cli import _train_configs
