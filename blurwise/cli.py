@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--json", action="store_true", help='JSON list of {"name","task","scale","params","shipped","default"}'
     )
-    sp.add_argument("--task", choices=["sr", "ebmsr", "deblur", "defocus"], help="only this task")
+    sp.add_argument("--task", choices=["sr", "ebmsr", "deblur", "defocus", "router"], help="only this task")
 
     sp = add(
         "train",
