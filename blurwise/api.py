@@ -310,6 +310,7 @@ class Upscaler:
             scorer=ROUTERS[router],
             min_saving=min_saving,
             map_half=None if map_precision == "auto" else map_precision,
+            max_tile=tile or None,  # a tile size bounds routing's tiles too (both models), as it bounds route off's
         )
         self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
         self.notes: list[str] = []

@@ -242,6 +242,27 @@ class TestRouting:
         _, _, rep = up(synth_image(32, 32, 3, np.float32))
         assert rep.route == "routed" and seen and set(seen) == {"bf16"}
 
+    def test_tile_bounds_every_routed_tile(self, untrained, monkeypatch):
+        """tile (-t) bounds routing's tiles as it bounds route off's: no route runs on the whole image then."""
+        import blurwise.defocus
+
+        sig = np.zeros((48, 64), np.float32)
+        sig[:, 32:] = 3.0  # left half in focus (heavy), right half blurred (light)
+        monkeypatch.setattr(blurwise.defocus, "estimate_defocus", lambda im, d=None, **k: sig)
+        img = synth_image(48, 64, 3, np.float32)
+        plans = {}
+        for tile in (0, 16):
+            up = api.Upscaler(2, model="edsr-s-x2", device="cpu", tile=tile, router="map", threshold=1.0, min_saving=0)
+            out, _, rep = up(img)
+            plans[tile] = rep.routing.plan
+            assert out.shape == (96, 128, 3)
+
+        def side(p):
+            return max(max(t.core[1] - t.core[0], t.core[3] - t.core[2]) for t in p.tiles)
+
+        assert side(plans[0]) > 16  # the in-focus half is one heavy tile by default
+        assert side(plans[16]) <= 16 and not any(plans[16].full_image.get(r) for r in (0, 1))
+
     def test_unreachable_budget_is_reported(self, untrained, monkeypatch):
         import blurwise.defocus
 

@@ -21,6 +21,7 @@ from blurwise.routing.plan import (
     BICUBIC,
     DEFAULT_BICUBIC_THRESHOLD_HR,
     DEFAULT_CONTEXT,
+    DEFAULT_MAX_TILE,
     DEFAULT_MIN_SAVING,
     DEFAULT_OVERLAP,
     DEFAULT_PATCH,
@@ -490,7 +491,7 @@ def upscale_routed(
     overlap: int = DEFAULT_OVERLAP,
     context: int = DEFAULT_CONTEXT,
     side_context: int | None = DEFAULT_SIDE_CONTEXT,
-    max_tile: int = 256,
+    max_tile: int | None = None,
     stat: str | float | None = None,
     blend: str = "linear",
     half: bool | str = False,
@@ -521,7 +522,9 @@ def upscale_routed(
     per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
     percentile; None: :func:`default_stat` for an estimated map, "min" for a given one). Grid:
     ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
-    sides that border only cheaper routes), tiles up to ``max_tile``; ``half`` (True/"fp16"/"bf16")
+    sides that border only cheaper routes), tiles up to ``max_tile`` LR px (None: 256 for the heavy tiles while the
+    light model may run on the whole image; a number bounds every route's tiles, as ``tile`` bounds memory);
+    ``half`` (True/"fp16"/"bf16")
     autocasts both routes' models as ``tiling.run_tiled`` does: fp16 or bf16 on CUDA, bf16 on a CPU.
     ``smooth`` (defocus routing with a threshold): a patch whose texture score
     (:func:`texture_scores`, -log10 of its gradient energy) is at least ``smooth`` goes light even where
@@ -604,7 +607,8 @@ def upscale_routed(
         overlap=overlap,
         context=context,
         side_context=side_context,
-        max_tile=max_tile,
+        max_tile=max_tile or DEFAULT_MAX_TILE,
+        light_whole=max_tile is None,
         stat=stat,
         heavy_macs=hi.macs_per_pixel,
         light_macs=li.macs_per_pixel,

@@ -182,7 +182,7 @@ def _run_windows(
                 y = _forward(model, x, half=half)
             except torch.OutOfMemoryError:
                 if b == 1:
-                    raise ModelError(f"out of memory on a {h}x{w} tile; use a smaller max_tile") from None
+                    raise ModelError(f"out of memory on a {h}x{w} tile; use a smaller tile (--tile / tile=)") from None
                 b = max(1, b // 2)
                 log.info("out of memory: retrying with batch %d", b)
                 torch.cuda.empty_cache()

@@ -53,6 +53,7 @@ BICUBIC_MACS_PER_OUT_PX = 3 * 25
 # (a 2*scale HR px cross-fade); 2 px context beyond it, which kept the trained heavy model within
 # 0.005 dB of its whole-image output; tiles up to 256 px bound the memory.
 DEFAULT_PATCH = 4
+DEFAULT_MAX_TILE = 256  # LR px: the heavy tiles' bound (memory); the light model may still run on the whole image
 DEFAULT_OVERLAP = 1
 DEFAULT_CONTEXT = 2
 # Context of a heavy tile on a side that borders only cheaper routes. There the two sides' outputs
@@ -751,7 +752,8 @@ def plan_routes(
     side_context: int | None = DEFAULT_SIDE_CONTEXT,
     stat: str | float = "min",
     margin: int | None = None,
-    max_tile: int = 256,
+    max_tile: int = DEFAULT_MAX_TILE,
+    light_whole: bool = True,
     min_light_cells: int = 2,
     tile_cost: int = 64,
     allow_full: bool = True,
@@ -788,7 +790,9 @@ def plan_routes(
     the map deciding which light patches are blurred enough for bicubic.
     ``min_saving`` (with ``fallback``, not with a ``budget``): a plan that would save less than this fraction of
     the heavy model's FLOPs runs the heavy model everywhere instead (``plan.extra["fallback"]`` says so);
-    :data:`DEFAULT_MIN_SAVING` is what ``upscale_routed`` uses.
+    :data:`DEFAULT_MIN_SAVING` is what ``upscale_routed`` uses. Tiles span at most ``max_tile`` LR px a side; a
+    route whose tiles would cover the image runs on the whole image instead, the light route always so unless
+    ``light_whole`` is False (then it too only within ``max_tile``: a bound on memory for every route).
     """
     if routes not in (2, 3):
         raise UsageError(f"routes must be 2 or 3, got {routes}")
@@ -884,7 +888,7 @@ def plan_routes(
         for r in (HEAVY, LIGHT):
             ts = plan.tiles_of(r)
             if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
-                plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or r == LIGHT
+                plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or (r == LIGHT and light_whole)
         if check and (grid != HEAVY).any():  # the cover may have promoted every cheap patch
             if plan.macs_fraction >= floor:
                 # Routing must pay for itself: if the cheap routes plus their context cost more than
