@@ -337,6 +337,10 @@ class Upscaler:
         self.half = _half_mode(half, self.device, info)
         if route != "off":
             self.light = self._find_light(light, route, trust_pickle)
+        if self.light is not None:
+            from blurwise.routing import map_precision
+
+            map_precision(self.route_opts["map_half"], self.half, self.device)  # checked once, before any image
 
     def _find_light(self, light: str | None, route: str, trust_pickle: bool) -> Any:
         try:

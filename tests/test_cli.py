@@ -377,6 +377,7 @@ class TestBadInput:
             (("-m", "bicubic", "--save-map"), "-m bicubic routes nothing"),
             (("--fp32", "--half", "bf16"), "contradict"),
             (("--half", "fp16", "--device", "cpu"), "needs a GPU; on a CPU use bf16"),
+            (("--map-precision", "fp16", "--device", "cpu"), "fp16 map (--map-precision fp16) needs a GPU"),
         ],
     )
     def test_contradicting_flags(self, capsys, image_folder, tmp_path, flags, said):

@@ -375,13 +375,15 @@ def map_precision(map_half: bool | str | None, half: bool | str, device: Any) ->
 
     from blurwise.tiling import cpu_has_fast_bf16, half_dtype
 
+    dev = torch.device("cpu" if device in (None, "auto") else device)
     if map_half is not None:
         try:  # the spellings every ``half`` flag takes
             fp32 = half_dtype(map_half, torch.device("cpu")) is None
         except ValueError:
             raise UsageError(f"map precision must be fp32, fp16 or bf16, not {map_half!r}") from None
+        if map_half in ("fp16", "float16") and dev.type == "cpu":  # CPU autocast would run it as bf16
+            raise UsageError("an fp16 map (--map-precision fp16) needs a GPU; on a CPU use bf16 or fp32")
         return False if fp32 else map_half
-    dev = torch.device("cpu" if device in (None, "auto") else device)
     if dev.type == "cpu":
         return "bf16" if cpu_has_fast_bf16() else False
     return half
