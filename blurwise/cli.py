@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        sp.set_defaults(func=func)
+        sp.set_defaults(func=func, command_parser=sp)  # its usage errors name the command (see main)
         return sp
 
     sp = add(
@@ -836,7 +836,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``blurwise`` command line; returns the exit code (0 ok, 1 failure, 2 usage, 130 Ctrl-C)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the command's own parser, so the message points to its help
+            getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version, argparse usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     debug = bool(getattr(args, "debug", False))

@@ -108,6 +108,11 @@ class TestHelp:
         assert err.startswith("blurwise") and ": error: " in err and "-h')" in err
         assert "invalid" not in err or "invalid choice" in err  # never argparse's "invalid _fraction value"
 
+    def test_unknown_flag_points_to_the_commands_help(self, capsys):
+        code, _, err = run(capsys, "upscale", "-i", "x.png", "--frob")
+        said = "blurwise upscale: error: unrecognized arguments: --frob (see 'blurwise upscale -h')\n"
+        assert code == 2 and err == said
+
 
 # --------------------------------------------------------------------------- models
 
