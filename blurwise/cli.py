@@ -353,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mk.add_argument("--out", required=True, metavar="DIR", help="output folder")
     mk.add_argument("--small", action="store_true", help="a few images per set (tests, CI)")
+    mk.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite sets blurwise wrote before (a set folder holding other files is still refused)",
+    )
     mk.add_argument("-q", "--quiet", action="store_true")
     mk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     sp.set_defaults(data_parser=sp)
@@ -782,7 +787,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         args.data_parser.print_help(sys.stderr)
         return 2
     make_eval = _need("blurwise.data", "make_eval", "evaluation-set generation")
-    res = _call(make_eval, args.out, small=args.small)
+    res = _call(make_eval, args.out, small=args.small, overwrite=args.overwrite)
     if not args.quiet:
         _say(f"evaluation sets written to {args.out}" + (f": {res}" if res else ""))
     return 0

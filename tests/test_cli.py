@@ -524,6 +524,26 @@ class TestForwarding:
         code, _, _ = run(capsys, "data", "make-eval", "--out", tmp_path / "e", "--small")
         assert code == 0 and seen == {"out": str(tmp_path / "e"), "small": True}
 
+    def test_make_eval_overwrite_forwarded(self, capsys, monkeypatch, tmp_path):
+        import blurwise.data
+
+        seen = {}
+
+        def make_eval(out, small=False, *, overwrite=False, progress=None):
+            seen.update(small=small, overwrite=overwrite)
+            return {}
+
+        monkeypatch.setattr(blurwise.data, "make_eval", make_eval, raising=False)
+        assert run(capsys, "data", "make-eval", "--out", tmp_path, "--overwrite")[0] == 0
+        assert seen == {"small": False, "overwrite": True}
+
+    def test_make_eval_refuses_a_folder_it_did_not_write(self, capsys, tmp_path):
+        (tmp_path / "defocus-sr").mkdir()
+        (tmp_path / "defocus-sr" / "notes.txt").write_text("mine")
+        code, _, err = run(capsys, "data", "make-eval", "--small", "--out", tmp_path, "--overwrite")
+        assert code == 1 and err.count("\n") == 1 and "defocus-sr" in err and "--out" in err
+        assert files(tmp_path) == ["defocus-sr/notes.txt"]
+
     def test_export_existing_output(self, capsys, tmp_path):
         (tmp_path / "m.onnx").write_bytes(b"x")
         code, _, err = run(capsys, "export", "-m", "edsr-s-x4", "-o", tmp_path / "m.onnx")
