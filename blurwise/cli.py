@@ -358,8 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewrite sets blurwise wrote before (a set folder holding other files is still refused)",
     )
-    mk.add_argument("-q", "--quiet", action="store_true")
-    mk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    # the base flags again, after the action too; SUPPRESS keeps 'data -q make-eval' from being reset here
+    mk.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
+    mk.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="one line per item")
+    mk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sp.set_defaults(data_parser=sp)
     return ap
 
@@ -787,9 +789,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
         args.data_parser.print_help(sys.stderr)
         return 2
     make_eval = _need("blurwise.data", "make_eval", "evaluation-set generation")
-    res = _call(make_eval, args.out, small=args.small, overwrite=args.overwrite)
+    progress = _say if args.verbose and not args.quiet else None
+    res = _call(make_eval, args.out, small=args.small, overwrite=args.overwrite, progress=progress)
     if not args.quiet:
-        _say(f"evaluation sets written to {args.out}" + (f": {res}" if res else ""))
+        _say(f"evaluation sets in {args.out}:")
+        for name, r in (res or {}).items():
+            what = "kept (already there)" if r.get("skipped") else "replaced" if r.get("replaced") else "written"
+            took = f", {r['seconds']:.1f} s" if "seconds" in r else ""
+            _say(f"  {name}: {what}, {r.get('items', 0)} items, {r.get('bytes', 0) / 1e6:.1f} MB{took}")
+        if any(r.get("skipped") for r in (res or {}).values()):
+            _say("  (--overwrite rewrites kept sets)")
     return 0
 
 

@@ -537,6 +537,33 @@ class TestForwarding:
         assert run(capsys, "data", "make-eval", "--out", tmp_path, "--overwrite")[0] == 0
         assert seen == {"small": False, "overwrite": True}
 
+    @pytest.mark.parametrize("flags", [[], ["-v"], ["-q"], ["-v", "-q"], ["data-q"]])
+    def test_make_eval_summary_and_verbosity(self, capsys, monkeypatch, tmp_path, flags):
+        import blurwise.data
+
+        def make_eval(out, small=False, *, overwrite=False, progress=None):
+            if progress:
+                progress("Set14__baboon__s0")
+            return {
+                "defocus-sr": {"items": 4, "bytes": 1_700_000, "seconds": 2.6, "skipped": False, "replaced": False},
+                "deblur-synth": {"items": 6, "bytes": 3_200_000, "skipped": True},
+                "deblur-gopro": {"items": 2, "bytes": 3_300_000, "seconds": 0.0, "skipped": False, "replaced": True},
+            }
+
+        monkeypatch.setattr(blurwise.data, "make_eval", make_eval, raising=False)
+        pre, post = (["-q"], []) if flags == ["data-q"] else ([], flags)
+        code, out, err = run(capsys, "data", *pre, "make-eval", "--out", tmp_path, *post)
+        assert code == 0 and out == ""
+        if "-q" in flags or flags == ["data-q"]:
+            assert err == ""
+            return
+        lines = err.splitlines()
+        assert ("Set14__baboon__s0" in lines) == ("-v" in flags) and "{" not in err
+        assert f"evaluation sets in {tmp_path}:" in lines
+        assert "  defocus-sr: written, 4 items, 1.7 MB, 2.6 s" in lines
+        assert "  deblur-synth: kept (already there), 6 items, 3.2 MB" in lines
+        assert "  deblur-gopro: replaced, 2 items, 3.3 MB, 0.0 s" in lines
+
     def test_make_eval_refuses_a_folder_it_did_not_write(self, capsys, tmp_path):
         (tmp_path / "defocus-sr").mkdir()
         (tmp_path / "defocus-sr" / "notes.txt").write_text("mine")
