@@ -63,6 +63,20 @@ def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
+def _json(obj: Any) -> str:
+    """``obj`` as one line of valid JSON: non-finite numbers (the PSNR of an image identical to its
+    reference is infinite) are written as null, never as the invalid ``Infinity`` / ``NaN``."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return [clean(x) for x in v] if isinstance(v, list | tuple) else v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
 def _half(args: argparse.Namespace) -> Any:
     if getattr(args, "fp32", False):
         if getattr(args, "half", None):
@@ -670,7 +684,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         **route_kw,
     )
     if args.json:
-        print(json.dumps(res))
+        print(_json(res))
         return 0
     per = res.get("per_image", [])
     cols = [k for k in ("psnr", "ssim", "psnr_y", "ssim_y") if k in res]
@@ -736,7 +750,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "mpix_per_s": (w * h / 1e6) / med if med > 0 else None,
     }
     if args.json:
-        print(json.dumps(res))
+        print(_json(res))
     else:
         print(
             f"{info.name}: {w}x{h} output from {lw}x{lh} on {dev}: median {med * 1000:.1f} ms over {args.runs} runs "

@@ -465,6 +465,18 @@ class TestForwarding:
         assert res["n_images"] == 2 and res["model"] == "bicubic" and len(res["per_image"]) == 2
         assert {"task", "model", "scale", "n_images", "psnr_y", "ssim_y", "per_image"} <= set(res)
 
+    def test_evaluate_json_is_valid_for_identical_images(self, capsys, tmp_path):
+        for k in range(2):
+            img = synth_image(16, 16, 3, seed=k)
+            write_image(tmp_path / "sharp" / f"{k}.png", img)
+            write_image(tmp_path / "blur" / f"{k}.png", img if k == 0 else synth_image(16, 16, 3, seed=5))
+        code, out, err = run(capsys, "evaluate", "--task", "deblur", "--data", tmp_path, "-m", "identity", "--json")
+        assert code == 0, err
+        res = json.loads(out, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+        assert res["per_image"][0]["psnr"] is None and res["psnr"] is None  # infinite: null
+        assert res["per_image"][0]["ssim"] == 1.0 and res["per_image"][1]["psnr"] > 0
+        json.dumps(res, allow_nan=False)
+
     def test_evaluate_missing_folder(self, capsys, tmp_path):
         code, _, err = run(capsys, "evaluate", "--data", tmp_path / "nope")
         assert code == 2 and "folder" in err
