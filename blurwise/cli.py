@@ -290,7 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         "example: blurwise evaluate --task sr --data ../shared/data/sr/test/Set5 -s 4 -m bicubic --json",
     )
     sp.add_argument("--task", choices=["sr", "deblur"], default="sr")
-    sp.add_argument("--data", required=True, metavar="DIR", help="HR images (sr) or blur/ + sharp/ folders (deblur)")
+    sp.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="HR images (sr) or blur/ + sharp/ folders (deblur), or a set written by 'data make-eval'",
+    )
     sp.add_argument("-s", "--scale", type=_positive, default=4)
     sp.add_argument("-m", "--model", help="model name/path, or bicubic / identity (default: the shipped default)")
     sp.add_argument("--route", choices=["auto", "on", "off"], default="off", help="routed SR (sr only; default off)")
@@ -688,12 +693,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     per = res.get("per_image", [])
     cols = [k for k in ("psnr", "ssim", "psnr_y", "ssim_y") if k in res]
-    print(f"{'image':<28} " + " ".join(f"{c:>8}" for c in cols))
+    mean = f"mean ({res.get('n_images', len(per))} images)"
+    wn = max([28, len(mean)] + [len(str(row.get("name", "?"))) for row in per])
+    print(f"{'image':<{wn}} " + " ".join(f"{c:>8}" for c in cols))
     for row in per:
-        print(f"{str(row.get('name', '?')):<28} " + " ".join(f"{row.get(c, float('nan')):>8.4f}" for c in cols))
-    print(
-        f"{'mean (' + str(res.get('n_images', len(per))) + ' images)':<28} " + " ".join(f"{res[c]:>8.4f}" for c in cols)
-    )
+        print(f"{str(row.get('name', '?')):<{wn}} " + " ".join(f"{row.get(c, float('nan')):>8.4f}" for c in cols))
+    print(f"{mean:<{wn}} " + " ".join(f"{res[c]:>8.4f}" for c in cols))
     print(f"task {res.get('task')}, model {res.get('model')}, x{res.get('scale')}")
     return 0
 

@@ -9,6 +9,7 @@ Baselines always available: ``bicubic`` (SR: imresize up) and ``identity`` (debl
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -77,11 +78,45 @@ def find_pairs(data_dir: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def _sr_images(data_dir: Path) -> list[Path]:
+def _sr_images(data_dir: Path) -> list[tuple[str, Path]]:
+    """(name, HR image) of the images in ``data_dir``, else in its ``HR/`` or ``hr/`` folder."""
     files = list_images(data_dir)
-    if not files and (data_dir / "HR").is_dir():
-        files = list_images(data_dir / "HR")
-    return files
+    for sub in ("HR", "hr"):
+        if not files and (data_dir / sub).is_dir():
+            files = list_images(data_dir / sub)
+    return [(p.name, p) for p in files]
+
+
+def _manifest_items(folder: Path, task: str) -> list[tuple[Any, ...]] | None:
+    """Items of an evaluation set written by ``blurwise data make-eval`` (``folder/manifest.json``), sorted by id:
+    (id, HR image) for SR, (id, blurred, sharp) for deblurring; None when ``folder`` has no manifest."""
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        return None
+    try:
+        items = json.loads(mpath.read_text())["items"]
+        items = sorted(items, key=lambda it: str(it["id"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{mpath}: not a readable evaluation-set manifest ({_first_line(exc)})") from None
+    keys = ("hr",) if task == "sr" else ("blur", "sharp")
+    if not all(isinstance(it.get(k), str) for it in items for k in keys):
+        other = "deblur" if task == "sr" else "sr"
+        raise UsageError(
+            f"{folder} is not an evaluation set for {task} (no {'/'.join(keys)} images); try --task {other}"
+        )
+    out = []
+    for it in items:
+        paths = [folder / it[k] for k in keys]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise InputError(f"{missing[0]} is listed in {mpath} but missing")
+        out.append((str(it["id"]), *paths))
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _round8(x: np.ndarray) -> np.ndarray:
@@ -139,10 +174,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``model`` (registered name, weights path, or a baseline) on the images in ``data_dir``.
 
-    ``task="sr"``: ``data_dir`` holds HR images (or an ``HR/`` folder); returns
+    ``task="sr"``: ``data_dir`` holds HR images (or an ``HR/`` or ``hr/`` folder); returns
     ``{"task","model","scale","n_images","psnr_y","ssim_y","per_image":[{"name","psnr_y","ssim_y"}]}``.
     ``task="deblur"``: ``data_dir`` holds ``blur/`` and ``sharp/`` (or sequence folders holding them);
-    the result adds ``psnr``/``ssim`` on RGB (no crop) beside ``psnr_y``/``ssim_y``. ``model=None``
+    the result adds ``psnr``/``ssim`` on RGB (no crop) beside ``psnr_y``/``ssim_y``. A set written by
+    ``blurwise data make-eval`` (a folder with ``manifest.json``: ``defocus-sr`` for SR, ``deblur-synth``
+    and ``deblur-gopro`` for deblurring) is read through its manifest; names are then its item ids. ``model=None``
     evaluates the default model for the task and scale; ``route="auto"`` runs routed SR
     (``blurwise.routing.upscale_routed``, extra keyword arguments passed to it). ``limit`` keeps the
     first N images by name. A ``seconds`` entry gives the total time spent in the model.
@@ -166,14 +203,15 @@ def evaluate(
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
 
-    if task == "sr":
-        items: list[Any] = _sr_images(folder)
-        if not items:
-            raise InputError(f"no images found in {folder}")
-    else:
-        items = find_pairs(folder)
-        if not items:
-            raise InputError(f"no blur/sharp image pairs found in {folder}")
+    items: list[Any] | None = _manifest_items(folder, task)
+    if items is None:
+        sets = sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file())
+        if sets:
+            pick = next((n for n in sets if n.endswith("-sr") == (task == "sr")), sets[0])
+            raise InputError(f"{folder} holds evaluation sets ({', '.join(sets)}); pass one, e.g. {folder / pick}")
+        items = _sr_images(folder) if task == "sr" else find_pairs(folder)
+    if not items:
+        raise InputError(f"no images found in {folder}" if task == "sr" else f"no blur/sharp pairs in {folder}")
     items = items[:limit] if limit else items
 
     baseline = model is not None and model.lower() == BASELINES[task]
@@ -212,7 +250,7 @@ def evaluate(
     try:
         for item in items:
             if task == "sr":
-                name, hr = item.name, load_rgb8(item)
+                name, hr = item[0], load_rgb8(item[1])
                 h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
                 if h <= 2 * scale or w <= 2 * scale:
                     raise InputError(f"{name} is too small ({hr.shape[0]}x{hr.shape[1]}) for x{scale} evaluation")
