@@ -298,7 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("-s", "--scale", type=_positive, default=4)
     sp.add_argument("-m", "--model", help="model name/path, or bicubic / identity (default: the shipped default)")
-    sp.add_argument("--route", choices=["auto", "on", "off"], default="off", help="routed SR (sr only; default off)")
+    sp.add_argument(
+        "--route",
+        choices=["auto", "on", "off"],
+        default="off",
+        help="routed SR (sr only; default off): auto runs the heavy model where it cannot route, on refuses",
+    )
     sp.add_argument("--threshold", type=_sigma, metavar="SIGMA")
     sp.add_argument("--budget", type=_fraction, metavar="FRAC")
     sp.add_argument("--routes", type=int, choices=[2, 3])
@@ -700,6 +705,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{str(row.get('name', '?')):<{wn}} " + " ".join(f"{row.get(c, float('nan')):>8.4f}" for c in cols))
     print(f"{mean:<{wn}} " + " ".join(f"{res[c]:>8.4f}" for c in cols))
     print(f"task {res.get('task')}, model {res.get('model')}, x{res.get('scale')}")
+    rt = res.get("routing")
+    if rt:
+        ff = rt.get("flops_fraction")
+        cost = f", {ff:.1%} of the heavy model's FLOPs" if ff is not None else ""
+        notes = "".join(f"; {n}" for n in rt.get("notes", []))
+        print(f"routed {rt.get('routed_images')} of {res.get('n_images')} images{cost}{notes}")
     return 0
 
 

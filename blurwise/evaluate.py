@@ -180,15 +180,19 @@ def evaluate(
     the result adds ``psnr``/``ssim`` on RGB (no crop) beside ``psnr_y``/``ssim_y``. A set written by
     ``blurwise data make-eval`` (a folder with ``manifest.json``: ``defocus-sr`` for SR, ``deblur-synth``
     and ``deblur-gopro`` for deblurring) is read through its manifest; names are then its item ids. ``model=None``
-    evaluates the default model for the task and scale; ``route="auto"`` runs routed SR
-    (``blurwise.routing.upscale_routed``, extra keyword arguments passed to it). ``limit`` keeps the
-    first N images by name. A ``seconds`` entry gives the total time spent in the model.
+    evaluates the default model for the task and scale. ``route="auto"`` runs routed SR
+    (``blurwise.routing.upscale_routed``, extra keyword arguments passed to it) where it can and, like
+    ``blurwise.upscale``, the heavy model everywhere where it cannot (no light model for the heavy one;
+    an image too small for a defocus map); ``route="on"`` raises instead. The result then has
+    ``routing``: ``{"routed_images", "flops_fraction", "mean_route_fractions", "notes"}``, the figures
+    over the routed images (None when none was), the notes saying why others were not. ``limit`` keeps
+    the first N images by name. A ``seconds`` entry gives the total time spent in the model.
     """
     if task not in ("sr", "deblur"):
         raise UsageError(f"unknown task {task!r}; use sr or deblur")
     route = (route or "off").lower()
     if route not in ("off", "auto", "on"):
-        raise UsageError(f"--route must be auto or off, got {route!r}")
+        raise UsageError(f"--route must be auto, on or off, got {route!r}")
     scale = int(scale) if task == "sr" else 1
     if scale < 1:
         raise UsageError(f"scale must be a positive integer, got {scale}")
@@ -220,6 +224,7 @@ def evaluate(
         raise UsageError(f"'{other}' is a baseline for the other task; use '{BASELINES[task]}' for {task}")
     runner: Callable[[np.ndarray], np.ndarray]
     routed: list[Any] = []
+    notes: list[str] = []
     if baseline:
         model_name = BASELINES[task]
         runner = (lambda lr: imresize(lr, scale)) if task == "sr" else (lambda blur: blur)
@@ -228,17 +233,25 @@ def evaluate(
 
         dev = resolve_device(device)
         net, info, model_name = _load(model, task, scale, dev)
-        if route == "off":
-            runner = _model_runner(net, info, scale, run_kw)
-        else:
-            from blurwise.routing import upscale_routed
+        runner = heavy = _model_runner(net, info, scale, run_kw)
+        if route != "off":
+            from blurwise.api import find_light, routed_or_none
 
-            def runner(lr: np.ndarray) -> np.ndarray:
-                sr, rep = upscale_routed(
-                    lr.astype(np.float32) / 255.0, heavy=(net, info), scale=scale, device=dev, **route_kw
-                )
-                routed.append(rep)
-                return _round8(np.clip(sr, 0, 1))
+            # auto: None (heavy everywhere) without a light model, as blurwise.upscale does
+            light = find_light(info, scale, dev, route, route_kw.pop("light", None), notes=notes)
+
+            def routed_runner(lr: np.ndarray) -> np.ndarray:
+                res = None
+                if light is not None:
+                    rgb = lr.astype(np.float32) / 255.0
+                    kw = {"heavy": (net, info), "light": light, "scale": scale, "device": dev, **route_kw}
+                    res = routed_or_none(rgb, route, notes, **kw)
+                if res is None:  # route auto, image not routable: the heavy model everywhere
+                    return heavy(lr)
+                routed.append(res[1])
+                return _round8(np.clip(res[0], 0, 1))
+
+            runner = routed_runner
 
     per_image = []
     seconds = 0.0
@@ -284,15 +297,21 @@ def evaluate(
     result: dict[str, Any] = {"task": task, "model": model_name, "scale": scale, "n_images": len(per_image)}
     for k in keys:
         result[k] = _mean([r[k] for r in per_image])
-    if routed:
-        # FLOPs of the whole routed pipeline over those of the heavy model on every image (summed MACs).
+    if route != "off" and not baseline:
+        # over the routed images: FLOPs of the whole routed pipeline over those of the heavy model (summed
+        # MACs) and the mean share of each route; the other images ran the heavy model everywhere (notes)
         total = sum(r.total_macs for r in routed)
         full = sum(r.full_heavy_macs for r in routed)
         shares: dict[str, float] = {}
         for r in routed:
             for k, v in r.fractions.items():
                 shares[k] = shares.get(k, 0.0) + v / len(routed)
-        result["routing"] = {"flops_fraction": total / max(full, 1e-12), "mean_route_fractions": shares}
+        result["routing"] = {
+            "routed_images": len(routed),
+            "flops_fraction": total / max(full, 1e-12) if routed else None,
+            "mean_route_fractions": shares if routed else None,
+            "notes": list(dict.fromkeys(notes)),
+        }
     result["seconds"] = seconds
     result["per_image"] = per_image
     return result

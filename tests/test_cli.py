@@ -477,6 +477,24 @@ class TestForwarding:
         assert res["per_image"][0]["ssim"] == 1.0 and res["per_image"][1]["psnr"] > 0
         json.dumps(res, allow_nan=False)
 
+    def test_evaluate_says_what_was_routed(self, capsys, monkeypatch, tmp_path):
+        import blurwise.evaluate
+
+        def fake(task, data, **kw):
+            assert kw["route"] == "auto"
+            row = {"name": "a.png", "psnr_y": 30.0, "ssim_y": 0.9}
+            rt = {"routed_images": 1, "flops_fraction": 0.5, "notes": ["image too small to route (5x5): heavy"]}
+            return {"task": "sr", "model": "m", "scale": 4, "n_images": 2, "psnr_y": 30.0, "ssim_y": 0.9,
+                    "per_image": [row, row], "routing": rt}  # fmt: skip
+
+        monkeypatch.setattr(blurwise.evaluate, "evaluate", fake)
+        code, out, _ = run(capsys, "evaluate", "--data", tmp_path, "--route", "auto")
+        assert code == 0
+        assert (
+            out.splitlines()[-1]
+            == "routed 1 of 2 images, 50.0% of the heavy model's FLOPs; image too small to route (5x5): heavy"
+        )
+
     def test_evaluate_missing_folder(self, capsys, tmp_path):
         code, _, err = run(capsys, "evaluate", "--data", tmp_path / "nope")
         assert code == 2 and "folder" in err

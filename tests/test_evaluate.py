@@ -138,7 +138,9 @@ class TestSR:
         sr = np.clip(np.round(y[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64) * 255), 0, 255)
         assert r["psnr_y"] == pytest.approx(psnr(sr.astype(np.uint8), hr, crop=2), abs=1e-3)
 
-    def test_route_auto_calls_upscale_routed(self, sr_dir, tmp_path, monkeypatch):
+    @pytest.fixture
+    def fake_routing(self, tmp_path, monkeypatch):
+        """A tiny x4 model (weights path) that is its own light model, and a fake upscale_routed recording calls."""
         import blurwise.routing
 
         calls = []
@@ -147,17 +149,53 @@ class TestSR:
             fractions = {"heavy": 0.25, "light": 0.75}
             total_macs, full_heavy_macs = 30.0, 100.0
 
-        def fake(lr, *, heavy, scale, device, **kw):
-            calls.append((heavy[1].scale, scale, kw))
+        def fake(lr, *, heavy, light, scale, device, **kw):
+            if min(lr.shape[:2]) < 8:
+                raise InputError(f"image too small for a defocus map: {lr.shape[1]}x{lr.shape[0]}")
+            calls.append((heavy[1].scale, light[1].scale, scale, kw))
             return imresize(lr.astype(np.float64), scale).clip(0, 1), FakeReport()
 
+        path = tiny_weights(tmp_path, "sr", scale=4)
         monkeypatch.setattr(blurwise.routing, "upscale_routed", fake)
-        path = tiny_weights(tmp_path, "sr", scale=2)
-        r = evaluate("sr", sr_dir, scale=2, model=str(path), route="auto", device="cpu", threshold=0.7)
-        assert len(calls) == 3 and calls[0] == (2, 2, {"threshold": 0.7})
-        assert r["routing"]["flops_fraction"] == pytest.approx(0.3)
-        assert r["routing"]["mean_route_fractions"] == {"heavy": 0.25, "light": 0.75}
-        assert r["psnr_y"] == pytest.approx(evaluate("sr", sr_dir, scale=2, model="bicubic")["psnr_y"], abs=0.05)
+        monkeypatch.setattr(blurwise.routing, "find_light_model", lambda name, scale: str(path))
+        return str(path), calls
+
+    def test_route_auto_calls_upscale_routed(self, sr_dir, fake_routing):
+        path, calls = fake_routing
+        r = evaluate("sr", sr_dir, scale=4, model=path, route="auto", device="cpu", threshold=0.7)
+        assert len(calls) == 3 and calls[0] == (4, 4, 4, {"threshold": 0.7})
+        assert r["routing"] == {
+            "routed_images": 3,
+            "flops_fraction": pytest.approx(0.3),
+            "mean_route_fractions": {"heavy": 0.25, "light": 0.75},
+            "notes": [],
+        }
+        assert r["psnr_y"] == pytest.approx(evaluate("sr", sr_dir, scale=4, model="bicubic")["psnr_y"], abs=0.05)
+
+    def test_route_auto_runs_the_heavy_model_on_an_image_too_small_to_route(self, sr_dir, tmp_path, fake_routing):
+        path, calls = fake_routing
+        write_png(sr_dir / "tiny.png", smooth_image(28, 28, 3))  # 7x7 LR at x4: no defocus map
+        r = evaluate("sr", sr_dir, scale=4, model=path, route="auto", device="cpu")
+        off = evaluate("sr", sr_dir, scale=4, model=path, device="cpu")
+        assert r["n_images"] == 4 and len(calls) == 3 and r["routing"]["routed_images"] == 3
+        assert r["routing"]["notes"] == ["image too small to route (7x7): heavy model everywhere"]
+        assert r["per_image"][3] == off["per_image"][3]  # tiny.png: exactly the heavy model's result
+        with pytest.raises(InputError, match="too small for a defocus map: 7x7"):
+            evaluate("sr", sr_dir, scale=4, model=path, route="on", device="cpu")
+
+    def test_route_auto_without_a_light_model_runs_the_heavy_model(self, sr_dir, tmp_path):
+        path = str(tiny_weights(tmp_path, "sr", scale=2))  # no EBM-SR is registered for it
+        r = evaluate("sr", sr_dir, scale=2, model=path, route="auto", device="cpu")
+        off = evaluate("sr", sr_dir, scale=2, model=path, device="cpu")
+        assert r["per_image"] == off["per_image"]
+        assert r["routing"] == {
+            "routed_images": 0,
+            "flops_fraction": None,
+            "mean_route_fractions": None,
+            "notes": ["no light model: heavy model everywhere"],
+        }
+        with pytest.raises(ModelError, match="no EBM-SR"):
+            evaluate("sr", sr_dir, scale=2, model=path, route="on", device="cpu")
 
     def test_wrong_scale_model(self, sr_dir, tmp_path):
         path = tiny_weights(tmp_path, "sr", scale=2)
