@@ -457,6 +457,10 @@ def test_make_eval_refuses_folders_it_did_not_write(tmp_path, fake_sets):
         make_eval(tmp_path, small=True, overwrite=True)
     assert "\n" not in str(e.value)
     assert tree(tmp_path) == {"defocus-sr/notes.txt": b"mine"}  # nothing deleted, nothing else written
+    from blurwise.data.evalsets import main
+
+    assert main(["--out", str(tmp_path), "--small"]) == 1  # python -m blurwise.data.evalsets: one line too
+    assert tree(tmp_path) == {"defocus-sr/notes.txt": b"mine"}
     (tmp_path / "defocus-sr" / "notes.txt").unlink()
     (tmp_path / "deblur-synth").write_text("a file")
     with pytest.raises(OutputError, match="deblur-synth exists and is not an evaluation-set folder"):
