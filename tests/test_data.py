@@ -491,7 +491,9 @@ def test_make_eval_replaces_only_its_own_files(tmp_path, fake_sets):
     assert tree(tmp_path / "deblur-gopro") == gopro  # an interrupted build leaves the set as it was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deblur-gopro", "deblur-synth", "defocus-sr"]  # no temp
     fake_sets["deblur-gopro"].fail = False
-    summary = make_eval(tmp_path, overwrite=True)
+    mpath = tmp_path / "deblur-gopro" / "manifest.json"
+    mpath.write_text(json.dumps({k: v for k, v in json.loads(mpath.read_text()).items() if k != "files"}))
+    summary = make_eval(tmp_path, overwrite=True)  # a manifest without a file list: its items' files
     assert all(v["replaced"] and not v["skipped"] for v in summary.values())
     assert (tmp_path / "defocus-sr" / "img" / "a.png").read_bytes() == b"full"
     man = json.loads((tmp_path / "defocus-sr" / "manifest.json").read_text())

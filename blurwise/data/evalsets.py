@@ -411,10 +411,11 @@ def _listed(manifest: dict) -> set[str]:
         return {"manifest.json", *map(str, manifest["files"])}
     files = {"manifest.json"}
     for it in manifest.get("items") or []:
-        files.update(it[k] for k in _PATH_KEYS if isinstance(it.get(k), str))
+        if isinstance(it, dict):
+            files.update(it[k] for k in _PATH_KEYS if isinstance(it.get(k), str))
     for k in (manifest.get("kernels") or {}).values():
         if isinstance(k, dict) and isinstance(k.get("file"), str):
-            files.update((k["file"], str(Path(k["file"]).with_suffix(".png"))))  # .npy and its preview
+            files.update((k["file"], k["file"].rsplit(".", 1)[0] + ".png"))  # .npy and its preview
     return files
 
 
