@@ -336,34 +336,11 @@ class Upscaler:
         self.model = _maybe_compile(net, compile)
         self.half = _half_mode(half, self.device, info)
         if route != "off":
-            self.light = self._find_light(light, route, trust_pickle)
+            self.light = find_light(info, self.scale, self.device, route, light, trust_pickle, self.notes)
         if self.light is not None:
             from blurwise.routing import map_precision
 
             map_precision(self.route_opts["map_half"], self.half, self.device)  # checked once, before any image
-
-    def _find_light(self, light: str | None, route: str, trust_pickle: bool) -> Any:
-        try:
-            from blurwise.routing import find_light_model, upscale_routed  # noqa: F401
-        except ImportError:
-            if route == "on" or light is not None:
-                raise NotAvailableError(
-                    "routed SR is not available; turn routing off (--route off / route='off')"
-                ) from None
-            self.notes.append("routing not available: heavy model everywhere")
-            return None
-        try:
-            name = light if light is not None else find_light_model(self.info.name, self.scale)
-            lm, li = get_model(name, device=self.device, trust_pickle=trust_pickle)
-        except ModelError as exc:
-            if route == "on" or light is not None:
-                raise
-            log.info("no light model (%s); running the heavy model everywhere", exc)
-            self.notes.append("no light model: heavy model everywhere")
-            return None
-        if li.scale != self.scale:
-            raise ModelError(f"light model {li.name!r} is x{li.scale}, but the heavy model is x{self.scale}")
-        return (lm, li)
 
     @property
     def routed(self) -> bool:
@@ -403,38 +380,92 @@ class Upscaler:
         return out, a, report
 
     def _routed(self, rgb: np.ndarray, depth: np.ndarray | None, report: RunReport) -> np.ndarray | None:
-        """Routed SR, or None (with a note) when route="auto" and routing is unavailable (map, router)."""
-        from blurwise.defocus import MIN_SIDE
-        from blurwise.routing import LEARNED_NO_DEPTH, upscale_routed
+        """Routed SR, or None (with a note) when route="auto" and the image cannot be routed (size, map, router)."""
+        from blurwise.routing import LEARNED_NO_DEPTH
 
         if depth is not None and self.route_opts["scorer"] == "learned":  # "auto" routes by the map then
             raise UsageError(LEARNED_NO_DEPTH)
-        h, w = rgb.shape[:2]
-        if min(h, w) < MIN_SIDE and self.route == "auto":
-            # too small for a defocus map (and nothing to save): the heavy model everywhere
-            report.notes.append(f"image too small to route ({w}x{h}): heavy model everywhere")
+        res = routed_or_none(
+            rgb,
+            self.route,
+            report.notes,
+            heavy=(self.model, self.info),
+            light=self.light,
+            scale=self.scale,
+            depth=depth,
+            device=self.device,
+            half=self.half,  # the mode itself: bf16 must stay bf16 (True would be fp16 on CUDA)
+            progress=self.progress,
+            **self.route_opts,
+        )
+        if res is None:
             return None
-        try:
-            out, rr = upscale_routed(
-                rgb,
-                heavy=(self.model, self.info),
-                light=self.light,
-                scale=self.scale,
-                depth=depth,
-                device=self.device,
-                half=self.half,  # the mode itself: bf16 must stay bf16 (True would be fp16 on CUDA)
-                progress=self.progress,
-                **self.route_opts,
-            )
-        except NotAvailableError as exc:
-            if self.route != "auto":
-                raise
-            log.info("routing unavailable (%s); heavy model everywhere", exc)
-            report.notes.append(f"{str(exc).split(';')[0]}: heavy model everywhere")  # the reason, not the advice
-            return None
-        report.route, report.light, report.routing = "routed", self.light[1].name, rr
-        report.notes += rr.notes
-        return np.clip(np.asarray(out, dtype=np.float32), 0, 1)
+        report.route, report.light, report.routing = "routed", self.light[1].name, res[1]
+        report.notes += res[1].notes
+        return np.clip(np.asarray(res[0], dtype=np.float32), 0, 1)
+
+
+def find_light(
+    info: Any,
+    scale: int,
+    device: Any,
+    route: str,
+    light: str | None = None,
+    trust_pickle: bool = False,
+    notes: list[str] | None = None,
+) -> tuple[Any, Any] | None:
+    """(model, ModelInfo) of the light model that routed SR pairs with the heavy model ``info`` (``light``:
+    a name or path; None: the EBM-SR distilled from it). With ``route="auto"`` and no ``light`` given, None
+    (and a note appended to ``notes``) when routing or the light model is unavailable, for the caller to
+    run the heavy model everywhere; ``route="on"`` raises instead. Shared by :class:`Upscaler` and
+    ``blurwise.evaluate``.
+    """
+    notes = [] if notes is None else notes
+    try:
+        from blurwise.routing import find_light_model, upscale_routed  # noqa: F401
+    except ImportError:
+        if route == "on" or light is not None:
+            raise NotAvailableError(
+                "routed SR is not available; turn routing off (--route off / route='off')"
+            ) from None
+        notes.append("routing not available: heavy model everywhere")
+        return None
+    try:
+        name = light if light is not None else find_light_model(info.name, scale)
+        lm, li = get_model(name, device=device, trust_pickle=trust_pickle)
+    except ModelError as exc:
+        if route == "on" or light is not None:
+            raise
+        log.info("no light model (%s); running the heavy model everywhere", exc)
+        notes.append("no light model: heavy model everywhere")
+        return None
+    if li.scale != scale:
+        raise ModelError(f"light model {li.name!r} is x{li.scale}, but the heavy model is x{scale}")
+    return (lm, li)
+
+
+def routed_or_none(rgb: np.ndarray, route: str, notes: list[str], **kwargs: Any) -> tuple[np.ndarray, Any] | None:
+    """``blurwise.routing.upscale_routed(rgb, **kwargs)``: (SR image, RouteReport); with ``route="auto"``,
+    None (and a note appended to ``notes``) where the image cannot be routed, too small for a defocus map
+    or without one available, for the caller to run the heavy model everywhere; ``route="on"`` raises
+    instead. Shared by :class:`Upscaler` and ``blurwise.evaluate``.
+    """
+    from blurwise.defocus import MIN_SIDE
+    from blurwise.routing import upscale_routed
+
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE and route == "auto":
+        # too small for a defocus map (and nothing to save): the heavy model everywhere
+        notes.append(f"image too small to route ({w}x{h}): heavy model everywhere")
+        return None
+    try:
+        return upscale_routed(rgb, **kwargs)
+    except NotAvailableError as exc:
+        if route != "auto":
+            raise
+        log.info("routing unavailable (%s); heavy model everywhere", exc)
+        notes.append(f"{str(exc).split(';')[0]}: heavy model everywhere")  # the reason, not the advice
+        return None
 
 
 def _run(model: Any, rgb: np.ndarray, scale: int, tile: int, tile_pad: int, half: Any, progress: bool, **extra) -> Any:

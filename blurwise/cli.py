@@ -63,6 +63,20 @@ def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
+def _json(obj: Any) -> str:
+    """``obj`` as one line of valid JSON: non-finite numbers (the PSNR of an image identical to its
+    reference is infinite) are written as null, never as the invalid ``Infinity`` / ``NaN``."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return [clean(x) for x in v] if isinstance(v, list | tuple) else v
+
+    return json.dumps(clean(obj), allow_nan=False)
+
+
 def _half(args: argparse.Namespace) -> Any:
     if getattr(args, "fp32", False):
         if getattr(args, "half", None):
@@ -282,10 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
         "example: blurwise evaluate --task sr --data ../shared/data/sr/test/Set5 -s 4 -m bicubic --json",
     )
     sp.add_argument("--task", choices=["sr", "deblur"], default="sr")
-    sp.add_argument("--data", required=True, metavar="DIR", help="HR images (sr) or blur/ + sharp/ folders (deblur)")
+    sp.add_argument(
+        "--data",
+        required=True,
+        metavar="DIR",
+        help="HR images (sr) or blur/ + sharp/ folders (deblur), or a set written by 'data make-eval'",
+    )
     sp.add_argument("-s", "--scale", type=_positive, default=4)
     sp.add_argument("-m", "--model", help="model name/path, or bicubic / identity (default: the shipped default)")
-    sp.add_argument("--route", choices=["auto", "on", "off"], default="off", help="routed SR (sr only; default off)")
+    sp.add_argument(
+        "--route",
+        choices=["auto", "on", "off"],
+        default="off",
+        help="routed SR (sr only; default off): auto runs the heavy model where it cannot route, on refuses",
+    )
     sp.add_argument("--threshold", type=_sigma, metavar="SIGMA")
     sp.add_argument("--budget", type=_fraction, metavar="FRAC")
     sp.add_argument("--routes", type=int, choices=[2, 3])
@@ -364,8 +388,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mk.add_argument("--out", required=True, metavar="DIR", help="output folder")
     mk.add_argument("--small", action="store_true", help="a few images per set (tests, CI)")
-    mk.add_argument("-q", "--quiet", action="store_true")
-    mk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    mk.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite sets blurwise wrote before (a set folder holding other files is still refused)",
+    )
+    # the base flags again, after the action too; SUPPRESS keeps 'data -q make-eval' from being reset here
+    mk.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no summary")
+    mk.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="one line per item")
+    mk.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     sp.set_defaults(data_parser=sp)
     return ap
 
@@ -684,17 +715,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         **route_kw,
     )
     if args.json:
-        print(json.dumps(res))
+        print(_json(res))
         return 0
     per = res.get("per_image", [])
     cols = [k for k in ("psnr", "ssim", "psnr_y", "ssim_y") if k in res]
-    print(f"{'image':<28} " + " ".join(f"{c:>8}" for c in cols))
+    mean = f"mean ({res.get('n_images', len(per))} images)"
+    wn = max([28, len(mean)] + [len(str(row.get("name", "?"))) for row in per])
+    print(f"{'image':<{wn}} " + " ".join(f"{c:>8}" for c in cols))
     for row in per:
-        print(f"{str(row.get('name', '?')):<28} " + " ".join(f"{row.get(c, float('nan')):>8.4f}" for c in cols))
-    print(
-        f"{'mean (' + str(res.get('n_images', len(per))) + ' images)':<28} " + " ".join(f"{res[c]:>8.4f}" for c in cols)
-    )
+        print(f"{str(row.get('name', '?')):<{wn}} " + " ".join(f"{row.get(c, float('nan')):>8.4f}" for c in cols))
+    print(f"{mean:<{wn}} " + " ".join(f"{res[c]:>8.4f}" for c in cols))
     print(f"task {res.get('task')}, model {res.get('model')}, x{res.get('scale')}")
+    rt = res.get("routing")
+    if rt:
+        ff = rt.get("flops_fraction")
+        cost = f", {ff:.1%} of the heavy model's FLOPs" if ff is not None else ""
+        notes = "".join(f"; {n}" for n in rt.get("notes", []))
+        print(f"routed {rt.get('routed_images')} of {res.get('n_images')} images{cost}{notes}")
     return 0
 
 
@@ -751,7 +788,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         "mpix_per_s": (w * h / 1e6) / med if med > 0 else None,
     }
     if args.json:
-        print(json.dumps(res))
+        print(_json(res))
     else:
         print(
             f"{info.name}: {w}x{h} output from {lw}x{lh} on {dev}: median {med * 1000:.1f} ms over {args.runs} runs "
@@ -823,9 +860,16 @@ def _cmd_data(args: argparse.Namespace) -> int:
         args.data_parser.print_help(sys.stderr)
         return 2
     make_eval = _need("blurwise.data", "make_eval", "evaluation-set generation")
-    res = _call(make_eval, args.out, small=args.small)
+    progress = _say if args.verbose and not args.quiet else None
+    res = _call(make_eval, args.out, small=args.small, overwrite=args.overwrite, progress=progress)
     if not args.quiet:
-        _say(f"evaluation sets written to {args.out}" + (f": {res}" if res else ""))
+        _say(f"evaluation sets in {args.out}:")
+        for name, r in (res or {}).items():
+            what = "kept (already there)" if r.get("skipped") else "replaced" if r.get("replaced") else "written"
+            took = f", {r['seconds']:.1f} s" if "seconds" in r else ""
+            _say(f"  {name}: {what}, {r.get('items', 0)} items, {r.get('bytes', 0) / 1e6:.1f} MB{took}")
+        if any(r.get("skipped") for r in (res or {}).values()):
+            _say("  (--overwrite rewrites kept sets)")
     return 0
 
 

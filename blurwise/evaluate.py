@@ -9,6 +9,7 @@ Baselines always available: ``bicubic`` (SR: imresize up) and ``identity`` (debl
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -77,11 +78,45 @@ def find_pairs(data_dir: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
-def _sr_images(data_dir: Path) -> list[Path]:
+def _sr_images(data_dir: Path) -> list[tuple[str, Path]]:
+    """(name, HR image) of the images in ``data_dir``, else in its ``HR/`` or ``hr/`` folder."""
     files = list_images(data_dir)
-    if not files and (data_dir / "HR").is_dir():
-        files = list_images(data_dir / "HR")
-    return files
+    for sub in ("HR", "hr"):
+        if not files and (data_dir / sub).is_dir():
+            files = list_images(data_dir / sub)
+    return [(p.name, p) for p in files]
+
+
+def _manifest_items(folder: Path, task: str) -> list[tuple[Any, ...]] | None:
+    """Items of an evaluation set written by ``blurwise data make-eval`` (``folder/manifest.json``), sorted by id:
+    (id, HR image) for SR, (id, blurred, sharp) for deblurring; None when ``folder`` has no manifest."""
+    mpath = folder / "manifest.json"
+    if not mpath.is_file():
+        return None
+    try:
+        items = json.loads(mpath.read_text())["items"]
+        items = sorted(items, key=lambda it: str(it["id"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{mpath}: not a readable evaluation-set manifest ({_first_line(exc)})") from None
+    keys = ("hr",) if task == "sr" else ("blur", "sharp")
+    if not all(isinstance(it.get(k), str) for it in items for k in keys):
+        other = "deblur" if task == "sr" else "sr"
+        raise UsageError(
+            f"{folder} is not an evaluation set for {task} (no {'/'.join(keys)} images); try --task {other}"
+        )
+    out = []
+    for it in items:
+        paths = [folder / it[k] for k in keys]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise InputError(f"{missing[0]} is listed in {mpath} but missing")
+        out.append((str(it["id"]), *paths))
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _round8(x: np.ndarray) -> np.ndarray:
@@ -139,19 +174,25 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``model`` (registered name, weights path, or a baseline) on the images in ``data_dir``.
 
-    ``task="sr"``: ``data_dir`` holds HR images (or an ``HR/`` folder); returns
+    ``task="sr"``: ``data_dir`` holds HR images (or an ``HR/`` or ``hr/`` folder); returns
     ``{"task","model","scale","n_images","psnr_y","ssim_y","per_image":[{"name","psnr_y","ssim_y"}]}``.
     ``task="deblur"``: ``data_dir`` holds ``blur/`` and ``sharp/`` (or sequence folders holding them);
-    the result adds ``psnr``/``ssim`` on RGB (no crop) beside ``psnr_y``/``ssim_y``. ``model=None``
-    evaluates the default model for the task and scale; ``route="auto"`` runs routed SR
-    (``blurwise.routing.upscale_routed``, extra keyword arguments passed to it). ``limit`` keeps the
-    first N images by name. A ``seconds`` entry gives the total time spent in the model.
+    the result adds ``psnr``/``ssim`` on RGB (no crop) beside ``psnr_y``/``ssim_y``. A set written by
+    ``blurwise data make-eval`` (a folder with ``manifest.json``: ``defocus-sr`` for SR, ``deblur-synth``
+    and ``deblur-gopro`` for deblurring) is read through its manifest; names are then its item ids. ``model=None``
+    evaluates the default model for the task and scale. ``route="auto"`` runs routed SR
+    (``blurwise.routing.upscale_routed``, extra keyword arguments passed to it) where it can and, like
+    ``blurwise.upscale``, the heavy model everywhere where it cannot (no light model for the heavy one;
+    an image too small for a defocus map); ``route="on"`` raises instead. The result then has
+    ``routing``: ``{"routed_images", "flops_fraction", "mean_route_fractions", "notes"}``, the figures
+    over the routed images (None when none was), the notes saying why others were not. ``limit`` keeps
+    the first N images by name. A ``seconds`` entry gives the total time spent in the model.
     """
     if task not in ("sr", "deblur"):
         raise UsageError(f"unknown task {task!r}; use sr or deblur")
     route = (route or "off").lower()
     if route not in ("off", "auto", "on"):
-        raise UsageError(f"--route must be auto or off, got {route!r}")
+        raise UsageError(f"--route must be auto, on or off, got {route!r}")
     scale = int(scale) if task == "sr" else 1
     if scale < 1:
         raise UsageError(f"scale must be a positive integer, got {scale}")
@@ -166,14 +207,15 @@ def evaluate(
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
 
-    if task == "sr":
-        items: list[Any] = _sr_images(folder)
-        if not items:
-            raise InputError(f"no images found in {folder}")
-    else:
-        items = find_pairs(folder)
-        if not items:
-            raise InputError(f"no blur/sharp image pairs found in {folder}")
+    items: list[Any] | None = _manifest_items(folder, task)
+    if items is None:
+        sets = sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file())
+        if sets:
+            pick = next((n for n in sets if n.endswith("-sr") == (task == "sr")), sets[0])
+            raise InputError(f"{folder} holds evaluation sets ({', '.join(sets)}); pass one, e.g. {folder / pick}")
+        items = _sr_images(folder) if task == "sr" else find_pairs(folder)
+    if not items:
+        raise InputError(f"no images found in {folder}" if task == "sr" else f"no blur/sharp pairs in {folder}")
     items = items[:limit] if limit else items
 
     baseline = model is not None and model.lower() == BASELINES[task]
@@ -182,6 +224,7 @@ def evaluate(
         raise UsageError(f"'{other}' is a baseline for the other task; use '{BASELINES[task]}' for {task}")
     runner: Callable[[np.ndarray], np.ndarray]
     routed: list[Any] = []
+    notes: list[str] = []
     if baseline:
         model_name = BASELINES[task]
         runner = (lambda lr: imresize(lr, scale)) if task == "sr" else (lambda blur: blur)
@@ -190,17 +233,25 @@ def evaluate(
 
         dev = resolve_device(device)
         net, info, model_name = _load(model, task, scale, dev)
-        if route == "off":
-            runner = _model_runner(net, info, scale, run_kw)
-        else:
-            from blurwise.routing import upscale_routed
+        runner = heavy = _model_runner(net, info, scale, run_kw)
+        if route != "off":
+            from blurwise.api import find_light, routed_or_none
 
-            def runner(lr: np.ndarray) -> np.ndarray:
-                sr, rep = upscale_routed(
-                    lr.astype(np.float32) / 255.0, heavy=(net, info), scale=scale, device=dev, **route_kw
-                )
-                routed.append(rep)
-                return _round8(np.clip(sr, 0, 1))
+            # auto: None (heavy everywhere) without a light model, as blurwise.upscale does
+            light = find_light(info, scale, dev, route, route_kw.pop("light", None), notes=notes)
+
+            def routed_runner(lr: np.ndarray) -> np.ndarray:
+                res = None
+                if light is not None:
+                    rgb = lr.astype(np.float32) / 255.0
+                    kw = {"heavy": (net, info), "light": light, "scale": scale, "device": dev, **route_kw}
+                    res = routed_or_none(rgb, route, notes, **kw)
+                if res is None:  # route auto, image not routable: the heavy model everywhere
+                    return heavy(lr)
+                routed.append(res[1])
+                return _round8(np.clip(res[0], 0, 1))
+
+            runner = routed_runner
 
     per_image = []
     seconds = 0.0
@@ -212,7 +263,7 @@ def evaluate(
     try:
         for item in items:
             if task == "sr":
-                name, hr = item.name, load_rgb8(item)
+                name, hr = item[0], load_rgb8(item[1])
                 h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
                 if h <= 2 * scale or w <= 2 * scale:
                     raise InputError(f"{name} is too small ({hr.shape[0]}x{hr.shape[1]}) for x{scale} evaluation")
@@ -246,15 +297,21 @@ def evaluate(
     result: dict[str, Any] = {"task": task, "model": model_name, "scale": scale, "n_images": len(per_image)}
     for k in keys:
         result[k] = _mean([r[k] for r in per_image])
-    if routed:
-        # FLOPs of the whole routed pipeline over those of the heavy model on every image (summed MACs).
+    if route != "off" and not baseline:
+        # over the routed images: FLOPs of the whole routed pipeline over those of the heavy model (summed
+        # MACs) and the mean share of each route; the other images ran the heavy model everywhere (notes)
         total = sum(r.total_macs for r in routed)
         full = sum(r.full_heavy_macs for r in routed)
         shares: dict[str, float] = {}
         for r in routed:
             for k, v in r.fractions.items():
                 shares[k] = shares.get(k, 0.0) + v / len(routed)
-        result["routing"] = {"flops_fraction": total / max(full, 1e-12), "mean_route_fractions": shares}
+        result["routing"] = {
+            "routed_images": len(routed),
+            "flops_fraction": total / max(full, 1e-12) if routed else None,
+            "mean_route_fractions": shares if routed else None,
+            "notes": list(dict.fromkeys(notes)),
+        }
     result["seconds"] = seconds
     result["per_image"] = per_image
     return result

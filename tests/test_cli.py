@@ -507,6 +507,36 @@ class TestForwarding:
         assert res["n_images"] == 2 and res["model"] == "bicubic" and len(res["per_image"]) == 2
         assert {"task", "model", "scale", "n_images", "psnr_y", "ssim_y", "per_image"} <= set(res)
 
+    def test_evaluate_json_is_valid_for_identical_images(self, capsys, tmp_path):
+        for k in range(2):
+            img = synth_image(16, 16, 3, seed=k)
+            write_image(tmp_path / "sharp" / f"{k}.png", img)
+            write_image(tmp_path / "blur" / f"{k}.png", img if k == 0 else synth_image(16, 16, 3, seed=5))
+        code, out, err = run(capsys, "evaluate", "--task", "deblur", "--data", tmp_path, "-m", "identity", "--json")
+        assert code == 0, err
+        res = json.loads(out, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+        assert res["per_image"][0]["psnr"] is None and res["psnr"] is None  # infinite: null
+        assert res["per_image"][0]["ssim"] == 1.0 and res["per_image"][1]["psnr"] > 0
+        json.dumps(res, allow_nan=False)
+
+    def test_evaluate_says_what_was_routed(self, capsys, monkeypatch, tmp_path):
+        import blurwise.evaluate
+
+        def fake(task, data, **kw):
+            assert kw["route"] == "auto"
+            row = {"name": "a.png", "psnr_y": 30.0, "ssim_y": 0.9}
+            rt = {"routed_images": 1, "flops_fraction": 0.5, "notes": ["image too small to route (5x5): heavy"]}
+            return {"task": "sr", "model": "m", "scale": 4, "n_images": 2, "psnr_y": 30.0, "ssim_y": 0.9,
+                    "per_image": [row, row], "routing": rt}  # fmt: skip
+
+        monkeypatch.setattr(blurwise.evaluate, "evaluate", fake)
+        code, out, _ = run(capsys, "evaluate", "--data", tmp_path, "--route", "auto")
+        assert code == 0
+        assert (
+            out.splitlines()[-1]
+            == "routed 1 of 2 images, 50.0% of the heavy model's FLOPs; image too small to route (5x5): heavy"
+        )
+
     def test_evaluate_missing_folder(self, capsys, tmp_path):
         code, _, err = run(capsys, "evaluate", "--data", tmp_path / "nope")
         assert code == 2 and "folder" in err
@@ -570,6 +600,53 @@ class TestForwarding:
     def test_export_opset_out_of_range(self, capsys, tmp_path, opset):
         code, _, err = run(capsys, "export", "-m", "ebmsr-x4", "-o", tmp_path / "m.onnx", "--opset", opset)
         assert code == 2 and err.count("\n") == 1 and "use 11 to 20" in err and not (tmp_path / "m.onnx").exists()
+
+    def test_make_eval_overwrite_forwarded(self, capsys, monkeypatch, tmp_path):
+        import blurwise.data
+
+        seen = {}
+
+        def make_eval(out, small=False, *, overwrite=False, progress=None):
+            seen.update(small=small, overwrite=overwrite)
+            return {}
+
+        monkeypatch.setattr(blurwise.data, "make_eval", make_eval, raising=False)
+        assert run(capsys, "data", "make-eval", "--out", tmp_path, "--overwrite")[0] == 0
+        assert seen == {"small": False, "overwrite": True}
+
+    @pytest.mark.parametrize("flags", [[], ["-v"], ["-q"], ["-v", "-q"], ["data-q"]])
+    def test_make_eval_summary_and_verbosity(self, capsys, monkeypatch, tmp_path, flags):
+        import blurwise.data
+
+        def make_eval(out, small=False, *, overwrite=False, progress=None):
+            if progress:
+                progress("Set14__baboon__s0")
+            return {
+                "defocus-sr": {"items": 4, "bytes": 1_700_000, "seconds": 2.6, "skipped": False, "replaced": False},
+                "deblur-synth": {"items": 6, "bytes": 3_200_000, "skipped": True},
+                "deblur-gopro": {"items": 2, "bytes": 3_300_000, "seconds": 0.0, "skipped": False, "replaced": True},
+            }
+
+        monkeypatch.setattr(blurwise.data, "make_eval", make_eval, raising=False)
+        pre, post = (["-q"], []) if flags == ["data-q"] else ([], flags)
+        code, out, err = run(capsys, "data", *pre, "make-eval", "--out", tmp_path, *post)
+        assert code == 0 and out == ""
+        if "-q" in flags or flags == ["data-q"]:
+            assert err == ""
+            return
+        lines = err.splitlines()
+        assert ("Set14__baboon__s0" in lines) == ("-v" in flags) and "{" not in err
+        assert f"evaluation sets in {tmp_path}:" in lines
+        assert "  defocus-sr: written, 4 items, 1.7 MB, 2.6 s" in lines
+        assert "  deblur-synth: kept (already there), 6 items, 3.2 MB" in lines
+        assert "  deblur-gopro: replaced, 2 items, 3.3 MB, 0.0 s" in lines
+
+    def test_make_eval_refuses_a_folder_it_did_not_write(self, capsys, tmp_path):
+        (tmp_path / "defocus-sr").mkdir()
+        (tmp_path / "defocus-sr" / "notes.txt").write_text("mine")
+        code, _, err = run(capsys, "data", "make-eval", "--small", "--out", tmp_path, "--overwrite")
+        assert code == 1 and err.count("\n") == 1 and "defocus-sr" in err and "--out" in err
+        assert files(tmp_path) == ["defocus-sr/notes.txt"]
 
     def test_export_existing_output(self, capsys, tmp_path):
         (tmp_path / "m.onnx").write_bytes(b"x")

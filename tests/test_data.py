@@ -423,6 +423,83 @@ def test_make_eval_small(tmp_path):
     assert all(v["skipped"] for v in again.values())
 
 
+@pytest.fixture
+def fake_sets(monkeypatch):
+    """make_eval with instant makers: each set writes ``img/a.png`` and one item (no shared data needed)."""
+    from blurwise.data import evalsets
+
+    def maker(name):
+        def make(out, small, progress=None, jobs=1):
+            (out / name / "img").mkdir(parents=True)
+            (out / name / "img" / "a.png").write_bytes(b"small" if small else b"full")
+            if name == "deblur-gopro" and getattr(make, "fail", False):
+                raise KeyboardInterrupt  # an interrupted build
+            return {"name": name, "items": [{"id": "a", "hr": "img/a.png"}]}
+
+        return make
+
+    makers = {name: maker(name) for name in evalsets.SETS}
+    monkeypatch.setattr(evalsets, "_MAKERS", makers)
+    return makers
+
+
+def tree(root) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_make_eval_refuses_folders_it_did_not_write(tmp_path, fake_sets):
+    from blurwise.data import make_eval
+    from blurwise.errors import OutputError
+
+    (tmp_path / "defocus-sr").mkdir()
+    (tmp_path / "defocus-sr" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"defocus-sr is not an evaluation set written by blurwise.*--out") as e:
+        make_eval(tmp_path, small=True, overwrite=True)
+    assert "\n" not in str(e.value)
+    assert tree(tmp_path) == {"defocus-sr/notes.txt": b"mine"}  # nothing deleted, nothing else written
+    from blurwise.data.evalsets import main
+
+    assert main(["--out", str(tmp_path), "--small"]) == 1  # python -m blurwise.data.evalsets: one line too
+    assert tree(tmp_path) == {"defocus-sr/notes.txt": b"mine"}
+    (tmp_path / "defocus-sr" / "notes.txt").unlink()
+    (tmp_path / "deblur-synth").write_text("a file")
+    with pytest.raises(OutputError, match="deblur-synth exists and is not an evaluation-set folder"):
+        make_eval(tmp_path, small=True)
+    (tmp_path / "deblur-synth").unlink()
+    make_eval(tmp_path, small=True)  # an empty folder is used
+    assert tree(tmp_path / "defocus-sr").keys() == {"img/a.png", "manifest.json"}
+
+
+def test_make_eval_replaces_only_its_own_files(tmp_path, fake_sets):
+    from blurwise.data import make_eval
+    from blurwise.errors import OutputError
+
+    make_eval(tmp_path, small=True)
+    before = tree(tmp_path)
+    assert all(v["skipped"] for v in make_eval(tmp_path, small=True).values())
+    with pytest.raises(OutputError, match="deblur-synth holds the small set; use --overwrite"):
+        make_eval(tmp_path, sets=["deblur-synth"])
+    (tmp_path / "deblur-gopro" / "img" / "mine.png").write_bytes(b"mine")
+    with pytest.raises(OutputError, match=r"deblur-gopro holds files blurwise did not write \(img/mine.png\)"):
+        make_eval(tmp_path, overwrite=True)
+    assert tree(tmp_path) == {**before, "deblur-gopro/img/mine.png": b"mine"}
+    (tmp_path / "deblur-gopro" / "img" / "mine.png").unlink()
+    gopro = tree(tmp_path / "deblur-gopro")
+    fake_sets["deblur-gopro"].fail = True
+    with pytest.raises(KeyboardInterrupt):
+        make_eval(tmp_path, overwrite=True)
+    assert tree(tmp_path / "deblur-gopro") == gopro  # an interrupted build leaves the set as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deblur-gopro", "deblur-synth", "defocus-sr"]  # no temp
+    fake_sets["deblur-gopro"].fail = False
+    mpath = tmp_path / "deblur-gopro" / "manifest.json"
+    mpath.write_text(json.dumps({k: v for k, v in json.loads(mpath.read_text()).items() if k != "files"}))
+    summary = make_eval(tmp_path, overwrite=True)  # a manifest without a file list: its items' files
+    assert all(v["replaced"] and not v["skipped"] for v in summary.values())
+    assert (tmp_path / "defocus-sr" / "img" / "a.png").read_bytes() == b"full"
+    man = json.loads((tmp_path / "defocus-sr" / "manifest.json").read_text())
+    assert man["files"] == ["img/a.png"] and man["small"] is False
+
+
 # --------------------------------------------------------------------------- scene and package
 
 

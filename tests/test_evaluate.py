@@ -116,10 +116,10 @@ class TestSR:
         assert r["per_image"][0]["psnr_y"] == pytest.approx(expected, abs=1e-9)
         assert r["psnr_y"] == pytest.approx(np.mean([p["psnr_y"] for p in r["per_image"]]))
 
-    def test_hr_subfolder(self, sr_dir, tmp_path):
-        sr_dir.rename(tmp_path / "HR")
+    @pytest.mark.parametrize("sub", ["HR", "hr"])
+    def test_hr_subfolder(self, sr_dir, tmp_path, sub):
         (tmp_path / "set").mkdir()
-        (tmp_path / "HR").rename(tmp_path / "set" / "HR")
+        sr_dir.rename(tmp_path / "set" / sub)
         assert evaluate("sr", tmp_path / "set", scale=2, model="bicubic")["n_images"] == 3
 
     def test_model_through_tiling_matches_direct_run(self, sr_dir, tmp_path):
@@ -138,7 +138,9 @@ class TestSR:
         sr = np.clip(np.round(y[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float64) * 255), 0, 255)
         assert r["psnr_y"] == pytest.approx(psnr(sr.astype(np.uint8), hr, crop=2), abs=1e-3)
 
-    def test_route_auto_calls_upscale_routed(self, sr_dir, tmp_path, monkeypatch):
+    @pytest.fixture
+    def fake_routing(self, tmp_path, monkeypatch):
+        """A tiny x4 model (weights path) that is its own light model, and a fake upscale_routed recording calls."""
         import blurwise.routing
 
         calls = []
@@ -147,17 +149,53 @@ class TestSR:
             fractions = {"heavy": 0.25, "light": 0.75}
             total_macs, full_heavy_macs = 30.0, 100.0
 
-        def fake(lr, *, heavy, scale, device, **kw):
-            calls.append((heavy[1].scale, scale, kw))
+        def fake(lr, *, heavy, light, scale, device, **kw):
+            if min(lr.shape[:2]) < 8:
+                raise InputError(f"image too small for a defocus map: {lr.shape[1]}x{lr.shape[0]}")
+            calls.append((heavy[1].scale, light[1].scale, scale, kw))
             return imresize(lr.astype(np.float64), scale).clip(0, 1), FakeReport()
 
+        path = tiny_weights(tmp_path, "sr", scale=4)
         monkeypatch.setattr(blurwise.routing, "upscale_routed", fake)
-        path = tiny_weights(tmp_path, "sr", scale=2)
-        r = evaluate("sr", sr_dir, scale=2, model=str(path), route="auto", device="cpu", threshold=0.7)
-        assert len(calls) == 3 and calls[0] == (2, 2, {"threshold": 0.7})
-        assert r["routing"]["flops_fraction"] == pytest.approx(0.3)
-        assert r["routing"]["mean_route_fractions"] == {"heavy": 0.25, "light": 0.75}
-        assert r["psnr_y"] == pytest.approx(evaluate("sr", sr_dir, scale=2, model="bicubic")["psnr_y"], abs=0.05)
+        monkeypatch.setattr(blurwise.routing, "find_light_model", lambda name, scale: str(path))
+        return str(path), calls
+
+    def test_route_auto_calls_upscale_routed(self, sr_dir, fake_routing):
+        path, calls = fake_routing
+        r = evaluate("sr", sr_dir, scale=4, model=path, route="auto", device="cpu", threshold=0.7)
+        assert len(calls) == 3 and calls[0] == (4, 4, 4, {"threshold": 0.7})
+        assert r["routing"] == {
+            "routed_images": 3,
+            "flops_fraction": pytest.approx(0.3),
+            "mean_route_fractions": {"heavy": 0.25, "light": 0.75},
+            "notes": [],
+        }
+        assert r["psnr_y"] == pytest.approx(evaluate("sr", sr_dir, scale=4, model="bicubic")["psnr_y"], abs=0.05)
+
+    def test_route_auto_runs_the_heavy_model_on_an_image_too_small_to_route(self, sr_dir, tmp_path, fake_routing):
+        path, calls = fake_routing
+        write_png(sr_dir / "tiny.png", smooth_image(28, 28, 3))  # 7x7 LR at x4: no defocus map
+        r = evaluate("sr", sr_dir, scale=4, model=path, route="auto", device="cpu")
+        off = evaluate("sr", sr_dir, scale=4, model=path, device="cpu")
+        assert r["n_images"] == 4 and len(calls) == 3 and r["routing"]["routed_images"] == 3
+        assert r["routing"]["notes"] == ["image too small to route (7x7): heavy model everywhere"]
+        assert r["per_image"][3] == off["per_image"][3]  # tiny.png: exactly the heavy model's result
+        with pytest.raises(InputError, match="too small for a defocus map: 7x7"):
+            evaluate("sr", sr_dir, scale=4, model=path, route="on", device="cpu")
+
+    def test_route_auto_without_a_light_model_runs_the_heavy_model(self, sr_dir, tmp_path):
+        path = str(tiny_weights(tmp_path, "sr", scale=2))  # no EBM-SR is registered for it
+        r = evaluate("sr", sr_dir, scale=2, model=path, route="auto", device="cpu")
+        off = evaluate("sr", sr_dir, scale=2, model=path, device="cpu")
+        assert r["per_image"] == off["per_image"]
+        assert r["routing"] == {
+            "routed_images": 0,
+            "flops_fraction": None,
+            "mean_route_fractions": None,
+            "notes": ["no light model: heavy model everywhere"],
+        }
+        with pytest.raises(ModelError, match="no EBM-SR"):
+            evaluate("sr", sr_dir, scale=2, model=path, route="on", device="cpu")
 
     def test_wrong_scale_model(self, sr_dir, tmp_path):
         path = tiny_weights(tmp_path, "sr", scale=2)
@@ -203,6 +241,64 @@ class TestDeblur:
         (blur_dir / "sharp" / "1.png").unlink()
         with pytest.raises(InputError, match="no sharp image"):
             evaluate("deblur", blur_dir, model="identity")
+
+
+# --------------------------------------------------------------------------- sets written by make-eval
+
+
+def write_manifest(folder: Path, items: list[dict]) -> None:
+    (folder / "manifest.json").write_text(json.dumps({"name": folder.name, "items": items}))
+
+
+class TestEvalSets:
+    def test_deblur_pairs_named_by_the_manifest(self, tmp_path):
+        d = tmp_path / "deblur-synth"
+        sharp = smooth_image(32, 40, 0)
+        write_png(d / "sharp" / "S__a.png", sharp)
+        items = []
+        for k in ("k1", "k2"):
+            write_png(d / "blur" / f"S__a__{k}.png", imresize(imresize(sharp, 0.5), size=(32, 40)))
+            items.append({"id": f"S__a__{k}", "blur": f"blur/S__a__{k}.png", "sharp": "sharp/S__a.png"})
+        write_manifest(d, items[::-1])
+        r = evaluate("deblur", d, model="identity", limit=1)
+        assert r["n_images"] == 1 and r["per_image"][0]["name"] == "S__a__k1"  # sorted by id
+        assert evaluate("deblur", d, model="identity")["n_images"] == 2
+        with pytest.raises(UsageError, match="not an evaluation set for sr.*--task deblur"):
+            evaluate("sr", d, model="bicubic")
+        (d / "blur" / "S__a__k2.png").unlink()
+        with pytest.raises(InputError, match="S__a__k2.png is listed in .*manifest.json but missing"):
+            evaluate("deblur", d, model="identity")
+
+    def test_sr_items_from_the_manifest(self, sr_dir, tmp_path):
+        d = tmp_path / "defocus-sr"
+        d.mkdir()
+        sr_dir.rename(d / "hr")
+        write_manifest(d, [{"id": p.stem, "hr": f"hr/{p.name}", "sigma": None} for p in sorted((d / "hr").iterdir())])
+        r = evaluate("sr", d, scale=2, model="bicubic")
+        assert [p["name"] for p in r["per_image"]] == ["a", "b", "c"]
+        with pytest.raises(UsageError, match="--task sr"):
+            evaluate("deblur", d, model="identity")
+        with pytest.raises(InputError, match="holds evaluation sets \\(defocus-sr\\); pass one"):
+            evaluate("sr", tmp_path, model="bicubic")
+        (d / "manifest.json").write_text("{not json")
+        with pytest.raises(InputError, match="not a readable evaluation-set manifest"):
+            evaluate("sr", d, model="bicubic")
+
+    @pytest.mark.data
+    def test_every_small_set_make_eval_writes(self, tmp_path):
+        from blurwise.data import make_eval, read_manifest
+        from blurwise.data.paths import data_path
+
+        if not data_path("sr", "test", "Set14").is_dir():
+            pytest.skip("shared data not found (set BLURWISE_DATA)")
+        sets = make_eval(tmp_path, small=True)
+        assert set(sets) == {"defocus-sr", "deblur-synth", "deblur-gopro"}
+        for name in sets:
+            task = "sr" if name == "defocus-sr" else "deblur"
+            r = evaluate(task, tmp_path / name, model="bicubic" if task == "sr" else "identity")
+            ids = sorted(it["id"] for it in read_manifest(tmp_path, name)["items"])
+            assert [p["name"] for p in r["per_image"]] == ids and r["n_images"] == len(ids) > 0, name
+            assert all(10 < p["psnr_y"] < 60 and 0 < p["ssim_y"] < 1 for p in r["per_image"]), name
 
 
 # --------------------------------------------------------------------------- errors

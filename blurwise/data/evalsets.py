@@ -34,6 +34,8 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from blurwise.data.paths import data_path, data_root
-from blurwise.errors import InputError, OutputError
+from blurwise.errors import BlurwiseError, InputError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +396,90 @@ def _dir_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
 
+GENERATOR = "blurwise.data.evalsets.make_eval"
+_PATH_KEYS = ("hr", "sigma", "mask", "blur", "sharp", "kernel")
+
+
+def _files(root: Path) -> list[str]:
+    """Relative paths of everything under ``root`` but folders (links count as files: rmtree would drop them)."""
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_symlink() or not p.is_dir())
+
+
+def _listed(manifest: dict) -> set[str]:
+    """The files a set's manifest says make_eval wrote (manifests without a ``files`` list: from the items)."""
+    if isinstance(manifest.get("files"), list):
+        return {"manifest.json", *map(str, manifest["files"])}
+    files = {"manifest.json"}
+    for it in manifest.get("items") or []:
+        if isinstance(it, dict):
+            files.update(it[k] for k in _PATH_KEYS if isinstance(it.get(k), str))
+    for k in (manifest.get("kernels") or {}).values():
+        if isinstance(k, dict) and isinstance(k.get("file"), str):
+            files.update((k["file"], k["file"].rsplit(".", 1)[0] + ".png"))  # .npy and its preview
+    return files
+
+
+def _existing_set(root: Path, name: str) -> dict | None:
+    """The manifest of the set blurwise wrote at ``root``; None if nothing is there (or only empty folders).
+
+    Anything else raises a one-line OutputError and is left as it is: a file, a folder without a blurwise
+    manifest, or a set folder holding files its manifest does not list.
+    """
+    if not root.exists() and not root.is_symlink():
+        return None
+    hint = "use another --out or remove it"
+    if root.is_symlink() or not root.is_dir():
+        raise OutputError(f"{root} exists and is not an evaluation-set folder; {hint}")
+    files = _files(root)
+    if not files:
+        return None
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR or manifest.get("name") != name:
+        raise OutputError(f"{root} is not an evaluation set written by blurwise (no blurwise manifest.json); {hint}")
+    foreign = [f for f in files if f not in _listed(manifest)]
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise OutputError(f"{root} holds files blurwise did not write ({', '.join(foreign[:3])}{more}); {hint}")
+    return manifest
+
+
+def _build(out: Path, name: str, small: bool, progress: Callable[[str], None] | None, jobs: int) -> dict:
+    """Write set ``name`` in a hidden folder beside ``out/name`` and swap it in when complete; returns its manifest.
+
+    An interrupted or failed build leaves ``out/name`` as it was. Call only once :func:`_existing_set` accepted
+    ``out/name``; it is checked again just before the swap.
+    """
+    root = out / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out))
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        manifest = _MAKERS[name](tmp, small, progress, jobs=jobs)
+        built = tmp / name
+        manifest.update(
+            {
+                "format_version": FORMAT_VERSION,
+                "small": small,
+                "generator": GENERATOR,
+                "data_root": str(data_root()),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "cpu_s": round(time.process_time() - c0, 1),
+                "files": _files(built),
+            }
+        )
+        (built / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _existing_set(root, name)  # raises if something not ours appeared there meanwhile
+        if root.exists():
+            root.rename(tmp / "old")  # ours (or empty folders only): deleted with tmp below
+        built.rename(root)
+        return manifest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def make_eval(
     out_dir: str | Path,
     small: bool = False,
@@ -406,10 +492,13 @@ def make_eval(
     """Write the evaluation sets under ``out_dir`` (one folder + ``manifest.json`` each); returns a summary.
 
     ``small``: a few items of each set (a subset of the full sets: same ids, same files), for tests and
-    CI (< 1 minute on 2 cores). A set whose manifest already exists with the same ``small`` flag is
-    kept unless ``overwrite``. ``jobs`` > 1 renders the defocus items in parallel processes (the files
-    are identical: every item's randomness comes from its own identity). Summary: {set: {"items",
-    "bytes", "seconds", "skipped"}}.
+    CI (< 1 minute on 2 cores). A set already there with the same ``small`` flag and format is kept;
+    one of another size or format is replaced only with ``overwrite``. Only folders blurwise wrote are
+    replaced: a set folder without a blurwise manifest, or holding files its manifest does not list,
+    is refused with a one-line OutputError before anything is written, and nothing is deleted. Each
+    set is built in a hidden folder beside its target and moved into place when complete. ``jobs`` > 1
+    renders the defocus items in parallel processes (the files are identical: every item's randomness
+    comes from its own identity). Summary: {set: {"items", "bytes", "seconds", "skipped", "replaced"}}.
     """
     out = Path(out_dir)
     sets = list(SETS if sets is None else sets)
@@ -420,42 +509,34 @@ def make_eval(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from e
+    existing = {name: _existing_set(out / name, name) for name in sets}  # refuse before writing anything
+    for name, old in existing.items():
+        if old is None or overwrite:
+            continue
+        if old.get("format_version") != FORMAT_VERSION:
+            why = f"was written in format {old.get('format_version')} (this blurwise writes {FORMAT_VERSION})"
+        elif old.get("small") != small:
+            why = f"holds the {'small' if old.get('small') else 'full'} set"
+        else:
+            continue
+        raise OutputError(f"{out / name} {why}; use --overwrite to replace it, or another --out")
     summary = {}
     for name in sets:
-        root = out / name
-        mpath = root / "manifest.json"
-        if mpath.is_file() and not overwrite:
-            try:
-                old = json.loads(mpath.read_text())
-            except (OSError, ValueError):
-                old = {}
-            if old.get("small") == small and old.get("format_version") == FORMAT_VERSION:
-                log.info("%s: kept (manifest exists)", name)
-                summary[name] = {"items": len(old.get("items", [])), "bytes": _dir_bytes(root), "skipped": True}
-                continue
-        if root.exists():
-            shutil.rmtree(root)
-        t0, c0 = time.perf_counter(), time.process_time()
-        manifest = _MAKERS[name](out, small, progress, jobs=jobs)
-        manifest.update(
-            {
-                "format_version": FORMAT_VERSION,
-                "small": small,
-                "generator": "blurwise.data.evalsets.make_eval",
-                "data_root": str(data_root()),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "wall_s": round(time.perf_counter() - t0, 1),
-                "cpu_s": round(time.process_time() - c0, 1),
-            }
-        )
-        tmp = mpath.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(mpath)
+        root, old = out / name, existing[name]
+        if old is not None and not overwrite:
+            log.info("%s: kept (manifest exists)", name)
+            summary[name] = {"items": len(old.get("items", [])), "bytes": _dir_bytes(root), "skipped": True}
+            continue
+        try:
+            manifest = _build(out, name, small, progress, jobs)
+        except OSError as e:
+            raise OutputError(f"{root}: cannot write the evaluation set ({e.strerror or e})") from e
         summary[name] = {
             "items": len(manifest["items"]),
             "bytes": _dir_bytes(root),
             "seconds": manifest["wall_s"],
             "skipped": False,
+            "replaced": old is not None,
         }
         mb = summary[name]["bytes"] / 1e6
         log.info("%s: %d items, %.1f MB, %.1f s", name, len(manifest["items"]), mb, manifest["wall_s"])
@@ -503,13 +584,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="parallel render processes (default 1)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = make_eval(
-        args.out,
-        args.small,
-        sets=args.sets.split(",") if args.sets else None,
-        overwrite=args.overwrite,
-        jobs=args.jobs,
-    )
+    try:
+        summary = make_eval(
+            args.out,
+            args.small,
+            sets=args.sets.split(",") if args.sets else None,
+            overwrite=args.overwrite,
+            jobs=args.jobs,
+        )
+    except BlurwiseError as exc:  # one line, as from the blurwise command
+        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(json.dumps(summary, indent=1))
     return 0
 
