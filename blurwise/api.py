@@ -336,7 +336,7 @@ class Upscaler:
         self.model = _maybe_compile(net, compile)
         self.half = _half_mode(half, self.device, info)
         if route != "off":
-            self.light = find_light(info, self.scale, self.device, route, light, trust_pickle, self.notes)
+            self.light = find_light(info, self.scale, self.device, route, light, trust_pickle, self.notes, heavy=net)
         if self.light is not None:
             from blurwise.routing import map_precision
 
@@ -413,16 +413,18 @@ def find_light(
     light: str | None = None,
     trust_pickle: bool = False,
     notes: list[str] | None = None,
+    heavy: Any = None,
 ) -> tuple[Any, Any] | None:
     """(model, ModelInfo) of the light model that routed SR pairs with the heavy model ``info`` (``light``:
     a name or path; None: the EBM-SR distilled from it). With ``route="auto"`` and no ``light`` given, None
     (and a note appended to ``notes``) when routing or the light model is unavailable, for the caller to
-    run the heavy model everywhere; ``route="on"`` raises instead. Shared by :class:`Upscaler` and
-    ``blurwise.evaluate``.
+    run the heavy model everywhere; ``route="on"`` raises instead. With the ``heavy`` network given, the light
+    model must have been distilled from these very weights (``blurwise.routing.taught_by``), not just from a
+    model of the same name. Shared by :class:`Upscaler` and ``blurwise.evaluate``.
     """
     notes = [] if notes is None else notes
     try:
-        from blurwise.routing import find_light_model, upscale_routed  # noqa: F401
+        from blurwise.routing import find_light_model, taught_by, upscale_routed  # noqa: F401
     except ImportError:
         if route == "on" or light is not None:
             raise NotAvailableError(
@@ -431,8 +433,13 @@ def find_light(
         notes.append("routing not available: heavy model everywhere")
         return None
     try:
-        name = light if light is not None else find_light_model(info.name, scale)
+        name = light if light is not None else find_light_model(info.name, scale, heavy)
         lm, li = get_model(name, device=device, trust_pickle=trust_pickle)
+        if heavy is not None and li.task == "ebmsr" and not taught_by(li, heavy, info):
+            raise ModelError(
+                f"light model {li.name!r} was distilled from {li.teacher!r}, not from these heavy weights "
+                f"({info.name!r}); make a matching one with 'blurwise train distill --teacher FILE'"
+            )
     except ModelError as exc:
         if route == "on" or light is not None:
             raise

@@ -238,7 +238,7 @@ def evaluate(
             from blurwise.api import find_light, routed_or_none
 
             # auto: None (heavy everywhere) without a light model, as blurwise.upscale does
-            light = find_light(info, scale, dev, route, route_kw.pop("light", None), notes=notes)
+            light = find_light(info, scale, dev, route, route_kw.pop("light", None), notes=notes, heavy=net)
 
             def routed_runner(lr: np.ndarray) -> np.ndarray:
                 res = None

@@ -157,7 +157,7 @@ class TestSR:
 
         path = tiny_weights(tmp_path, "sr", scale=4)
         monkeypatch.setattr(blurwise.routing, "upscale_routed", fake)
-        monkeypatch.setattr(blurwise.routing, "find_light_model", lambda name, scale: str(path))
+        monkeypatch.setattr(blurwise.routing, "find_light_model", lambda name, scale, heavy=None: str(path))
         return str(path), calls
 
     def test_route_auto_calls_upscale_routed(self, sr_dir, fake_routing):

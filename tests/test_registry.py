@@ -324,3 +324,19 @@ class TestForeignRRDB:
         y = _out(loaded, x)
         assert info.scale == 2 and y.shape == (1, 3, 14, 18)
         torch.testing.assert_close(y, _out(m, x), atol=0, rtol=0)
+
+
+def test_weights_fingerprint_tells_weights_apart_not_names():
+    from blurwise.models import weights_fingerprint
+    from blurwise.models.registry import WEIGHTS_DIR
+    from blurwise.routing import find_light_model
+
+    shipped, info = load_model("edsr-s-x2")
+    copy, _ = load_model(str(WEIGHTS_DIR / "edsr-s-x2.safetensors"))
+    assert weights_fingerprint(shipped) == weights_fingerprint(copy)  # layout and dtype do not matter
+    assert find_light_model("edsr-s-x2", 2, copy) == "ebmsr-x2"
+    with torch.no_grad():
+        next(copy.parameters()).mul_(1.01)  # retrained weights under the shipped name
+    assert weights_fingerprint(copy) != weights_fingerprint(shipped)  # the cache follows in-place changes
+    with pytest.raises(ModelError, match="these weights differ"):
+        find_light_model("edsr-s-x2", 2, copy)

@@ -567,6 +567,22 @@ class TestUpscaleRouted:
         with pytest.raises(ModelError, match="distilled from 'someone-else'"):
             upscale_routed(rgb(), heavy=pair[0], light=other, sigma_lr=two_region_map())
 
+    def test_teacher_matched_by_weights_not_name(self, pair):
+        from dataclasses import replace
+
+        from blurwise.models import weights_fingerprint
+
+        hm, hi = pair[0]
+        lm = TinySR(2, 4, feats=2)
+        li = info(lm, "my-light", task="ebmsr", teacher="my_heavy.pth")  # the teacher as typed at distillation
+        ok = replace(li, metadata={"teacher_fingerprint": weights_fingerprint(hm)})
+        sr, _ = upscale_routed(rgb(), heavy=pair[0], light=(lm, ok), sigma_lr=two_region_map())
+        assert sr.shape == (96, 128, 3)  # the heavy model is called 'tiny-heavy' here, yet it is the teacher
+        with torch.no_grad():
+            next(hm.parameters()).add_(0.01)  # other weights under the same name: no longer its teacher
+        with pytest.raises(ModelError, match="not from these heavy weights"):
+            upscale_routed(rgb(), heavy=pair[0], light=(lm, ok), sigma_lr=two_region_map())
+
     def test_scale_mismatch(self, pair):
         lm = TinySR(4, 4, feats=2)
         x4 = (lm, info(lm, "tiny-light", task="ebmsr", scale=4, teacher="tiny-heavy"))

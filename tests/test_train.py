@@ -218,6 +218,9 @@ class TestSmoke:
         _, info = load_model(res.export)
         assert info.teacher == "edsr-s-x2" and info.in_channels == 4
         assert "teacher_val_psnr" in info.metadata["training"]
+        from blurwise.models import weights_fingerprint
+
+        assert info.metadata["teacher_fingerprint"] == weights_fingerprint(load_model("edsr-s-x2")[0])
 
     def test_time_budget_stops_and_exports(self, tmp_path, tiny_data):
         o = {"output.dir": str(tmp_path / "run"), "optim.iterations": 100000, "train.time_budget": 1.5}

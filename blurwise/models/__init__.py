@@ -15,6 +15,16 @@ from blurwise.models.registry import (
     list_variants,
     load_model,
     save_weights,
+    weights_fingerprint,
 )
 
-__all__ = ["ModelInfo", "create_model", "default_variant", "get_variant", "list_variants", "load_model", "save_weights"]
+__all__ = [
+    "ModelInfo",
+    "create_model",
+    "default_variant",
+    "get_variant",
+    "list_variants",
+    "load_model",
+    "save_weights",
+    "weights_fingerprint",
+]

@@ -8,7 +8,9 @@ holds the JSON config (architecture, scale, training data, metrics). Nothing her
 
 from __future__ import annotations
 
+import hashlib
 import json
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -286,6 +288,30 @@ def save_weights(
     usual_permissions(tmp)  # safetensors writes 0600
     tmp.replace(path)
     return path
+
+
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (parameter versions, fingerprint)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short hash of ``model``'s weights as they ship (fp16, plain layout).
+
+    Names do not identify weights (a model trained from a shipped config carries the shipped name), so this is
+    what ties an EBM-SR to the very teacher it was distilled from. Cached per model until its weights change.
+    """
+    versions = tuple(t._version for t in model.state_dict().values())
+    hit = _FINGERPRINTS.get(model)
+    if hit is not None and hit[0] == versions:
+        return hit[1]
+    h = hashlib.sha256()
+    for k, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu()
+        t = t.half() if t.is_floating_point() else t
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes())  # C order whatever the tensor's memory format
+    fp = h.hexdigest()[:16]
+    _FINGERPRINTS[model] = (versions, fp)
+    return fp
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

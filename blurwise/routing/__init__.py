@@ -213,13 +213,53 @@ def _as_model(spec: Any, *, device: Any, allow_untrained: bool) -> tuple[Any, An
     return load_model(spec, device=device or "cpu", allow_untrained=allow_untrained)
 
 
-def find_light_model(heavy_name: str, scale: int) -> str:
-    """Name of the registered EBM-SR distilled from ``heavy_name`` at ``scale``, or a one-line ModelError."""
-    from blurwise.models import list_variants
+@functools.lru_cache(maxsize=8)
+def _shipped_fingerprint(name: str) -> str | None:
+    """The weights fingerprint of a registered model's shipped weights (None: not a shipped registered model)."""
+    from blurwise.models import get_variant, load_model, weights_fingerprint
+    from blurwise.models.registry import is_shipped
+
+    try:
+        if not is_shipped(get_variant(name)):
+            return None
+        return weights_fingerprint(load_model(name)[0])
+    except (ModelError, KeyError):
+        return None
+
+
+def taught_by(light_info: Any, heavy: Any, heavy_info: Any) -> bool:
+    """Whether the EBM-SR ``light_info`` was distilled from these very heavy weights.
+
+    By the teacher's weights fingerprint (``blurwise.models.weights_fingerprint``), which distillation stores; for
+    an EBM-SR without one, the fingerprint of its teacher's shipped weights when its teacher is a shipped model,
+    else the teacher's name (or file stem). Names alone do not do: a model trained from a shipped config carries
+    the shipped name, and a file given as ``my_edsr.pth`` is called ``my_edsr``.
+    """
+    from blurwise.models import weights_fingerprint
+
+    teacher = light_info.teacher
+    if not teacher:
+        return True
+    want = light_info.metadata.get("teacher_fingerprint") or _shipped_fingerprint(teacher)
+    if want:
+        return want == weights_fingerprint(heavy)
+    return heavy_info.name in (teacher, Path(teacher).stem)
+
+
+def find_light_model(heavy_name: str, scale: int, heavy: Any = None) -> str:
+    """Name of the registered EBM-SR distilled from ``heavy_name`` at ``scale`` (and, with the ``heavy`` model
+    given, from these very weights: :func:`taught_by`), or a one-line ModelError."""
+    from blurwise.models import list_variants, weights_fingerprint
 
     for v in list_variants():
         if v.task == "ebmsr" and v.teacher == heavy_name and v.scale == scale:
-            return v.name
+            if heavy is None or _shipped_fingerprint(heavy_name) in (None, weights_fingerprint(heavy)):
+                return v.name
+            raise ModelError(
+                f"the registered EBM-SR {v.name!r} was distilled from the shipped {heavy_name!r}, and these weights "
+                f"differ from it; make one for them with 'blurwise train distill --teacher FILE' and give it "
+                "(--light / light=), or turn routing off (--route off / route='off')"
+            )
     raise ModelError(
         f"no EBM-SR is registered for heavy model {heavy_name!r} at x{scale}; "
         f"make one with 'blurwise train distill --teacher {heavy_name}', give a light model (--light / light=), "
@@ -247,16 +287,16 @@ def resolve_models(
     if scale is not None and hi.scale != scale:
         raise ModelError(f"scale mismatch: heavy model {hi.name!r} is x{hi.scale}, asked for x{scale}")
     if light is None:
-        light = find_light_model(hi.name, hi.scale)
+        light = find_light_model(hi.name, hi.scale, hm if check_teacher else None)
     lm, li = _as_model(light, device=device, allow_untrained=allow_untrained)
     if li.scale != hi.scale:
         raise ModelError(
             f"scale mismatch: heavy model {hi.name!r} is x{hi.scale}, light model {li.name!r} is x{li.scale}"
         )
-    if check_teacher and li.task == "ebmsr" and li.teacher and li.teacher != hi.name:
+    if check_teacher and li.task == "ebmsr" and not taught_by(li, hm, hi):
         raise ModelError(
-            f"light model {li.name!r} was distilled from {li.teacher!r}, not from the heavy model {hi.name!r}; "
-            f"make a matching one with 'blurwise train distill --teacher {hi.name}'"
+            f"light model {li.name!r} was distilled from {li.teacher!r}, not from these heavy weights ({hi.name!r}); "
+            "make a matching one with 'blurwise train distill --teacher FILE'"
         )
     if li.in_channels not in (3, 4):
         raise ModelError(f"light model {li.name!r} takes {li.in_channels} channels; expected 4 (RGB + sigma) or 3")

@@ -458,6 +458,10 @@ class Trainer:
         }
         extra = {"training": training, "val_psnr": val_psnr, "val_psnr_fp16": self.notes.get("val_psnr_fp16")}
         teacher = cfg.distill.teacher if cfg.task == "distill" else self.variant_teacher
+        if cfg.task == "distill" and self.teacher is not None:  # ties the student to these very teacher weights
+            from blurwise.models import weights_fingerprint
+
+            extra["teacher_fingerprint"] = weights_fingerprint(self.teacher)
         return save_weights(
             model, out, arch=self.arch, task=self.reg_task, scale=self.scale, config=self.model_cfg,
             name=cfg.output.export_name or None, teacher=teacher, extra=extra, half=half,
