@@ -8,7 +8,7 @@ import torch
 
 from blurwise.errors import NotAvailableError, UsageError
 from blurwise.models import create_model, load_model
-from blurwise.models.registry import get_variant, is_shipped
+from blurwise.models.registry import WEIGHTS_DIR, get_variant, is_shipped
 from blurwise.routing import (
     BICUBIC,
     HEAVY,
@@ -162,6 +162,11 @@ class TestRoutedSR:
         x2 = "router-x2" if is_shipped(get_variant("router-x2")) else None
         assert router_for(2, "edsr-s-x2") == x2
         assert router_for(3, "edsr-s-x3") is None
+        h, lt = load_model("edsr-s-x4")[0], load_model(str(WEIGHTS_DIR / "ebmsr-x4.safetensors"))[0]
+        assert router_for(4, "edsr-s-x4", models=(h, lt)) == "router-x4"  # the very pair it learned
+        with torch.no_grad():
+            next(lt.parameters()).add_(0.01)  # a retrained light model: the router's predictions are not for it
+        assert router_for(4, "edsr-s-x4", models=(h, lt)) is None
         with pytest.raises(NotAvailableError, match="no learned router"):
             upscale_routed(_texture(16, 16), heavy=self.heavy, scorer="learned", map_kwargs={"method": "edge"})
 

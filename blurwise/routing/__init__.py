@@ -439,11 +439,16 @@ LEARNED_NO_DEPTH = "the learned router takes no depth map; router 'map' (--route
 
 
 def router_for(
-    scale: int, heavy_name: str, map_kwargs: dict[str, Any] | None = None, depth: bool = False
+    scale: int,
+    heavy_name: str,
+    map_kwargs: dict[str, Any] | None = None,
+    depth: bool = False,
+    models: tuple[Any, Any] | None = None,
 ) -> str | None:
     """The shipped router for this setting, or None: it must exist for the scale, have been trained for
-    this heavy model (its predictions are that model's gain over its EBM-SR) and see the map it was
-    trained on (the scale's default estimator, no depth)."""
+    this heavy model (its predictions are that model's gain over its EBM-SR; with the (heavy, light) ``models``
+    given, for these very weights of both, not only their names) and see the map it was trained on (the
+    scale's default estimator, no depth)."""
     name = ROUTER_MODELS.get(int(scale))
     if name is None or not _default_map_in_use(scale, map_kwargs, depth):
         return None
@@ -457,7 +462,18 @@ def router_for(
         return None
     info = _load_router(name)[1]
     trained_for = info.metadata.get("training", {}).get("heavy")
-    return name if trained_for in (None, heavy_name) else None
+    if trained_for not in (None, heavy_name):
+        return None
+    if models is not None and trained_for is not None:  # the pair it learned: the shipped weights of both
+        from blurwise.models import weights_fingerprint
+
+        try:
+            pair = (trained_for, find_light_model(trained_for, scale))
+        except ModelError:
+            return None
+        if any(_shipped_fingerprint(n) != weights_fingerprint(m) for n, m in zip(pair, models, strict=True)):
+            return None
+    return name
 
 
 @functools.lru_cache(maxsize=4)
@@ -597,16 +613,19 @@ def upscale_routed(
     timings: dict[str, float] = {}
     if scorer == "auto":
         auto_router = router or (
-            router_for(s, hi.name, map_kwargs, depth is not None) if sigma_lr is None and threshold is None else None
+            router_for(s, hi.name, map_kwargs, depth is not None, (hm, lm))
+            if sigma_lr is None and threshold is None
+            else None
         )
         scorer, router = ("learned", auto_router) if auto_router else ("defocus", None)
     elif scorer == "learned":
         if router is None and depth is not None:
             raise UsageError(LEARNED_NO_DEPTH)
-        router = router or router_for(s, hi.name, map_kwargs)
+        router = router or router_for(s, hi.name, map_kwargs, models=(hm, lm))
         if router is None:
             raise NotAvailableError(
-                f"no learned router for x{s} with {hi.name} and this map; route by the map (router 'map', --router map)"
+                f"no learned router for x{s} with these models ({hi.name}, {li.name}) and this map; "
+                "route by the map (router 'map', --router map)"
             )
     need_map = scorer in ("defocus", "learned") or li.in_channels == 4
     mdev = next((p.device for p in hm.parameters()), device)  # the map runs beside the heavy model
