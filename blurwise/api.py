@@ -289,6 +289,8 @@ class Upscaler:
                 "threshold is a blur sigma in LR px and goes with router 'map' (--router map); the learned router "
                 "uses its calibrated threshold (give a budget to trade quality for speed)"
             )
+        if threshold is not None and budget is not None:
+            raise UsageError("give a threshold or a budget (--threshold / --budget), not both")
         if routes not in (2, 3):
             raise UsageError(f"routes must be 2 or 3, not {routes}")
         if budget is not None and not 0.0 < budget <= 1.0:

@@ -515,6 +515,10 @@ def _cmd_upscale(args: argparse.Namespace) -> int:
         raise UsageError(f"{'/'.join(given)} set the routing, but {no_routing} routes nothing")
     if no_routing and args.save_map:
         raise UsageError(f"--save-map saves the defocus map and the routes, but {no_routing} routes nothing")
+    if args.depth and args.router == "learned":
+        from blurwise.routing import LEARNED_NO_DEPTH
+
+        raise UsageError(LEARNED_NO_DEPTH)
     jobs = _plan(args)
     common = _batch_options(args)
     if args.dry_run:

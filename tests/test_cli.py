@@ -382,6 +382,8 @@ class TestBadInput:
             (("-m", "bicubic", "--save-map"), "-m bicubic routes nothing"),
             (("--fp32", "--half", "bf16"), "contradict"),
             (("--half", "fp16", "--device", "cpu"), "needs a GPU; on a CPU use bf16"),
+            (("--threshold", "0.3", "--budget", "0.5"), "not both"),
+            (("--router", "learned", "--depth", "d.npy"), "the learned router takes no depth map"),
             (("--map-precision", "fp16", "--device", "cpu"), "fp16 map (--map-precision fp16) needs a GPU"),
         ],
     )
