@@ -37,6 +37,18 @@ def texture(size: int = 128, seed: int = 0) -> np.ndarray:
     return img
 
 
+def half_blurred_blocks(size: int = 256, seed: int = 0, sigma: float = 3.0, block: int = 8) -> np.ndarray:
+    """Random colour blocks (edges everywhere), the right half blurred by a Gaussian of ``sigma`` px."""
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(0.1, 0.9, (size // block, size // block, 3)).astype(np.float32)
+    sharp = np.kron(g, np.ones((block, block, 1), np.float32))
+    if sigma <= 0:
+        return sharp
+    img = sharp.copy()
+    img[:, size // 2 :] = ndimage.gaussian_filter(sharp, (sigma, sigma, 0))[:, size // 2 :]
+    return img
+
+
 # --------------------------------------------------------------------------- input conversion
 
 
@@ -209,6 +221,60 @@ class TestSegment:
     def test_unknown_kind(self) -> None:
         with pytest.raises(UsageError):
             segment(texture(16), None, "nope")
+
+
+class TestMixedRegions:
+    """A depth map with one or few levels (constant, linear ramp) gives one or few huge regions; a region
+    holding a sharp part and a defocused part must not take its low quantile, the sharp part's 0."""
+
+    @pytest.mark.parametrize("kind", ["constant", "ramp", "ramp_near"])
+    def test_flat_or_ramp_depth_is_not_flattened_to_zero(self, kind: str) -> None:
+        img = half_blurred_blocks()
+        n, h = img.shape[0], img.shape[0] // 2
+        rows = {"constant": np.full(n, 3.0), "ramp": np.linspace(2.0, 3.0, n), "ramp_near": np.linspace(1.0, 5.0, n)}
+        # The ramp runs top to bottom, across the left/right blur step: every depth band is half blurred.
+        depth = np.repeat(rows[kind][:, None], n, axis=1).astype(np.float32)
+        out = estimate_defocus(img, depth, method="edge", segmenter="depth")
+        left, right = np.s_[:, : h - 16], np.s_[:, h + 16 :]
+        assert float(np.median(out[left])) < 0.3
+        assert float(np.median(out[right])) > 2.0  # was 0 everywhere: one region, quantile of mostly-0 edges
+        for ref_seg, tol in (("slic", 0.35), ("none", 0.5)):
+            ref = estimate_defocus(img, method="edge", segmenter=ref_seg)
+            assert abs(float(np.median(out[right]) - np.median(ref[right]))) < 0.15 * float(np.median(ref[right]))
+            assert float(np.mean(np.abs(out - ref))) < tol, ref_seg
+
+    def test_uniform_blur_with_constant_depth_keeps_one_level(self) -> None:
+        from blurwise.defocus.propagate import mixed_regions
+
+        img = ndimage.gaussian_filter(half_blurred_blocks(sigma=0.0), (2.0, 2.0, 0))
+        res = defocus_details(img, np.full(img.shape[:2], 3.0, np.float32), method="edge", segmenter="depth")
+        assert res.labels.max() == 0 and not mixed_regions(res.edges, res.labels).any()
+        inner = res.sigma[8:-8, 8:-8]
+        assert float(np.percentile(inner, 95) - np.percentile(inner, 5)) < 0.05
+        assert 1.5 < float(np.median(inner)) < 3.5
+
+    def test_depth_regions_that_agree_with_the_edges_are_kept(self) -> None:
+        from blurwise.defocus.propagate import dgs_propagate, mixed_regions
+
+        img = half_blurred_blocks(seed=1)
+        n = img.shape[0]
+        depth = np.where(np.arange(n)[None, :] < n // 2, 1.0, 4.0).repeat(n, 0).astype(np.float32)
+        res = defocus_details(img, depth, method="edge", segmenter="depth")
+        assert res.labels.max() == 1 and not mixed_regions(res.edges, res.labels).any()
+        off, _ = dgs_propagate(img, res.edges, res.labels, depth=depth, split_mixed=False)
+        np.testing.assert_array_equal(res.sigma, off)
+
+    def test_split_regions_cuts_only_the_flagged_ones(self) -> None:
+        from blurwise.defocus.propagate import split_regions
+
+        img = texture(64)
+        labels = np.zeros((64, 64), np.int32)
+        labels[:, 32:] = 1
+        out = split_regions(img, labels, np.array([False, True]))
+        assert out.dtype == np.int32 and len(np.unique(out)) == out.max() + 1
+        assert len(np.unique(out[:, :32])) == 1 and len(np.unique(out[:, 32:])) > 4
+        assert not set(np.unique(out[:, :32])) & set(np.unique(out[:, 32:]))
+        assert split_regions(img, labels, np.array([False, False])) is labels
 
 
 class TestDepthInput:

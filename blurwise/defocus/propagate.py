@@ -4,7 +4,12 @@
   median of the edge estimates inside it; edges on region boundaries count less, as they belong to
   whichever side occludes), regions without edges take the level of their most similar neighbours
   (colour and depth similarity, filled in waves over the region adjacency graph) and are reported as
-  flat, then a guided filter (He et al. 2010) so the map follows object boundaries.
+  flat, then a guided filter (He et al. 2010) so the map follows object boundaries. A region whose
+  edges say it is not one blur level (it reads in focus, yet a clear share of its edges, spread over
+  several places, read defocused; or the segmentation is a single region and its edges disagree) is
+  first split by colour superpixels (:func:`mixed_regions`, :func:`split_regions`): with a constant or
+  ramp depth map the depth segmenter gives one or a few huge regions, whose low quantile would
+  otherwise flatten a defocused background to the sharp foreground's 0.
 * ``zhuo_sim_propagate`` (the classical baseline): the matting-Laplacian interpolation of Zhuo & Sim
   2011, ``(L + lam D) d = lam D d_sparse`` solved sparsely, or a normalised guided-filter
   interpolation (``method="guided"``) when the matting solve is too slow for the image size.
@@ -139,6 +144,9 @@ def region_levels(
 
     Weights are the edge contrasts, reduced by ``boundary_weight`` on region boundaries. Regions
     whose total weight (in units of a contrast-0.1 edge pixel) is below ``min_weight`` get NaN.
+    Only edge pixels with an estimate count (``mask`` and finite; NaN elsewhere). An estimate of 0 is
+    a measurement, not a missing value: the edge is at least as sharp as the law resolves (the
+    re-blur ratio saturates) or calibrates to the in-focus end of the table.
     """
     n = int(labels.max()) + 1
     m = sparse.mask & np.isfinite(sparse.sigma)
@@ -241,6 +249,98 @@ def normalised_disparity(depth: np.ndarray, depth_kind: str = "depth") -> np.nda
     return np.clip((v - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
 
 
+def mixed_regions(
+    sparse: EdgeEstimate,
+    labels: np.ndarray,
+    *,
+    q: float = 0.3,
+    sharp: float = 0.5,
+    floor: float = 1.0,
+    ratio: float = 2.0,
+    share: float = 0.1,
+    single_floor: float = 0.5,
+    single_share: float = 0.1,
+    min_pieces: int = 4,
+    boundary_px: int = 2,
+) -> np.ndarray:
+    """Regions (bool per label) whose edge estimates hold clearly different blur levels.
+
+    Each region is cut into pieces by a grid of tiles (two default superpixel sides); a piece's level
+    is the weighted ``q`` quantile of its edge estimates, like the region's. Levels ``a`` and ``b``
+    differ clearly when ``(a + floor) / (b + floor) > ratio`` (``floor`` px keeps sub-pixel noise near
+    0 from counting). Edges within ``boundary_px`` of a region boundary are left out: they belong to
+    whichever side occludes. A region is mixed when
+
+    * its level reads in focus (``<= sharp`` px) while pieces reading clearly blurrier hold at least
+      ``share`` of its edge weight and number at least ``min_pieces`` (the low quantile of a region
+      that holds a sharp subject and a defocused background is the subject's 0), or
+    * it is the only region (the segmentation found no boundary, e.g. a constant depth map) and
+      pieces clearly different from its level, either way and with the finer ``single_floor``, hold
+      at least ``single_share`` of its weight: one level for the whole frame must be borne out.
+
+    Why no plain spread test: with a real depth map, the edge estimates inside one depth level spread
+    (texture, soft shading, blur already in the photo) as widely as true levels differ, so splitting
+    every region whose estimates disagree throws away the pooling that makes depth-guided DGS
+    accurate. Only the two cases above, where one low quantile would stand for a sharp and a
+    defocused part alike, are split.
+    Regions under 4 superpixels are never mixed.
+    """
+    from scipy import ndimage
+
+    from blurwise.defocus.segment import region_size
+
+    h, w = labels.shape
+    n = int(labels.max()) + 1
+    out = np.zeros(n, dtype=bool)
+    sp_area = h * w / region_size((h, w))
+    area = np.bincount(labels.ravel(), minlength=n)
+    m = sparse.mask & np.isfinite(sparse.sigma)
+    if boundary_px > 0 and n > 1:
+        m &= ~ndimage.binary_dilation(_boundary_mask(labels), iterations=boundary_px)
+    if not m.any():
+        return out
+    t = int(np.clip(round(2.0 * np.sqrt(sp_area)), 4, 256))
+    ys, xs = np.nonzero(m)
+    tile = (ys // t) * ((w + t - 1) // t) + xs // t
+    nt = int(tile.max()) + 1
+    lab = labels[ys, xs].astype(np.int64)
+    val = sparse.sigma[ys, xs].astype(np.float64)
+    wt = sparse.weight[ys, xs].astype(np.float64)
+    level = weighted_median_by_label(lab, val, wt, n, q)
+    pieces, inv = np.unique(lab * nt + tile, return_inverse=True)
+    plev = weighted_median_by_label(inv, val, wt, len(pieces), q)
+    psup = np.bincount(inv, wt, minlength=len(pieces)) / 0.1  # in contrast-0.1 edge pixels
+    preg = pieces // nt
+    rel = (plev + floor) / (level[preg] + floor)
+    ok = psup >= 2.0
+    total = np.maximum(np.bincount(preg, psup, minlength=n), 1e-12)
+    up = ok & (rel > ratio)
+    up_share = np.bincount(preg[up], psup[up], minlength=n) / total
+    up_count = np.bincount(preg[up], minlength=n)
+    out |= (area >= 4 * sp_area) & (level <= sharp) & (up_share >= share) & (up_count >= min_pieces)
+    if n == 1:
+        rel = (plev + single_floor) / (level[preg] + single_floor)
+        diff = ok & ((rel > ratio) | (rel < 1.0 / ratio))
+        out |= np.bincount(preg[diff], psup[diff], minlength=n) / total >= single_share
+    return out
+
+
+def split_regions(image: np.ndarray, labels: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """``labels`` with the regions flagged in ``which`` cut by colour superpixels (SLIC), consecutive int32.
+
+    Other regions keep their pixels (and label order); a cut piece is a region x superpixel overlap.
+    """
+    from blurwise.defocus.segment import _relabel, slic_labels
+
+    if not which.any():
+        return labels
+    sp = slic_labels(image).astype(np.int64)
+    k = int(sp.max()) + 2
+    lab = labels.astype(np.int64)
+    combined = lab * k + np.where(which[labels], sp + 1, 0)
+    return _relabel(combined)
+
+
 def dgs_propagate(
     image: np.ndarray,
     sparse: EdgeEstimate,
@@ -255,6 +355,7 @@ def dgs_propagate(
     smooth: float = 0.0,
     prior_weight: float = 0.0,
     q: float = 0.3,
+    split_mixed: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dense sigma map (float32 HW) and flat mask (bool HW) by segment-guided propagation.
 
@@ -264,7 +365,12 @@ def dgs_propagate(
     region-graph regularisation (:func:`smooth_levels`, in units of the support of one contrast-0.1
     edge pixel; 0 = off); ``prior_weight`` shrinks weakly supported regions toward the guided
     Zhuo & Sim interpolation (0 = off). Both trade patch F1 for MAE on defocus-sr, so they are off.
+    ``split_mixed``: regions whose edges hold clearly different blur levels (:func:`mixed_regions`)
+    are cut by colour superpixels first, so one level is not forced on, e.g., the whole frame of a
+    constant depth map; the flat mask refers to the cut regions.
     """
+    if split_mixed:
+        labels = split_regions(image, labels, mixed_regions(sparse, labels, q=q))
     lev, support = region_levels(sparse, labels, boundary_weight=boundary_weight, q=q)
     dn = normalised_disparity(depth, depth_kind) if depth is not None else None
     feats = region_features(image, labels, dn)
