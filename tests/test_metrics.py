@@ -98,6 +98,30 @@ class TestPSNR:
         with pytest.raises(InputError, match="uint8 or uint16"):
             psnr(np.zeros((4, 4), np.int32), np.zeros((4, 4), np.int32))
 
+    @pytest.mark.parametrize("fn", [psnr, ssim])
+    def test_inputs_that_would_give_a_meaningless_number(self, fn):
+        a, b = rng_image(16, 16), rng_image(16, 16)
+        af, bf = a / 255.0, b / 255.0
+        nan = af.copy()
+        nan[0, 0, 0] = np.nan
+        for x, y, said in (
+            (a, b[:, :, 0], "differ in shape"),  # RGB luma vs gray: two scales, silently 11 dB before
+            (nan, bf, "NaN"),
+            (a.astype(np.float64), b.astype(np.float64), "reaches"),  # 0-255 data in floats
+        ):
+            with pytest.raises(InputError, match=said):
+                fn(x, y)
+        for crop in (-1, 2.7):
+            with pytest.raises(InputError, match="crop is a number of border pixels"):
+                fn(a, b, crop=crop)
+        assert fn(a, b, crop=2.0) == fn(a, b, crop=2)
+
+    def test_data_range_must_be_a_positive_peak(self):
+        a, b = rng_image(8, 8), rng_image(8, 8)
+        for bad in (0.0, -255.0, float("nan")):
+            with pytest.raises(InputError, match="data_range"):
+                psnr(a, b, data_range=bad)
+
 
 # --------------------------------------------------------------------------- ssim
 

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.ndimage import correlate1d
 
 from blurwise.errors import InputError
+from blurwise.io.image import float_pixels_problem
 
 __all__ = ["rgb_to_y", "psnr", "ssim", "to_255"]
 
@@ -35,6 +36,9 @@ def to_255(img: np.ndarray) -> np.ndarray:
         raise InputError(f"cannot compare images of dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"integer images must be uint8 or uint16, got {arr.dtype}")
+    problem = float_pixels_problem(arr)  # NaN, or 0-255 data in floats: a number that means nothing
+    if problem:
+        raise InputError(problem)
     return arr.astype(np.float64) * 255.0
 
 
@@ -58,7 +62,8 @@ def rgb_to_y(img: np.ndarray) -> np.ndarray:
 def _prepare(a: np.ndarray, b: np.ndarray, crop: int, y: bool) -> tuple[np.ndarray, np.ndarray]:
     """Both images as float64 [0, 255] HWC (HW1 for luma), same shape, borders cropped."""
     a_arr, b_arr = np.asarray(a), np.asarray(b)
-    if a_arr.shape[:2] != b_arr.shape[:2] or (y is False and a_arr.shape != b_arr.shape):
+    channels = [x.shape[2] if x.ndim == 3 else 1 for x in (a_arr, b_arr)]
+    if a_arr.shape[:2] != b_arr.shape[:2] or channels[0] != channels[1]:  # RGB luma vs gray: on other scales
         raise InputError(f"images differ in shape: {a_arr.shape} vs {b_arr.shape}")
     if a_arr.ndim not in (2, 3) or a_arr.shape[0] == 0 or a_arr.shape[1] == 0:
         raise InputError(f"need non-empty HW or HWC images, got shape {a_arr.shape}")
@@ -70,9 +75,9 @@ def _prepare(a: np.ndarray, b: np.ndarray, crop: int, y: bool) -> tuple[np.ndarr
             fa, fb = fa[:, :, None], fb[:, :, None]
         if fa.shape[2] == 4:  # alpha is not part of image quality
             fa, fb = fa[:, :, :3], fb[:, :, :3]
+    if isinstance(crop, bool) or not float(crop).is_integer() or crop < 0:
+        raise InputError(f"crop is a number of border pixels (an integer >= 0), not {crop!r}")
     crop = int(crop)
-    if crop < 0:
-        raise ValueError(f"crop must be >= 0, got {crop}")
     if crop:
         if 2 * crop >= fa.shape[0] or 2 * crop >= fa.shape[1]:
             raise InputError(f"border crop {crop} leaves nothing of a {fa.shape[0]}x{fa.shape[1]} image")
@@ -85,8 +90,11 @@ def psnr(a: np.ndarray, b: np.ndarray, *, crop: int = 0, y: bool = True, data_ra
 
     ``y=True`` compares BT.601 luma (the SR convention); ``y=False`` all colour channels (the
     deblurring convention). ``crop`` pixels are removed from each border first. The MSE is taken
-    on the [0, 255] scale in float64, against a peak of ``data_range`` (255).
+    on the [0, 255] scale in float64, against a peak of ``data_range`` on that scale too (255; unlike
+    scikit-image's, whatever the input dtype).
     """
+    if not (math.isfinite(data_range) and data_range > 0):
+        raise InputError(f"data_range is the peak on the 0-255 scale (> 0), not {data_range!r}")
     fa, fb = _prepare(a, b, crop, y)
     mse = float(np.mean((fa - fb) ** 2))
     if mse == 0.0:
