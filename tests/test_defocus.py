@@ -562,3 +562,22 @@ class TestPreviews:
         assert out.shape == (32, 32, 3) and out.dtype == np.uint8
         with pytest.raises(InputError):
             overlay(img, np.zeros((10, 10), np.float32))
+
+
+def test_defocus_inputs_keep_their_values_or_are_refused():
+    from PIL import Image as PILImage
+
+    from blurwise.defocus import as_float_image, colorize
+    from blurwise.errors import InputError
+
+    ramp16 = (np.arange(4096).reshape(64, 64) * 16).astype(np.uint16)
+    assert abs(float(as_float_image(PILImage.fromarray(ramp16)).max()) - 65520 / 65535) < 1e-6  # was clipped to 1
+    assert float(as_float_image(PILImage.fromarray(np.full((16, 16), 0.5, np.float32))).max()) == 0.5  # was 0
+    with pytest.raises(InputError, match="reaches"):  # 0-255 floats: a white image, silently, before
+        as_float_image(np.full((16, 16, 3), 200.0, np.float32))
+    s = np.full((20, 20), 4.0, np.float32)
+    s[0, 0] = np.nan  # one pixel without an estimate must not pin the scale to 1 px
+    np.testing.assert_array_equal(colorize(s), colorize(s, vmax=4.0))  # the scale of the finite pixels
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(InputError, match="vmax"):
+            colorize(s, vmax=bad)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,10 @@ class DefocusResult:
 def as_float_image(image: Any) -> np.ndarray:
     """HWC (or HW) float32 in [0, 1] from a float/uint8/uint16/bool array, a PIL image or a ``blurwise.io`` Image."""
     arr = getattr(image, "pixels", image)
-    if hasattr(arr, "convert") and hasattr(arr, "mode"):  # PIL image
-        arr = np.asarray(arr.convert("RGB"))
+    if hasattr(arr, "convert") and hasattr(arr, "mode"):  # PIL image: 16-bit and float modes keep their values
+        from blurwise.io.image import _pil_to_array
+
+        arr = _pil_to_array(arr, "<PIL image>")[0]
     arr = np.asarray(arr)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         raise InputError(f"expected an HxW or HxWxC image, got shape {arr.shape}")
@@ -74,12 +77,16 @@ def as_float_image(image: Any) -> np.ndarray:
         raise InputError(
             f"image too small for a defocus map: {arr.shape[1]}x{arr.shape[0]} (need >= {MIN_SIDE}x{MIN_SIDE})"
         )
-    from blurwise.io.image import to_float  # the one pixel-type converter (8/16-bit scaled, bool, float kept)
+    from blurwise.io.image import (
+        float_pixels_problem,
+        to_float,  # the one pixel-type converter (8/16-bit scaled, bool, float kept)
+    )
 
     out = to_float(arr)
     if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(out).all():
-            raise InputError("image has NaN or infinite values")
+        problem = float_pixels_problem(out)  # NaN, or 0-255 data in floats (clipped, it was a white image)
+        if problem:
+            raise InputError(problem)
         out = np.clip(out, 0.0, 1.0)
     return np.ascontiguousarray(out)
 
@@ -277,9 +284,12 @@ def colorize(sigma: np.ndarray, *, vmax: float | None = None, cmap: str = "magma
     from PIL import Image, ImageDraw, ImageFont
 
     s = np.asarray(sigma, dtype=np.float32)
-    if s.ndim != 2:
-        raise InputError(f"sigma map must be HxW, got shape {s.shape}")
-    top = float(vmax) if vmax else max(1.0, float(np.percentile(s, 99)))
+    if s.ndim != 2 or s.size == 0:
+        raise InputError(f"sigma map must be a non-empty HxW array, got shape {s.shape}")
+    if vmax is not None and not (math.isfinite(vmax) and vmax > 0):
+        raise InputError(f"vmax is the top of the colour scale in px (> 0), not {vmax!r}")
+    finite = s[np.isfinite(s)]  # a NaN pixel (no estimate) must not pin the scale
+    top = float(vmax) if vmax else max(1.0, float(np.percentile(finite, 99)) if finite.size else 1.0)
     rgb = _colormap(s / top, cmap)
     if not bar:
         return rgb
