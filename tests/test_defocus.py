@@ -12,7 +12,7 @@ from blurwise.defocus.depth import prepare_depth
 from blurwise.defocus.edge import edge_defocus
 from blurwise.defocus.propagate import box_filter, guided_filter, zhuo_sim_propagate
 from blurwise.defocus.segment import segment
-from blurwise.errors import InputError, NotAvailableError, UsageError
+from blurwise.errors import InputError, ModelError, NotAvailableError, UsageError
 
 
 def step_edge(sigma: float, size: int = 96, angle: float = 0.3, offset: float = 0.37) -> np.ndarray:
@@ -457,7 +457,7 @@ class TestLearned:
             torch.testing.assert_close(m4(x), m3(x))
             for h, w in ((37, 50), (9, 13)):
                 assert m4(torch.rand(1, 3, h, w)).shape == (1, 1, h, w)
-        with pytest.raises(ValueError, match="3 or 4"):
+        with pytest.raises(ModelError, match="3 or 4"):
             create_model("defocus-cnn", channels=(16, 32))
 
     def test_loss_threshold_term(self) -> None:

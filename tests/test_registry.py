@@ -340,3 +340,20 @@ def test_weights_fingerprint_tells_weights_apart_not_names():
     assert weights_fingerprint(copy) != weights_fingerprint(shipped)  # the cache follows in-place changes
     with pytest.raises(ModelError, match="these weights differ"):
         find_light_model("edsr-s-x2", 2, copy)
+
+
+def test_bad_configs_and_metadata_are_model_errors(tmp_path):
+    for name, cfg in (("edsr", {"n_feats": -1}), ("edsr", {"scale": 5}), (["edsr"], {})):
+        with pytest.raises(ModelError):
+            create_model(name, **cfg)
+    good = tmp_path / "m.safetensors"
+    save_weights(create_model("ebmsr-x2"), good, arch="ebmsr", task="ebmsr", scale=2, config={"scale": 2})
+    state, _ = read_weights(good)
+    from safetensors.torch import save_file
+
+    for meta, said in (("[1, 2]", "not a blurwise config"), ('{"arch": "ebmsr", "config": [1]}', "not a blurwise"),
+                       ('{"arch": "ebmsr", "config": {}, "scale": "x4"}', "not an integer")):  # fmt: skip
+        bad = tmp_path / "bad.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(bad), metadata={"blurwise": meta})
+        with pytest.raises(ModelError, match=said):
+            load_model(bad)

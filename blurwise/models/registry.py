@@ -151,6 +151,8 @@ def is_shipped(variant: Variant) -> bool:
 def create_model(name: str, **cfg: Any) -> nn.Module:
     """Build an untrained model by variant or architecture name, ``cfg`` overriding its config."""
     _ensure_loaded()
+    if not isinstance(name, str):
+        raise ModelError(f"a model name is a string, not {name!r}")
     if name in _VARIANTS:
         v = _VARIANTS[name]
         spec = _ARCHS[v.arch]
@@ -162,8 +164,8 @@ def create_model(name: str, **cfg: Any) -> nn.Module:
         raise ModelError(f"unknown model {name!r}; run 'blurwise models' to list them")
     try:
         return spec.builder(**merged)
-    except TypeError as exc:
-        raise ModelError(f"bad config for {name!r}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:  # unknown keys, impossible sizes or scales
+        raise ModelError(f"bad config for {name!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
 
 
 def count_params(model: nn.Module) -> int:
@@ -395,10 +397,16 @@ def load_model(
 
         return load_foreign(path, device=device)
     state, meta = read_weights(path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise ModelError(f"{path.name}: metadata is not a blurwise config (a JSON object with a 'config' object)")
     arch = meta.get("arch")
     if arch not in _ARCHS:
         raise ModelError(f"{path.name}: unknown architecture {arch!r} in metadata")
     cfg = meta.get("config", {})
+    try:
+        meta_scale = int(meta.get("scale", 1))
+    except (TypeError, ValueError):
+        raise ModelError(f"{path.name}: scale {meta.get('scale')!r} in metadata is not an integer") from None
     model = create_model(arch, **cfg)
     try:
         model.load_state_dict(state, strict=True)
@@ -410,7 +418,7 @@ def load_model(
         name=meta.get("name", path.stem),
         arch=arch,
         task=meta.get("task", _ARCHS[arch].task),
-        scale=int(meta.get("scale", 1)),
+        scale=meta_scale,
         config=cfg,
         teacher=meta.get("teacher"),
         metadata=extra,
