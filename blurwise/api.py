@@ -693,8 +693,11 @@ def defocus_overlay(pixels: np.ndarray, sigma: np.ndarray, *, vmax: float | None
     """A visual check of a defocus map: the image (grayed) tinted by sigma (blue sharp -> red blurred)."""
     rgb = _rgb(np.asarray(pixels, dtype=np.float32))
     s = np.asarray(sigma, dtype=np.float32)
-    top = float(vmax if vmax is not None else max(np.percentile(s, 99), 1e-6))
-    t = np.clip(s / top, 0, 1)[:, :, None]
+    if s.shape != rgb.shape[:2]:
+        raise InputError(f"sigma map {s.shape} does not match the image {rgb.shape[:2]}")
+    finite = s[np.isfinite(s)]  # pixels without an estimate: shown as sharp, and kept out of the scale
+    top = float(vmax if vmax is not None else max(np.percentile(finite, 99) if finite.size else 0.0, 1e-6))
+    t = np.clip(np.nan_to_num(s, nan=0.0) / top, 0, 1)[:, :, None]
     colour = np.concatenate([t, 0.25 * np.ones_like(t), 1 - t], axis=2)
     luma = (rgb @ _Y)[:, :, None]
     return np.clip(0.5 * luma + 0.5 * colour, 0, 1).astype(np.float32)

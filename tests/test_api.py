@@ -400,3 +400,15 @@ def test_tiny_image_runs_heavy_everywhere_with_auto_routing():
     assert out.shape == (20, 28, 3) and rep.route == "off" and "too small to route" in rep.notes[0]
     with pytest.raises(InputError, match="too small"):
         blurwise.upscale(img, scale=4, route="on")
+
+
+def test_defocus_overlay_checks_the_map():
+    from blurwise.api import defocus_overlay
+
+    img = synth_image(10, 12, 3, np.float32)
+    s = np.linspace(0, 3, 120, dtype=np.float32).reshape(10, 12)
+    s[0, 0] = np.nan  # a pixel without an estimate
+    out = defocus_overlay(img, s)
+    assert out.shape == (10, 12, 3) and np.isfinite(out).all()
+    with pytest.raises(InputError, match="does not match the image"):
+        defocus_overlay(img, s[:, :10])

@@ -222,6 +222,11 @@ class TestImresize:
             imresize(rng_image(), 0.5, size=(4, 4))
         with pytest.raises(ValueError, match="non-empty"):
             imresize(np.zeros((0, 4, 3), np.uint8), 0.5)
+        for scale in (0, -2, float("nan")):  # a ZeroDivisionError or nonsense before
+            with pytest.raises(ValueError, match="positive scale"):
+                imresize(rng_image(), scale)
+        with pytest.raises(ValueError, match="at least 1x1"):
+            imresize(rng_image(), size=(0, 5))
 
     @pytest.mark.parametrize("scale,size", [(1 / 4, None), (3, None), (None, (17, 9))])
     def test_torch_version_equals_numpy(self, scale, size):

@@ -67,9 +67,13 @@ def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] 
     h, w = arr.shape[:2]
     if size is not None:
         oh, ow = int(size[0]), int(size[1])
+        if oh < 1 or ow < 1:
+            raise ValueError(f"imresize needs an output size of at least 1x1, got {size}")
         sh, sw = oh / h, ow / w
     else:
         sh = sw = float(scale)  # type: ignore[arg-type]
+        if not (math.isfinite(sh) and sh > 0):
+            raise ValueError(f"imresize needs a positive scale, got {scale}")
         oh, ow = int(math.ceil(h * sh)), int(math.ceil(w * sw))
     is_uint8 = arr.dtype == np.uint8
     is_uint16 = arr.dtype == np.uint16
