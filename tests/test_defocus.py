@@ -581,3 +581,19 @@ def test_defocus_inputs_keep_their_values_or_are_refused():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(InputError, match="vmax"):
             colorize(s, vmax=bad)
+
+
+def test_defocus_options_are_checked():
+    from blurwise.defocus import estimate_macs, overlay
+    from blurwise.defocus.segment import slic_labels
+
+    img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+    for bad in (-5, 0, 2.5):
+        with pytest.raises(UsageError, match="n_segments"):
+            slic_labels(img, bad)
+    with pytest.raises(UsageError, match="unknown method"):
+        estimate_macs(10, 10, method="bogus")
+    with pytest.raises(UsageError, match="not negative"):
+        estimate_macs(-10, 10)
+    with pytest.raises(InputError, match="alpha"):
+        overlay(img, np.zeros((32, 32), np.float32), alpha=2.0)

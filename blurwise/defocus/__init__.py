@@ -246,6 +246,10 @@ def estimate_macs(h: int, w: int, method: str = "auto", segmenter: str = "auto",
     For the learned method, the MACs of the network actually used at ``lr_scale`` (a per-scale model
     may be larger than the general one), measured when its weights load.
     """
+    if method not in METHODS or segmenter not in SEGMENTERS:
+        raise UsageError(f"unknown method {method!r} or segmenter {segmenter!r} (methods {METHODS}, {SEGMENTERS})")
+    if h < 0 or w < 0:
+        raise UsageError(f"an image size is not negative: {h}x{w}")
     if method == "auto":
         method = DEFAULT_METHOD if (DEFAULT_METHOD != "learned" or _learned_available()) else "edge"
     if method == "learned":
@@ -313,6 +317,8 @@ def overlay(
     image: Any, sigma: np.ndarray, *, alpha: float = 0.5, vmax: float | None = None, cmap: str = "magma"
 ) -> np.ndarray:
     """uint8 RGB: the colourised map blended over the image (shows what is judged blurred where)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha is the map's share of the blend, in [0, 1], not {alpha!r}")
     img = as_float_image(image)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)

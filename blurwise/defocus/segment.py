@@ -43,6 +43,10 @@ def slic_labels(image: np.ndarray, n_segments: int | None = None, compactness: f
     multichannel = img.ndim == 3 and img.shape[2] == 3
     if img.ndim == 3 and not multichannel:
         img = img[..., 0]
+    if n_segments is not None and (isinstance(n_segments, bool) or not int(n_segments) == n_segments or n_segments < 1):
+        raise UsageError(
+            f"n_segments is a number of regions (an integer >= 1, or None for automatic), not {n_segments!r}"
+        )
     n = n_segments or region_size(img.shape)
     lab = slic(
         img,
