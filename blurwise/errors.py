@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class BlurwiseError(Exception):
     """Base class of every error a user can cause; ``exit_code`` is what the CLI returns."""
@@ -29,3 +32,23 @@ class ModelError(BlurwiseError):
 
 class NotAvailableError(BlurwiseError):
     """An optional feature whose extra package or checkpoint is not installed."""
+
+
+def run_main(prog: str, main: Callable[[], Any]) -> int:
+    """Run a module's command line (``python -m ...``) the way ``blurwise`` runs its commands: an error a user can
+    cause (a :class:`BlurwiseError`, or a path the system refuses) is one line on stderr and a non-zero exit code,
+    not a traceback; Ctrl-C exits with 130."""
+    import sys
+
+    try:
+        code = main()
+    except BlurwiseError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)

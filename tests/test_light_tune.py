@@ -72,6 +72,8 @@ def test_needs_renders_and_in_focus_items_large_enough():
         (["--batch", "0"], "--batch"),
         (["--threads", "0"], "--threads"),
         (["--workers", "-1"], "--workers"),
+        (["--ema", "5"], "--ema"),
+        (["--device", "bogus"], "unknown device 'bogus'"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, capsys, args, msg):

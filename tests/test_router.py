@@ -281,3 +281,17 @@ class TestLightCorrection:
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "no bank pixel is blurred" in err
         assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_router_cli_refuses_before_any_work(tmp_path, capsys):
+    from blurwise.train.router import main
+
+    (tmp_path / "empty").mkdir()
+    fit = ["fit", "--train", str(tmp_path / "empty"), "--val", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]
+    assert main(fit) == 2 and "holds no items" in capsys.readouterr().err
+    assert main([*fit, "--report", str(tmp_path)]) == 2 and "names a folder" in capsys.readouterr().err
+    for bad in (["--taus", "a,b"], ["--steps", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*fit, *bad])
+        assert exc.value.code == 2 and "expected" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / "empty"]

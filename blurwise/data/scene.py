@@ -167,4 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from blurwise.errors import run_main
+
+    raise SystemExit(run_main("python -m blurwise.data.scene", main))

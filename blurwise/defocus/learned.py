@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from blurwise.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 TRAIN_ROOTS = ("sr/train/T91", "sr/train/BSD200", "sr/train/DIV2K6")
@@ -453,22 +455,31 @@ def learned_defocus(
 
 def main(argv: list[str] | None = None) -> None:
     """CPU recipe: make the render bank (once), train, calibrate, save the shipped weights."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from blurwise.cli import _checked, _nonneg, _positive
+
+    ap = argparse.ArgumentParser(prog="python -m blurwise.defocus.learned", description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/work/ckpt/defocus")
-    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--minutes", type=_checked(float, lambda v: v > 0, "minutes > 0"), default=20.0)
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="weights file (default: the shipped defocus-cnn[-xS] weights)")
     ap.add_argument("--bank-only", action="store_true")
     ap.add_argument("--no-train", action="store_true", help="calibrate and export the last checkpoint")
     ap.add_argument(
-        "--scale", type=int, default=0, help="train the per-scale LR estimator defocus-cnn-xS (from defocus-cnn)"
+        "--scale", type=_nonneg, default=0, help="train the per-scale LR estimator defocus-cnn-xS (from defocus-cnn)"
     )
-    ap.add_argument("--renders", type=int, default=4, help="renders per image of the per-scale bank")
+    ap.add_argument("--renders", type=_positive, default=4, help="renders per image of the per-scale bank")
     ap.add_argument("--seed", type=int, default=0, help="seed of the per-scale bank's renders")
     ap.add_argument("--init", default="defocus-cnn", help="per-scale training starts from these weights")
     ap.add_argument("--lr", type=float, default=5e-4, help="per-scale training: peak learning rate")
-    ap.add_argument("--channels", default="16,32,48", help="per-scale model: widths per level (3 or 4 levels)")
+    ap.add_argument(
+        "--channels",
+        type=_checked(
+            lambda t: [int(c) for c in t.split(",")], lambda v: len(v) in (3, 4) and min(v) > 0, "3 or 4 widths"
+        ),
+        default=[16, 32, 48],
+        help="per-scale model: widths per level (3 or 4 levels)",
+    )
     ap.add_argument("--patch", type=int, default=40, help="per-scale training: LR crop size")
     ap.add_argument("--batch", type=int, default=16, help="per-scale training: crops per step")
     ap.add_argument("--run", default=None, help="per-scale training: checkpoint folder (default WORK/xS)")
@@ -486,6 +497,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     work = Path(a.work)
     bank = work / "bank.npz"
+    if a.no_train and not (work / "last.pt").is_file():  # before a bank is rendered for nothing
+        raise UsageError(f"--no-train exports the last checkpoint, and {work / 'last.pt'} is not there")
     if not bank.is_file():
         make_bank(bank)
     if a.bank_only:
@@ -536,7 +549,7 @@ def _main_scale(a: argparse.Namespace) -> None:
     s = int(a.scale)
     bank = Path(a.work) / f"x{s}" / f"bank_x{s}.npz"
     work = Path(a.run) if a.run else bank.parent
-    cfg = {"in_channels": 3, "channels": [int(c) for c in a.channels.split(",")]}
+    cfg = {"in_channels": 3, "channels": list(a.channels)}
     if not bank.is_file():
         make_lr_bank(bank, scale=s, renders_per_image=a.renders, seed=a.seed)
     if a.bank_only:
@@ -590,4 +603,6 @@ def _main_scale(a: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from blurwise.errors import run_main
+
+    raise SystemExit(run_main("python -m blurwise.defocus.learned", main))

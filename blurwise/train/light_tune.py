@@ -187,10 +187,18 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--workers must be 0 or more, got {args.workers}")
         if args.batch < 1 or args.crop < 8:
             raise UsageError(f"--batch must be positive and --crop at least 8, got {args.batch} and {args.crop}")
+        if not 0.0 <= args.ema < 1.0:
+            raise UsageError(f"--ema is a decay in [0, 1), got {args.ema}")
+        from blurwise.tiling import resolve_device
+
+        resolve_device(args.device)  # a device that is not there: one line now, not a torch traceback later
         _run(args, argv)
     except BlurwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a bank or output path the system refuses
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

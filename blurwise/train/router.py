@@ -423,25 +423,28 @@ def calibrate(model: Any, val: list[dict], scale: int, patch: int, taus: list[fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m blurwise.train.router {bank,fit} ...``"""
+    """``python -m blurwise.train.router {bank,fit,debias} ...``"""
+    from blurwise.cli import _checked, _positive
+
+    taus = _checked(lambda t: [float(v) for v in t.split(",")], lambda v: len(v) > 0, "comma-separated numbers")
     ap = argparse.ArgumentParser(prog="python -m blurwise.train.router", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bank", help="render the training or validation bank")
     b.add_argument("--split", choices=("train", "val"), required=True)
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--scale", type=int, default=4)
-    b.add_argument("--limit", type=int, default=None, help="first N images only")
-    b.add_argument("--renders", type=int, default=2, help="defocus renders per training image (default 2)")
-    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--limit", type=_positive, default=None, help="first N images only")
+    b.add_argument("--renders", type=_positive, default=2, help="defocus renders per training image (default 2)")
+    b.add_argument("--threads", type=_positive, default=2)
     f = sub.add_parser("fit", help="fit, calibrate and export the router")
     f.add_argument("--train", required=True, type=Path)
     f.add_argument("--val", required=True, type=Path)
     f.add_argument("--scale", type=int, default=4)
-    f.add_argument("--steps", type=int, default=3000)
+    f.add_argument("--steps", type=_positive, default=3000)
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--hidden", type=int, default=32)
-    f.add_argument("--depth", type=int, default=2)
-    f.add_argument("--taus", default="-0.5,-0.25,0,0.25,0.5,0.75,1,1.25,1.5,2")
+    f.add_argument("--hidden", type=_positive, default=32)
+    f.add_argument("--depth", type=_positive, default=2)
+    f.add_argument("--taus", type=taus, default=[-0.5, -0.25, 0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2])
     f.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped router-xS)")
     f.add_argument("--report", type=Path, default=None, help="also write the validation table (Markdown) here")
     g = sub.add_parser("debias", help="fold the light model's gain and offset on blurred bank pixels into it")
@@ -450,10 +453,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
     args = ap.parse_args(argv)
     try:
+        if args.cmd == "fit" and args.report is not None and args.report.is_dir():
+            raise UsageError(f"--report names a folder, not a Markdown file: {args.report}")
         return _run(args, argv)
     except BlurwiseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a bank or output path the system refuses
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace, argv: Any) -> int:
@@ -474,6 +482,9 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
     torch.set_num_threads(1)
     t0 = time.time()
     train, val = load_bank(args.train), load_bank(args.val)
+    for name, bank in (("--train", train), ("--val", val)):
+        if not bank:
+            raise UsageError(f"{name} bank {getattr(args, name[2:])} holds no items (make one with 'bank')")
     model = fit(
         train,
         scale=args.scale,
@@ -483,8 +494,7 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
         hidden=args.hidden,
         depth=args.depth,
     )
-    taus = [float(v) for v in args.taus.split(",")]
-    tau, rows = calibrate(model, val, args.scale, DEFAULT_PATCH, taus)
+    tau, rows = calibrate(model, val, args.scale, DEFAULT_PATCH, args.taus)
     if tau is None:
         print("no threshold meets the calibration rule; nothing written", file=sys.stderr)
         return 1
