@@ -404,3 +404,12 @@ def test_cli_bad_config_exit_code(tmp_path, capsys):
 
     assert main([str(_cfg(tmp_path, 'task = "x"\n'))]) == 2
     assert "task must be one of" in capsys.readouterr().err
+
+
+def test_smoke_run_with_a_bad_config_leaves_no_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(UsageError):
+        run("sr_edsr-s_x2", device="cpu", smoke=True, overrides={"optim.lr": "abc"})
+    assert list(tmp_path.iterdir()) == []

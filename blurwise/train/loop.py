@@ -557,9 +557,17 @@ def _run_config(path: str | Path, smoke: bool, overrides: dict[str, Any] | None)
     import tempfile
 
     overrides = dict(overrides or {})
+    made = None
     if smoke and not any(k in overrides for k in ("output.dir", "output", "out_dir")):
-        overrides["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
-    return load_config(path, smoke=smoke, overrides=overrides)
+        made = overrides["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
+    try:
+        return load_config(path, smoke=smoke, overrides=overrides)
+    except BaseException:  # a config that does not load leaves no empty smoke folder behind
+        if made is not None:
+            import shutil
+
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def run(
