@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from blurwise import __version__
-from blurwise.errors import BlurwiseError, NotAvailableError, OutputError, UsageError
+from blurwise.errors import BlurwiseError, NotAvailableError, OutputError, UsageError, first_line
 
 PROG = "blurwise"
 MAX_INPUT_MP = 400  # blurwise.io.image.MAX_PIXELS / 1e6, kept here so building the parser imports no image code
@@ -43,12 +43,7 @@ def _need(module: str, attr: str, feature: str) -> Any:
         mod = importlib.import_module(module)
         return getattr(mod, attr)
     except (ImportError, AttributeError) as exc:
-        raise NotAvailableError(f"{feature} is not available yet ({module}.{attr}: {_first(exc)})") from None
-
-
-def _first(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise NotAvailableError(f"{feature} is not available yet ({module}.{attr}: {first_line(exc)})") from None
 
 
 def _call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -904,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{PROG}: error: {exc}")
         return exc.exit_code
     except NotImplementedError as exc:
-        _say(f"{PROG}: error: not available yet: {_first(exc) if str(exc) else args.command}")
+        _say(f"{PROG}: error: not available yet: {first_line(exc) if str(exc) else args.command}")
         return 1
     except KeyboardInterrupt:
         _say(f"{PROG}: interrupted")
@@ -913,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         hint = "" if debug else " (run with --debug for the traceback)"
-        _say(f"{PROG}: error: unexpected {type(exc).__name__}: {_first(exc)}{hint}")
+        _say(f"{PROG}: error: unexpected {type(exc).__name__}: {first_line(exc)}{hint}")
         return 1
 
 

@@ -34,6 +34,13 @@ class NotAvailableError(BlurwiseError):
     """An optional feature whose extra package or checkpoint is not installed."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): what a one-line error quotes of
+    a library's failure, whose message may run over many lines."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def run_main(prog: str, main: Callable[[], Any]) -> int:
     """Run a module's command line (``python -m ...``) the way ``blurwise`` runs its commands: an error a user can
     cause (a :class:`BlurwiseError`, or a path the system refuses) is one line on stderr and a non-zero exit code,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from blurwise.errors import InputError, ModelError, UsageError
+from blurwise.errors import InputError, ModelError, UsageError, first_line
 from blurwise.metrics import imresize, psnr, ssim
 
 __all__ = ["evaluate", "BASELINES", "IMAGE_EXTS", "list_images", "find_pairs", "load_rgb8"]
@@ -97,7 +97,7 @@ def _manifest_items(folder: Path, task: str) -> list[tuple[Any, ...]] | None:
         items = json.loads(mpath.read_text())["items"]
         items = sorted(items, key=lambda it: str(it["id"]))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{mpath}: not a readable evaluation-set manifest ({_first_line(exc)})") from None
+        raise InputError(f"{mpath}: not a readable evaluation-set manifest ({first_line(exc)})") from None
     keys = ("hr",) if task == "sr" else ("blur", "sharp")
     if not all(isinstance(it.get(k), str) for it in items for k in keys):
         other = "deblur" if task == "sr" else "sr"
@@ -112,11 +112,6 @@ def _manifest_items(folder: Path, task: str) -> list[tuple[Any, ...]] | None:
             raise InputError(f"{missing[0]} is listed in {mpath} but missing")
         out.append((str(it["id"]), *paths))
     return out
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def _round8(x: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from blurwise.errors import ModelError, NotAvailableError, OutputError, UsageError
+from blurwise.errors import ModelError, NotAvailableError, OutputError, UsageError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ def export_onnx(
         except NotAvailableError:
             raise
         except Exception as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelError(f"ONNX export failed: {msg}") from None
+            raise ModelError(f"ONNX export failed: {first_line(exc)}") from None
         if verify:
             test = _sample_input(in_ch, (29, 35) if dynamic else (24, 20), batch=2 if dynamic else 1, seed=1)
             if half:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blurwise.errors import InputError, NotAvailableError, OutputError
+from blurwise.errors import InputError, NotAvailableError, OutputError, first_line
 from blurwise.io import png16
 
 log = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ def _open_pil(path: Path, max_pixels: int | None):
         except UnidentifiedImageError:
             raise InputError(f"not an image (unknown or unsupported format): {path}") from None
         except (OSError, ValueError, SyntaxError) as exc:
-            raise InputError(f"corrupt image ({_first_line(exc)}): {path}") from None
+            raise InputError(f"corrupt image ({first_line(exc)}): {path}") from None
         finally:
             PILImage.MAX_IMAGE_PIXELS = old
     _check_size(path, im.width, im.height, max_pixels)
@@ -437,11 +437,6 @@ def _register_heif(path: Path) -> None:
             f"reading HEIC/HEIF needs the optional pillow-heif package (pip install 'blurwise[heif]'): {path}"
         ) from None
     pillow_heif.register_heif_opener()
-
-
-def _first_line(exc: BaseException) -> str:
-    s = str(exc).strip().splitlines()
-    return s[0] if s else type(exc).__name__
 
 
 def _pil_to_array(im, path: Path) -> tuple[np.ndarray, int]:
@@ -490,7 +485,7 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or _first_line(exc)}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror or first_line(exc)}") from None
     tiff_problem = None
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         try:
@@ -498,7 +493,7 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
         except InputError:
             raise
         except Exception as exc:  # a compression or colour space tifffile cannot decode: try Pillow
-            tiff_problem = _first_line(exc)
+            tiff_problem = first_line(exc)
             log.debug("tifffile failed on %s (%s); trying Pillow", path.name, tiff_problem)
     if head.startswith(png16.SIGNATURE):
         img = _read_png16(path, head, limit)
@@ -529,7 +524,7 @@ def read_image(path: str | os.PathLike, *, allow_large: bool = False, max_pixels
     except InputError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InputError(f"corrupt or truncated image ({_first_line(exc)}): {path}") from None
+        raise InputError(f"corrupt or truncated image ({first_line(exc)}): {path}") from None
     if bits < src_bits:
         log.warning("%s: %d-bit TIFF read at %d bits by Pillow (tifffile: %s)", path.name, src_bits, bits, tiff_problem)
     exif, _ = _reset_orientation(exif_raw)
@@ -683,7 +678,7 @@ def write_image(
         raise
     except OSError as exc:
         _unlink(tmp)
-        raise OutputError(f"cannot write {path}: {exc.strerror or _first_line(exc)}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
     except BaseException:
         _unlink(tmp)
         raise

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from blurwise.errors import ModelError
+from blurwise.errors import ModelError, first_line
 from blurwise.models.registry import model_info
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelError(f"cannot load {path.name} as plain weights (weights_only=True): {msg}") from None
+            why = first_line(exc)
+            raise ModelError(f"cannot load {path.name} as plain weights (weights_only=True): {why}") from None
     for _ in range(3):  # e.g. {"params_ema": {...}} or {"model": {"state_dict": {...}}}
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
             inner = next((obj[k] for k in CONTAINER_KEYS if isinstance(obj.get(k), dict)), None)

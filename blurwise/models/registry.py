@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from blurwise.errors import ModelError
+from blurwise.errors import ModelError, first_line
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 META_KEY = "blurwise"  # safetensors metadata key holding the JSON config
@@ -165,7 +165,7 @@ def create_model(name: str, **cfg: Any) -> nn.Module:
     try:
         return spec.builder(**merged)
     except (TypeError, ValueError, RuntimeError) as exc:  # unknown keys, impossible sizes or scales
-        raise ModelError(f"bad config for {name!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        raise ModelError(f"bad config for {name!r}: {first_line(exc)}") from None
 
 
 def count_params(model: nn.Module) -> int:
