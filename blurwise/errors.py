@@ -41,21 +41,22 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def run_main(prog: str, main: Callable[[], Any]) -> int:
+def run_main(prog: str | None, main: Callable[[], Any]) -> int:
     """Run a module's command line (``python -m ...``) the way ``blurwise`` runs its commands: an error a user can
-    cause (a :class:`BlurwiseError`, or a path the system refuses) is one line on stderr and a non-zero exit code,
-    not a traceback; Ctrl-C exits with 130."""
+    cause (a :class:`BlurwiseError`, or a path the system refuses) is one line on stderr, ``PROG: error: ...``
+    (``error: ...`` without a ``prog``), and a non-zero exit code, not a traceback; Ctrl-C exits with 130."""
     import sys
 
+    head = f"{prog}: " if prog else ""
     try:
         code = main()
     except BlurwiseError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{head}error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{head}error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{head}interrupted", file=sys.stderr)
         return 130
     return int(code or 0)

@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from blurwise.data.paths import data_path, data_root
-from blurwise.errors import BlurwiseError, InputError, OutputError
+from blurwise.errors import InputError, OutputError, run_main
 
 log = logging.getLogger(__name__)
 
@@ -584,19 +583,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="parallel render processes (default 1)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        summary = make_eval(
-            args.out,
-            args.small,
-            sets=args.sets.split(",") if args.sets else None,
-            overwrite=args.overwrite,
-            jobs=args.jobs,
-        )
-    except BlurwiseError as exc:  # one line, as from the blurwise command
-        print(f"{ap.prog}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(summary, indent=1))
-    return 0
+
+    def make() -> None:
+        sets = args.sets.split(",") if args.sets else None
+        summary = make_eval(args.out, args.small, sets=sets, overwrite=args.overwrite, jobs=args.jobs)
+        print(json.dumps(summary, indent=1))
+
+    return run_main(ap.prog, make)
 
 
 if __name__ == "__main__":

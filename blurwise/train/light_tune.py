@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from blurwise.errors import BlurwiseError, UsageError
+from blurwise.errors import UsageError, run_main
 
 CROP = 40  # LR crop side (default)
 BATCH = 8  # crops per step (default; the GPU job takes 256, cut by worker processes)
@@ -174,32 +174,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
     args = ap.parse_args(argv)
-    try:
-        if not 0.0 <= args.sharp_frac <= 1.0:
-            raise UsageError(f"--sharp-frac must be in [0, 1], got {args.sharp_frac}")
-        if args.steps < 1:
-            raise UsageError(f"--steps must be positive, got {args.steps}")
-        if args.minutes is not None and not args.minutes > 0:
-            raise UsageError(f"--minutes must be positive, got {args.minutes}")
-        if args.threads < 1:
-            raise UsageError(f"--threads must be positive, got {args.threads}")
-        if args.workers < 0:
-            raise UsageError(f"--workers must be 0 or more, got {args.workers}")
-        if args.batch < 1 or args.crop < 8:
-            raise UsageError(f"--batch must be positive and --crop at least 8, got {args.batch} and {args.crop}")
-        if not 0.0 <= args.ema < 1.0:
-            raise UsageError(f"--ema is a decay in [0, 1), got {args.ema}")
-        from blurwise.tiling import resolve_device
+    return run_main(None, lambda: _checked_run(args, argv))
 
-        resolve_device(args.device)  # a device that is not there: one line now, not a torch traceback later
-        _run(args, argv)
-    except BlurwiseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a bank or output path the system refuses
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+def _checked_run(args: argparse.Namespace, argv: Any) -> None:
+    """:func:`_run` after the flags' checks (before any bank is read)."""
+    if not 0.0 <= args.sharp_frac <= 1.0:
+        raise UsageError(f"--sharp-frac must be in [0, 1], got {args.sharp_frac}")
+    if args.steps < 1:
+        raise UsageError(f"--steps must be positive, got {args.steps}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise UsageError(f"--minutes must be positive, got {args.minutes}")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be positive, got {args.threads}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
+    if args.batch < 1 or args.crop < 8:
+        raise UsageError(f"--batch must be positive and --crop at least 8, got {args.batch} and {args.crop}")
+    if not 0.0 <= args.ema < 1.0:
+        raise UsageError(f"--ema is a decay in [0, 1), got {args.ema}")
+    from blurwise.tiling import resolve_device
+
+    resolve_device(args.device)  # a device that is not there: one line now, not a torch traceback later
+    _run(args, argv)
 
 
 def _run(args: argparse.Namespace, argv: Any) -> None:

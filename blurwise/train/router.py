@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from blurwise.errors import BlurwiseError, UsageError
+from blurwise.errors import UsageError, run_main
 
 MEAN_DB, WORST_DB, INFOCUS_DB = -0.03, -0.3, -0.02  # as benchmarks/routed_sr.py's calibration rule
 N_VAL_IMAGES = 12
@@ -452,16 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--scale", type=int, default=4)
     g.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
     args = ap.parse_args(argv)
-    try:
-        if args.cmd == "fit" and args.report is not None and args.report.is_dir():
-            raise UsageError(f"--report names a folder, not a Markdown file: {args.report}")
-        return _run(args, argv)
-    except BlurwiseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:  # a bank or output path the system refuses
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_main(None, lambda: _run(args, argv))
 
 
 def _run(args: argparse.Namespace, argv: Any) -> int:
@@ -469,6 +460,9 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
     import torch
 
     from blurwise.routing import DEFAULT_PATCH
+
+    if args.cmd == "fit" and args.report is not None and args.report.is_dir():
+        raise UsageError(f"--report names a folder, not a Markdown file: {args.report}")
 
     if args.cmd == "bank":
         torch.set_num_threads(args.threads)
