@@ -426,7 +426,7 @@ def find_light(
     """
     notes = [] if notes is None else notes
     try:
-        from blurwise.routing import find_light_model, taught_by, upscale_routed  # noqa: F401
+        from blurwise.routing import check_taught_by, find_light_model, upscale_routed  # noqa: F401
     except ImportError:
         if route == "on" or light is not None:
             raise NotAvailableError(
@@ -437,11 +437,8 @@ def find_light(
     try:
         name = light if light is not None else find_light_model(info.name, scale, heavy)
         lm, li = get_model(name, device=device, trust_pickle=trust_pickle)
-        if heavy is not None and li.task == "ebmsr" and not taught_by(li, heavy, info):
-            raise ModelError(
-                f"light model {li.name!r} was distilled from {li.teacher!r}, not from these heavy weights "
-                f"({info.name!r}); make a matching one with 'blurwise train distill --teacher FILE'"
-            )
+        if heavy is not None:
+            check_taught_by(li, heavy, info)
     except ModelError as exc:
         if route == "on" or light is not None:
             raise

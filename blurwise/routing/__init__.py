@@ -66,6 +66,7 @@ __all__ = [
     "lr_map_kwargs",
     "lr_map_macs",
     "execute_plan",
+    "check_taught_by",
     "find_light_model",
     "grid_shape",
     "learned_scores",
@@ -75,6 +76,7 @@ __all__ = [
     "resolve_models",
     "router_for",
     "routing_overlay",
+    "taught_by",
     "texture_scores",
     "upscale_routed",
 ]
@@ -246,6 +248,16 @@ def taught_by(light_info: Any, heavy: Any, heavy_info: Any) -> bool:
     return heavy_info.name in (teacher, Path(teacher).stem)
 
 
+def check_taught_by(light_info: Any, heavy: Any, heavy_info: Any) -> None:
+    """A one-line ModelError unless the light model (an EBM-SR) was distilled from these heavy weights
+    (:func:`taught_by`); other light models pass."""
+    if light_info.task == "ebmsr" and not taught_by(light_info, heavy, heavy_info):
+        raise ModelError(
+            f"light model {light_info.name!r} was distilled from {light_info.teacher!r}, not from these heavy "
+            f"weights ({heavy_info.name!r}); make a matching one with 'blurwise train distill --teacher FILE'"
+        )
+
+
 def find_light_model(heavy_name: str, scale: int, heavy: Any = None) -> str:
     """Name of the registered EBM-SR distilled from ``heavy_name`` at ``scale`` (and, with the ``heavy`` model
     given, from these very weights: :func:`taught_by`), or a one-line ModelError."""
@@ -293,11 +305,8 @@ def resolve_models(
         raise ModelError(
             f"scale mismatch: heavy model {hi.name!r} is x{hi.scale}, light model {li.name!r} is x{li.scale}"
         )
-    if check_teacher and li.task == "ebmsr" and not taught_by(li, hm, hi):
-        raise ModelError(
-            f"light model {li.name!r} was distilled from {li.teacher!r}, not from these heavy weights ({hi.name!r}); "
-            "make a matching one with 'blurwise train distill --teacher FILE'"
-        )
+    if check_teacher:
+        check_taught_by(li, hm, hi)
     if li.in_channels not in (3, 4):
         raise ModelError(f"light model {li.name!r} takes {li.in_channels} channels; expected 4 (RGB + sigma) or 3")
     return (hm, hi), (lm, li)
