@@ -295,24 +295,27 @@ def save_weights(
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (parameter versions, fingerprint)
 
 
-def weights_fingerprint(model: nn.Module) -> str:
-    """A short hash of ``model``'s weights as they ship (fp16, plain layout).
+def weights_fingerprint(weights: nn.Module | dict[str, torch.Tensor]) -> str:
+    """A short hash of a model's weights (or a state dict) as they ship (fp16, plain layout).
 
     Names do not identify weights (a model trained from a shipped config carries the shipped name), so this is
     what ties an EBM-SR to the very teacher it was distilled from. Cached per model until its weights change.
     """
-    versions = tuple(t._version for t in model.state_dict().values())
-    hit = _FINGERPRINTS.get(model)
+    module = weights if isinstance(weights, nn.Module) else None
+    state = module.state_dict() if module is not None else weights
+    versions = tuple(t._version for t in state.values())
+    hit = _FINGERPRINTS.get(module) if module is not None else None
     if hit is not None and hit[0] == versions:
         return hit[1]
     h = hashlib.sha256()
-    for k, t in sorted(model.state_dict().items()):
+    for k, t in sorted(state.items()):
         t = t.detach().cpu()
         t = t.half() if t.is_floating_point() else t
         h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.numpy().tobytes())  # C order whatever the tensor's memory format
     fp = h.hexdigest()[:16]
-    _FINGERPRINTS[model] = (versions, fp)
+    if module is not None:
+        _FINGERPRINTS[module] = (versions, fp)
     return fp
 
 

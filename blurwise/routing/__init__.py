@@ -217,14 +217,16 @@ def _as_model(spec: Any, *, device: Any, allow_untrained: bool) -> tuple[Any, An
 
 @functools.lru_cache(maxsize=8)
 def _shipped_fingerprint(name: str) -> str | None:
-    """The weights fingerprint of a registered model's shipped weights (None: not a shipped registered model)."""
-    from blurwise.models import get_variant, load_model, weights_fingerprint
-    from blurwise.models.registry import is_shipped
+    """The weights fingerprint of a registered model's shipped weights (None: not a shipped registered model), read
+    from the file: no model is built for it."""
+    from blurwise.models import get_variant, weights_fingerprint
+    from blurwise.models.registry import WEIGHTS_DIR, is_shipped, read_weights
 
     try:
-        if not is_shipped(get_variant(name)):
+        v = get_variant(name)
+        if not is_shipped(v):
             return None
-        return weights_fingerprint(load_model(name)[0])
+        return weights_fingerprint(read_weights(WEIGHTS_DIR / v.weights)[0])
     except (ModelError, KeyError):
         return None
 
