@@ -40,8 +40,27 @@ def _pack_one(job: tuple[Path, Path, str]) -> int:
     return dst.stat().st_size
 
 
+def _ignore(out: Path) -> None:
+    """List ``out``'s top folder in ``.git/info/exclude`` (a fresh clone has none), so the copy stays out of
+    ``git status`` and travels only when named in the device tool's carry."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        rel = out.resolve().relative_to(repo)
+    except ValueError:
+        return  # outside the repository: nothing to ignore
+    entry = f"/{rel.parts[0]}/"
+    exclude = repo / ".git" / "info" / "exclude"
+    if not (repo / ".git").is_dir():
+        return
+    exclude.parent.mkdir(exist_ok=True)
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
+    if entry not in lines:
+        exclude.write_text("\n".join([*lines, entry]) + "\n")
+
+
 def pack(shared: Path, out: Path) -> None:
     """Write the compact copy of the training data under ``out``."""
+    _ignore(out)
     jobs = []
     for subs, kind, ext in ((LOSSLESS, "webp", ".webp"), (JPEG, "jpeg", ".jpg"), (AS_IS, "png", ".png")):
         for sub in subs:
