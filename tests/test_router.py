@@ -295,3 +295,38 @@ def test_router_cli_refuses_before_any_work(tmp_path, capsys):
             main([*fit, *bad])
         assert exc.value.code == 2 and "expected" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "empty"]
+
+
+def test_shipped_routers_record_the_shipped_pair():
+    """A router predicts one pair's gain: shipping new heavy or light weights without refitting it must show."""
+    from blurwise.routing import ROUTER_MODELS, _shipped_fingerprint, find_light_model
+
+    for scale, name in ROUTER_MODELS.items():
+        if not is_shipped(get_variant(name)):
+            continue
+        pair = load_model(name)[1].metadata["training"]["pair"]
+        heavy = f"edsr-s-x{scale}"
+        assert pair == {
+            "heavy": _shipped_fingerprint(heavy),
+            "light": _shipped_fingerprint(find_light_model(heavy, scale)),
+        }
+
+
+def test_router_banks_keep_their_pair(tmp_path, capsys):
+    import json
+
+    from blurwise.routing import _shipped_fingerprint
+    from blurwise.train.router import PAIR_FILE, bank_pair, main, make_bank
+
+    make_bank(tmp_path / "a", "val", limit=0)  # no items, just the record of the weights it would cache
+    assert bank_pair(tmp_path / "a") == {
+        "heavy": _shipped_fingerprint("edsr-s-x4"),
+        "light": _shipped_fingerprint("ebmsr-x4"),
+    }
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / PAIR_FILE).write_text(json.dumps({"heavy": "0" * 16, "light": "1" * 16}))
+    with pytest.raises(UsageError, match="made with other weights"):
+        make_bank(tmp_path / "b", "val", limit=0)  # resuming it would mix outputs of two pairs
+    fit = ["fit", "--train", str(tmp_path / "a"), "--val", str(tmp_path / "b"), "--out", str(tmp_path / "r")]
+    assert main(fit) == 2 and "different weights" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

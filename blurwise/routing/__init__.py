@@ -475,14 +475,18 @@ def router_for(
     trained_for = info.metadata.get("training", {}).get("heavy")
     if trained_for not in (None, heavy_name):
         return None
-    if models is not None and trained_for is not None:  # the pair it learned: the shipped weights of both
+    if models is not None and trained_for is not None:  # the very weights of the pair it learned
         from blurwise.models import weights_fingerprint
 
-        try:
-            pair = (trained_for, find_light_model(trained_for, scale))
-        except ModelError:
-            return None
-        if any(_shipped_fingerprint(n) != weights_fingerprint(m) for n, m in zip(pair, models, strict=True)):
+        learned = info.metadata.get("training", {}).get("pair")
+        if learned:
+            want = (learned.get("heavy"), learned.get("light"))
+        else:  # a router without the record: the shipped weights of both
+            try:
+                want = tuple(map(_shipped_fingerprint, (trained_for, find_light_model(trained_for, scale))))
+            except ModelError:
+                return None
+        if any(w != weights_fingerprint(m) for w, m in zip(want, models, strict=True)):
             return None
     return name
 

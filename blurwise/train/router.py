@@ -38,6 +38,7 @@ MEAN_DB, WORST_DB, INFOCUS_DB = -0.03, -0.3, -0.02  # as benchmarks/routed_sr.py
 N_VAL_IMAGES = 12
 VAL_SEEDS = (1000, 2000, 3000)  # benchmarks/routed_sr.py --calibrate-seeds
 TRAIN_SEED = 5000
+PAIR_FILE = "pair.json"  # in a bank folder: the fingerprints of the heavy and light weights it caches
 CROP = 16  # patch cells per training crop side
 
 
@@ -87,12 +88,21 @@ def make_bank(out: Path, split: str, *, scale: int = 4, limit: int | None = None
     Train: ``renders`` defocus renders per image (seeds TRAIN_SEED + 1000 k + i) and every other image in focus.
     """
     from blurwise.data.datasets import read_rgb
-    from blurwise.models import load_model
+    from blurwise.models import load_model, weights_fingerprint
     from blurwise.routing import find_light_model
 
     heavy_name = f"edsr-s-x{scale}"
     models = {"heavy": load_model(heavy_name)[0], "light": load_model(find_light_model(heavy_name, scale))[0]}
+    pair = {k: weights_fingerprint(m) for k, m in models.items()}
+    made_with = bank_pair(out)
+    if made_with is not None and made_with != pair:
+        raise UsageError(
+            f"bank {out} was made with other weights (heavy {made_with.get('heavy')}, light {made_with.get('light')}; "
+            f"now {pair['heavy']}, {pair['light']}): give a new folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    if made_with is None:
+        (out / PAIR_FILE).write_text(json.dumps(pair) + "\n")
     files = _files(split)[:limit]
     n = 0
     for i, f in enumerate(files):
@@ -116,6 +126,17 @@ def make_bank(out: Path, split: str, *, scale: int = 4, limit: int | None = None
             n += 1
         print(f"{split} {i + 1}/{len(files)} {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
     return n
+
+
+def bank_pair(folder: Path) -> dict | None:
+    """The weights fingerprints (``heavy``, ``light``) of the models whose outputs a bank caches, or None for a
+    bank without the record (made before it was kept). A router fitted on the bank predicts for this pair only."""
+    try:
+        return json.loads((Path(folder) / PAIR_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{Path(folder) / PAIR_FILE}: unreadable ({e})") from None
 
 
 def load_bank(folder: Path) -> list[dict]:
@@ -475,6 +496,10 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
         return 0
     torch.set_num_threads(1)
     t0 = time.time()
+    pairs = {name: bank_pair(getattr(args, name[2:])) for name in ("--train", "--val")}
+    if None not in pairs.values() and pairs["--train"] != pairs["--val"]:
+        raise UsageError("the --train and --val banks were made with different weights: rebuild one of them")
+    pair = pairs["--train"] or pairs["--val"]
     train, val = load_bank(args.train), load_bank(args.val)
     for name, bank in (("--train", train), ("--val", val)):
         if not bank:
@@ -505,6 +530,7 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
             "seed": args.seed,
             "minutes": round((time.time() - t0) / 60, 1),
             "heavy": f"edsr-s-x{args.scale}",
+            **({"pair": pair} if pair else {}),  # the weights it predicts for (blurwise.routing.router_for)
         },
         "routing": {"threshold": tau, "patch": DEFAULT_PATCH, "rule": [MEAN_DB, WORST_DB, INFOCUS_DB]},
         "validation": {"data": "sr/train/BSD200 first 12, seeds 1000/2000/3000 + in focus", "rows": rows},
