@@ -323,8 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         "example: blurwise bench -m edsr-s-x4 --size 1280x720 --runs 5",
     )
     sp.add_argument("-m", "--model", help="model name/path (default: the default model for --task/--scale)")
-    sp.add_argument("--task", choices=["sr", "deblur"], default="sr", help="picks the default model")
-    sp.add_argument("-s", "--scale", type=_positive, default=4, help="picks the default SR model")
+    sp.add_argument("--task", choices=["sr", "deblur"], help="picks the default model (default sr)")
+    sp.add_argument("-s", "--scale", type=_positive, help="picks the default SR model (default 4)")
     sp.add_argument("--size", type=_size, default=(1280, 720), metavar="WxH", help="OUTPUT size (default 1280x720)")
     sp.add_argument("--runs", type=_positive, default=5, help="timed runs (median reported)")
     sp.add_argument("--warmup", type=_nonneg, default=1)
@@ -745,9 +745,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from blurwise.models import default_variant
     from blurwise.tiling import run_tiled
 
+    if args.model in ("bicubic", "identity"):
+        raise UsageError(f"{args.model} is a baseline, not a model: bench times registered or saved models")
+    task = args.task or "sr"
+    if task != "sr" and args.scale is not None:
+        raise UsageError(f"-s/--scale picks an SR model; --task {task} has no scale")
     dev = resolve_device(args.device)
-    name = args.model or default_variant(args.task, args.scale if args.task == "sr" else 1).name
+    name = args.model or default_variant(task, args.scale or 4 if task == "sr" else 1).name
     model, info = get_model(name, device=dev, trust_pickle=args.trust_pickle, allow_untrained=True)
+    if info.task == "router":
+        raise UsageError(
+            f"{info.name} is a patch router (it reads routing features, not an image): bench times image models"
+        )
+    if args.task is not None and args.task != info.task and not (args.task == "sr" and info.task == "ebmsr"):
+        raise UsageError(f"{info.name} is for task {info.task}, not --task {args.task}")
+    if args.scale is not None and args.scale != max(1, int(info.scale)):
+        what = f"upscales x{info.scale}" if info.scale > 1 else "does not upscale"
+        raise UsageError(f"model {info.name!r} {what}, but the scale asked for is x{args.scale} (-s)")
     half = _half_mode(args.half, dev, info)  # as upscale/deblur read --half (fp16 on a CPU is refused)
     w, h = args.size
     s = max(1, int(info.scale))

@@ -555,6 +555,21 @@ class TestForwarding:
         code, _, err = run(capsys, "bench", "-m", "edsr-s-x2", "--size", "33x32", "--device", "cpu")
         assert code == 2 and "multiple" in err
 
+    @pytest.mark.parametrize(
+        "flags, msg",
+        [
+            (["-m", "edsr-s-x4", "-s", "2"], "upscales x4, but the scale asked for is x2"),
+            (["-m", "lprn", "-s", "4"], "does not upscale"),
+            (["--task", "deblur", "-s", "2"], "has no scale"),
+            (["--task", "deblur", "-m", "edsr-s-x4"], "not --task deblur"),
+            (["-m", "bicubic"], "baseline"),
+            (["-m", "router-x4"], "patch router"),
+        ],
+    )
+    def test_bench_refuses_contradictions(self, capsys, flags, msg):
+        code, out, err = run(capsys, "bench", *flags, "--device", "cpu")  # refused before any timing
+        assert code == 2 and msg in err and err.count("\n") == 1 and not out
+
     def test_train_forwards(self, capsys, monkeypatch):
         import blurwise.train
         from blurwise.train.loop import RunResult
