@@ -339,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='JSON list of {"name","task","scale","params","shipped","default"}'
     )
     sp.add_argument("--task", choices=["sr", "ebmsr", "deblur", "defocus", "router"], help="only this task")
+    sp.add_argument("-s", "--scale", type=_positive, help="only models of this scale (1: no upscaling)")
 
     sp = add(
         "train",
@@ -655,7 +656,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     rows = []
     for v in list_variants():
-        if args.task and v.task != args.task:
+        if (args.task and v.task != args.task) or (args.scale and max(1, int(v.scale)) != args.scale):
             continue
         try:
             params = count_params(create_model(v.name))
@@ -918,6 +919,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say(f"{PROG}: interrupted")
         return 130
+    except BrokenPipeError:  # stdout closed early (`blurwise models --json | head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush must not fail
+        return 141  # 128 + SIGPIPE
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
         if debug:
             traceback.print_exc()

@@ -136,6 +136,25 @@ class TestModels:
         code, out, _ = run(capsys, "models", "--task", "deblur")
         assert code == 0 and out.splitlines()[0].split()[:3] == ["name", "task", "scale"]
 
+    def test_scale_filter(self, capsys):
+        code, out, _ = run(capsys, "models", "-s", "2", "--json")
+        assert code == 0 and {r["scale"] for r in json.loads(out)} == {2}
+        code, out, _ = run(capsys, "models", "-s", "1", "--json")
+        assert code == 0 and {r["task"] for r in json.loads(out)} == {"deblur", "defocus"}
+
+    def test_closed_pipe_is_quiet(self):
+        """`blurwise models --json | head -1`: the reader goes away; no error line, the shell's SIGPIPE status."""
+        import subprocess
+
+        code = "import sys, blurwise.cli as c; sys.stdin.readline(); sys.exit(c.main(['models', '--json']))"
+        pipes = {k: subprocess.PIPE for k in ("stdin", "stdout", "stderr")}
+        p = subprocess.Popen([sys.executable, "-u", "-c", code], **pipes)  # -u: writes reach the pipe at once
+        p.stdout.close()  # the reader is gone before the command writes
+        p.stdin.write(b"\n")
+        p.stdin.close()
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=60) == 141 and err == ""
+
 
 # --------------------------------------------------------------------------- upscale / deblur folder runs
 
