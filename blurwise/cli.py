@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from blurwise import __version__
+from blurwise import __version__, argtypes
 from blurwise.errors import BlurwiseError, NotAvailableError, OutputError, UsageError, first_line
 
 PROG = "blurwise"
@@ -80,48 +80,7 @@ def _half(args: argparse.Namespace) -> Any:
     return getattr(args, "half", None) or "auto"
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-        if w <= 0 or h <= 0:
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1280x720, not {text!r}") from None
-    return w, h
-
-
-def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
-    """An argparse ``type``: ``convert`` the text, accept it when ``ok``; anything else (also text that does not
-    convert, which argparse would report as "invalid <function name> value") says what was expected."""
-
-    def parse(text: str) -> Any:
-        try:
-            v = convert(text)
-        except ValueError:
-            v = None
-        if v is None or not ok(v):
-            raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
-        return v
-
-    return parse
-
-
-_fraction = _checked(float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
-_sigma = _checked(float, lambda v: math.isfinite(v) and v >= 0.0, "a blur sigma in LR pixels, a finite number >= 0")
-_saving = _checked(float, lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
-_nonneg = _checked(int, lambda v: v >= 0, "an integer >= 0")
-_positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
-
-
 # --------------------------------------------------------------------------- parser
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line (what went wrong and where the help is) instead of
-    the usage block, which buries the message under a screenful of flags."""
-
-    def error(self, message: str) -> Any:  # argparse's hook for every usage error; exits with status 2
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} -h')\n")
 
 
 def _parents() -> dict[str, argparse.ArgumentParser]:
@@ -155,8 +114,8 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     model = argparse.ArgumentParser(add_help=False)
     g = model.add_argument_group("model and device")
     g.add_argument("-m", "--model", help="registered model name or a .safetensors file (see 'blurwise models')")
-    g.add_argument("-t", "--tile", type=_nonneg, default=0, help="tile size in input pixels (0 = automatic)")
-    g.add_argument("--tile-pad", type=_nonneg, default=16, help="tile overlap in input pixels (default 16)")
+    g.add_argument("-t", "--tile", type=argtypes.nonneg, default=0, help="tile size in input pixels (0 = automatic)")
+    g.add_argument("--tile-pad", type=argtypes.nonneg, default=16, help="tile overlap in input pixels (default 16)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU)")
     g.add_argument("--fp32", action="store_true", help="full precision on GPU (default there: half)")
     g.add_argument(
@@ -170,8 +129,12 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     route = argparse.ArgumentParser(add_help=False)
     g = route.add_argument_group("defocus-aware routing")
     g.add_argument("--route", choices=["auto", "on", "off"], default="auto", help="route defocused patches (auto)")
-    g.add_argument("--threshold", type=_sigma, metavar="SIGMA", help="blur (LR px sigma) above which patches go light")
-    g.add_argument("--budget", type=_fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model")
+    g.add_argument(
+        "--threshold", type=argtypes.sigma, metavar="SIGMA", help="blur (LR px sigma) above which patches go light"
+    )
+    g.add_argument(
+        "--budget", type=argtypes.fraction, metavar="FRAC", help="FLOPs budget as a fraction of the heavy model"
+    )
     g.add_argument("--routes", type=int, choices=[2, 3], help="3 adds a bicubic route for heavy blur (default 2)")
     g.add_argument(
         "--router",
@@ -184,7 +147,7 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--light", metavar="MODEL", help="light (EBM-SR) model; default: the one distilled from -m")
     g.add_argument(
         "--min-saving",
-        type=_saving,
+        type=argtypes.saving,
         metavar="FRAC",
         help="run the heavy model everywhere when routing would save less than this share of its FLOPs "
         "(default 0.2; 0: route whatever it saves)",
@@ -200,17 +163,21 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g = ray.add_argument_group("scale-out with Ray Data (pip install 'blurwise[ray]'; see docs/ray.md)")
     g.add_argument("--ray", action="store_true", help="run on a Ray cluster (one model load per actor)")
     g.add_argument("--ray-address", metavar="ADDR", help="cluster to join (default: $RAY_ADDRESS or a local one)")
-    g.add_argument("--actors", type=_positive, metavar="N", help="most actors (default: what the cluster allows)")
+    g.add_argument(
+        "--actors", type=argtypes.positive, metavar="N", help="most actors (default: what the cluster allows)"
+    )
     g.add_argument("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 if there are GPUs)")
     g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="F", help="CPUs (torch threads) per actor")
-    g.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="images per actor call (default 1)")
+    g.add_argument(
+        "--batch-size", type=argtypes.positive, default=1, metavar="N", help="images per actor call (default 1)"
+    )
     return {"base": base, "io": io, "model": model, "route": route, "ray": ray}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for docs and tests)."""
     p = _parents()
-    ap = _Parser(
+    ap = argtypes.OneLineParser(
         prog=PROG,
         description="Blur-aware image restoration: defocus-aware super-resolution and fast deblurring.",
         epilog="Run 'blurwise COMMAND -h' for a command's options.",
@@ -238,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_upscale,
         "example: blurwise upscale -i photos/ -o big/ -s 4 --recursive",
     )
-    sp.add_argument("-s", "--scale", type=_positive, default=4, help="upscaling factor (default 4)")
+    sp.add_argument("-s", "--scale", type=argtypes.positive, default=4, help="upscaling factor (default 4)")
     sp.add_argument(
         "--save-map",
         action="store_true",
@@ -254,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_deblur,
         "example: blurwise deblur -i shaky.jpg -o sharp.png",
     )
-    sp.add_argument("--stages", type=_positive, metavar="K", help="LPRN stages to run (fewer = faster)")
+    sp.add_argument("--stages", type=argtypes.positive, metavar="K", help="LPRN stages to run (fewer = faster)")
 
     sp = add(
         "defocus-map",
@@ -277,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-preview", action="store_true", help="write only the float TIFF, no colourised PNG")
     sp.add_argument(
         "--vmax",
-        type=_checked(float, lambda v: math.isfinite(v) and v > 0, "a blur sigma in px > 0"),
+        type=argtypes.checked(float, lambda v: math.isfinite(v) and v > 0, "a blur sigma in px > 0"),
         metavar="SIGMA",
         help="top of the colour scale in px (default: 99th pct.)",
     )
@@ -297,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="HR images (sr) or blur/ + sharp/ folders (deblur), or a set written by 'data make-eval'",
     )
-    sp.add_argument("-s", "--scale", type=_positive, default=4)
+    sp.add_argument("-s", "--scale", type=argtypes.positive, default=4)
     sp.add_argument("-m", "--model", help="model name/path, or bicubic / identity (default: the shipped default)")
     sp.add_argument(
         "--route",
@@ -305,12 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="off",
         help="routed SR (sr only; default off): auto runs the heavy model where it cannot route, on refuses",
     )
-    sp.add_argument("--threshold", type=_sigma, metavar="SIGMA")
-    sp.add_argument("--budget", type=_fraction, metavar="FRAC")
+    sp.add_argument("--threshold", type=argtypes.sigma, metavar="SIGMA")
+    sp.add_argument("--budget", type=argtypes.fraction, metavar="FRAC")
     sp.add_argument("--routes", type=int, choices=[2, 3])
-    sp.add_argument("--limit", type=_positive, help="first N images only")
-    sp.add_argument("-t", "--tile", type=_nonneg, default=0)
-    sp.add_argument("--tile-pad", type=_nonneg, default=16)
+    sp.add_argument("--limit", type=argtypes.positive, help="first N images only")
+    sp.add_argument("-t", "--tile", type=argtypes.nonneg, default=0)
+    sp.add_argument("--tile-pad", type=argtypes.nonneg, default=16)
     sp.add_argument("--device", default="auto")
     sp.add_argument("--half", choices=["fp16", "bf16"], help="half precision (GPU; bf16 on a CPU)")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -324,11 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("-m", "--model", help="model name/path (default: the default model for --task/--scale)")
     sp.add_argument("--task", choices=["sr", "deblur"], help="picks the default model (default sr)")
-    sp.add_argument("-s", "--scale", type=_positive, help="picks the default SR model (default 4)")
-    sp.add_argument("--size", type=_size, default=(1280, 720), metavar="WxH", help="OUTPUT size (default 1280x720)")
-    sp.add_argument("--runs", type=_positive, default=5, help="timed runs (median reported)")
-    sp.add_argument("--warmup", type=_nonneg, default=1)
-    sp.add_argument("-t", "--tile", type=_nonneg, default=0)
+    sp.add_argument("-s", "--scale", type=argtypes.positive, help="picks the default SR model (default 4)")
+    sp.add_argument(
+        "--size", type=argtypes.size, default=(1280, 720), metavar="WxH", help="OUTPUT size (default 1280x720)"
+    )
+    sp.add_argument("--runs", type=argtypes.positive, default=5, help="timed runs (median reported)")
+    sp.add_argument("--warmup", type=argtypes.nonneg, default=1)
+    sp.add_argument("-t", "--tile", type=argtypes.nonneg, default=0)
     sp.add_argument("--device", default="auto")
     sp.add_argument("--half", choices=["fp16", "bf16"])
     sp.add_argument("--trust-pickle", action="store_true")
@@ -339,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help='JSON list of {"name","task","scale","params","shipped","default"}'
     )
     sp.add_argument("--task", choices=["sr", "ebmsr", "deblur", "defocus", "router"], help="only this task")
-    sp.add_argument("-s", "--scale", type=_positive, help="only models of this scale (1: no upscaling)")
+    sp.add_argument("-s", "--scale", type=argtypes.positive, help="only models of this scale (1: no upscaling)")
 
     sp = add(
         "train",

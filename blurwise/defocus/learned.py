@@ -455,26 +455,26 @@ def learned_defocus(
 
 def main(argv: list[str] | None = None) -> None:
     """CPU recipe: make the render bank (once), train, calibrate, save the shipped weights."""
-    from blurwise.cli import _checked, _nonneg, _positive
+    from blurwise.argtypes import checked, nonneg, positive
 
     ap = argparse.ArgumentParser(prog="python -m blurwise.defocus.learned", description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/work/ckpt/defocus")
-    ap.add_argument("--minutes", type=_checked(float, lambda v: v > 0, "minutes > 0"), default=20.0)
+    ap.add_argument("--minutes", type=checked(float, lambda v: v > 0, "minutes > 0"), default=20.0)
     ap.add_argument("--iterations", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="weights file (default: the shipped defocus-cnn[-xS] weights)")
     ap.add_argument("--bank-only", action="store_true")
     ap.add_argument("--no-train", action="store_true", help="calibrate and export the last checkpoint")
     ap.add_argument(
-        "--scale", type=_nonneg, default=0, help="train the per-scale LR estimator defocus-cnn-xS (from defocus-cnn)"
+        "--scale", type=nonneg, default=0, help="train the per-scale LR estimator defocus-cnn-xS (from defocus-cnn)"
     )
-    ap.add_argument("--renders", type=_positive, default=4, help="renders per image of the per-scale bank")
+    ap.add_argument("--renders", type=positive, default=4, help="renders per image of the per-scale bank")
     ap.add_argument("--seed", type=int, default=0, help="seed of the per-scale bank's renders")
     ap.add_argument("--init", default="defocus-cnn", help="per-scale training starts from these weights")
     ap.add_argument("--lr", type=float, default=5e-4, help="per-scale training: peak learning rate")
     ap.add_argument(
         "--channels",
-        type=_checked(
+        type=checked(
             lambda t: [int(c) for c in t.split(",")], lambda v: len(v) in (3, 4) and min(v) > 0, "3 or 4 widths"
         ),
         default=[16, 32, 48],

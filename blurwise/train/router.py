@@ -445,26 +445,26 @@ def calibrate(model: Any, val: list[dict], scale: int, patch: int, taus: list[fl
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m blurwise.train.router {bank,fit,debias} ...``"""
-    from blurwise.cli import _checked, _positive
+    from blurwise.argtypes import checked, positive
 
-    taus = _checked(lambda t: [float(v) for v in t.split(",")], lambda v: len(v) > 0, "comma-separated numbers")
+    taus = checked(lambda t: [float(v) for v in t.split(",")], lambda v: len(v) > 0, "comma-separated numbers")
     ap = argparse.ArgumentParser(prog="python -m blurwise.train.router", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bank", help="render the training or validation bank")
     b.add_argument("--split", choices=("train", "val"), required=True)
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--scale", type=int, default=4)
-    b.add_argument("--limit", type=_positive, default=None, help="first N images only")
-    b.add_argument("--renders", type=_positive, default=2, help="defocus renders per training image (default 2)")
-    b.add_argument("--threads", type=_positive, default=2)
+    b.add_argument("--limit", type=positive, default=None, help="first N images only")
+    b.add_argument("--renders", type=positive, default=2, help="defocus renders per training image (default 2)")
+    b.add_argument("--threads", type=positive, default=2)
     f = sub.add_parser("fit", help="fit, calibrate and export the router")
     f.add_argument("--train", required=True, type=Path)
     f.add_argument("--val", required=True, type=Path)
     f.add_argument("--scale", type=int, default=4)
-    f.add_argument("--steps", type=_positive, default=3000)
+    f.add_argument("--steps", type=positive, default=3000)
     f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--hidden", type=_positive, default=32)
-    f.add_argument("--depth", type=_positive, default=2)
+    f.add_argument("--hidden", type=positive, default=32)
+    f.add_argument("--depth", type=positive, default=2)
     f.add_argument("--taus", type=taus, default=[-0.5, -0.25, 0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2])
     f.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped router-xS)")
     f.add_argument("--report", type=Path, default=None, help="also write the validation table (Markdown) here")
