@@ -22,9 +22,9 @@ from typing import Any
 
 from blurwise import __version__, argtypes
 from blurwise.errors import BlurwiseError, NotAvailableError, OutputError, UsageError, first_line
+from blurwise.limits import MAX_PIXELS
 
 PROG = "blurwise"
-MAX_INPUT_MP = 400  # blurwise.io.image.MAX_PIXELS / 1e6, kept here so building the parser imports no image code
 log = logging.getLogger("blurwise")
 
 
@@ -108,7 +108,8 @@ def _parents() -> dict[str, argparse.ArgumentParser]:
     g.add_argument(
         "--allow-large",
         action="store_true",
-        help=f"read images above {MAX_INPUT_MP} megapixels (refused by default: memory grows with the output)",
+        help=f"read images above {MAX_PIXELS // 1_000_000} megapixels "
+        "(refused by default: memory grows with the output)",
     )
 
     model = argparse.ArgumentParser(add_help=False)

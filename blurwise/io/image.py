@@ -22,10 +22,10 @@ import numpy as np
 
 from blurwise.errors import InputError, NotAvailableError, OutputError, first_line
 from blurwise.io import png16
+from blurwise.limits import MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 400_000_000  # larger inputs need allow_large=True (a 400 MP float32 RGB image is ~4.8 GB)
 FORMATS = {
     ".png": "PNG",
     ".jpg": "JPEG",
