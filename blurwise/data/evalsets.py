@@ -573,14 +573,14 @@ def load_defocus_item(root: str | Path, item: dict, scale: int | None = None) ->
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m blurwise.data.evalsets --out DIR [--small] [--sets a,b] [--overwrite]``."""
-    import argparse
+    from blurwise.argtypes import OneLineParser, positive
 
-    ap = argparse.ArgumentParser(prog="python -m blurwise.data.evalsets", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m blurwise.data.evalsets", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--small", action="store_true", help="a few items per set (tests, CI)")
     ap.add_argument("--sets", default=None, help=f"comma-separated subset of {','.join(SETS)}")
     ap.add_argument("--overwrite", action="store_true", help="rewrite sets that already exist")
-    ap.add_argument("--jobs", type=int, default=1, help="parallel render processes (default 1)")
+    ap.add_argument("--jobs", type=positive, default=1, help="parallel render processes (default 1)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 

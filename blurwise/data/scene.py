@@ -155,9 +155,9 @@ def write_example(out_dir: str | Path, size: tuple[int, int] = (360, 480), seed:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m blurwise.data.scene --out DIR``: write the example scene images."""
-    import argparse
+    from blurwise.argtypes import OneLineParser
 
-    ap = argparse.ArgumentParser(prog="python -m blurwise.data.scene", description="write the example defocus scene")
+    ap = OneLineParser(prog="python -m blurwise.data.scene", description="write the example defocus scene")
     ap.add_argument("--out", default="examples", help="output folder (default: examples)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

@@ -10,11 +10,12 @@ interpolation. Tables are fitted on renders of the SR *training* images only
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from blurwise.argtypes import OneLineParser, positive
 
 BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0, 5.0, 6.5, 8.0, 10.0)
 
@@ -92,8 +93,10 @@ def collect_edge_pairs(
 
 def main(argv: list[str] | None = None) -> None:
     """Fit the edge-estimate tables for x1/x2/x3/x4 and write ``blurwise/defocus/_calibration.py``."""
-    ap = argparse.ArgumentParser(description="fit the edge defocus calibration on training renders")
-    ap.add_argument("--images", type=int, default=40)
+    ap = OneLineParser(
+        prog="python -m blurwise.defocus.calibrate", description="fit the edge defocus calibration on training renders"
+    )
+    ap.add_argument("--images", type=positive, default=40, help="sr/train images rendered per scale (default 40)")
     ap.add_argument("--out", default=str(Path(__file__).with_name("_calibration.py")))
     a = ap.parse_args(argv)
     tables = {}

@@ -455,13 +455,13 @@ def learned_defocus(
 
 def main(argv: list[str] | None = None) -> None:
     """CPU recipe: make the render bank (once), train, calibrate, save the shipped weights."""
-    from blurwise.argtypes import checked, nonneg, positive
+    from blurwise.argtypes import OneLineParser, checked, nonneg, positive
 
-    ap = argparse.ArgumentParser(prog="python -m blurwise.defocus.learned", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m blurwise.defocus.learned", description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/work/ckpt/defocus")
     ap.add_argument("--minutes", type=checked(float, lambda v: v > 0, "minutes > 0"), default=20.0)
-    ap.add_argument("--iterations", type=int, default=4000)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--iterations", type=positive, default=4000)
+    ap.add_argument("--threads", type=positive, default=1)
     ap.add_argument("--out", default=None, help="weights file (default: the shipped defocus-cnn[-xS] weights)")
     ap.add_argument("--bank-only", action="store_true")
     ap.add_argument("--no-train", action="store_true", help="calibrate and export the last checkpoint")
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         help="per-scale model: widths per level (3 or 4 levels)",
     )
     ap.add_argument("--patch", type=int, default=40, help="per-scale training: LR crop size")
-    ap.add_argument("--batch", type=int, default=16, help="per-scale training: crops per step")
+    ap.add_argument("--batch", type=positive, default=16, help="per-scale training: crops per step")
     ap.add_argument("--run", default=None, help="per-scale training: checkpoint folder (default WORK/xS)")
     ap.add_argument(
         "--threshold-hr",

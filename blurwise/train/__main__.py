@@ -5,11 +5,11 @@ Also the torchrun entry point: ``torchrun --nproc_per_node 4 -m blurwise.train c
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 
+from blurwise.argtypes import OneLineParser
 from blurwise.errors import BlurwiseError, UsageError
 
 
@@ -23,7 +23,7 @@ def _value(text: str):
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run (or export) the training, print a one-line summary; returns the exit code."""
-    ap = argparse.ArgumentParser(prog="python -m blurwise.train", description=__doc__.splitlines()[0])
+    ap = OneLineParser(prog="python -m blurwise.train", description=__doc__.splitlines()[0])
     ap.add_argument(
         "config", nargs="+", help="TOML config (path, or a name in configs/); several: one shared batch stream"
     )

@@ -156,14 +156,16 @@ def tune_light(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m blurwise.train.light_tune --train BANK [--train BANK ...] --out FILE``"""
-    ap = argparse.ArgumentParser(prog="python -m blurwise.train.light_tune", description=__doc__.split("\n")[0])
+    from blurwise.argtypes import OneLineParser, nonneg, positive
+
+    ap = OneLineParser(prog="python -m blurwise.train.light_tune", description=__doc__.split("\n")[0])
     ap.add_argument("--train", required=True, type=Path, action="append", help="router training bank(s)")
     ap.add_argument("--scale", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=30000, help="steps (the most, with --minutes)")
+    ap.add_argument("--steps", type=positive, default=30000, help="steps (the most, with --minutes)")
     ap.add_argument("--minutes", type=float, default=None, help="time budget; the schedule follows it")
-    ap.add_argument("--batch", type=int, default=BATCH, help=f"crops per step (default {BATCH})")
+    ap.add_argument("--batch", type=positive, default=BATCH, help=f"crops per step (default {BATCH})")
     ap.add_argument("--crop", type=int, default=CROP, help=f"LR crop side (default {CROP})")
-    ap.add_argument("--workers", type=int, default=0, help="processes cutting crops (default 0: in-process)")
+    ap.add_argument("--workers", type=nonneg, default=0, help="processes cutting crops (default 0: in-process)")
     ap.add_argument("--init", type=Path, default=None, help="light weights to start from (default: the shipped)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--ema", type=float, default=0.999, help="decay of the weight average (default 0.999)")
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mask-threshold", type=float, default=1.6, help="router prediction up to which a patch counts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="torch device of the fine-tune (default cpu)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--threads", type=positive, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped light model)")
     args = ap.parse_args(argv)
     return run_main(None, lambda: _checked_run(args, argv))
@@ -181,16 +183,10 @@ def _checked_run(args: argparse.Namespace, argv: Any) -> None:
     """:func:`_run` after the flags' checks (before any bank is read)."""
     if not 0.0 <= args.sharp_frac <= 1.0:
         raise UsageError(f"--sharp-frac must be in [0, 1], got {args.sharp_frac}")
-    if args.steps < 1:
-        raise UsageError(f"--steps must be positive, got {args.steps}")
     if args.minutes is not None and not args.minutes > 0:
         raise UsageError(f"--minutes must be positive, got {args.minutes}")
-    if args.threads < 1:
-        raise UsageError(f"--threads must be positive, got {args.threads}")
-    if args.workers < 0:
-        raise UsageError(f"--workers must be 0 or more, got {args.workers}")
-    if args.batch < 1 or args.crop < 8:
-        raise UsageError(f"--batch must be positive and --crop at least 8, got {args.batch} and {args.crop}")
+    if args.crop < 8:
+        raise UsageError(f"--crop must be at least 8, got {args.crop}")
     if not 0.0 <= args.ema < 1.0:
         raise UsageError(f"--ema is a decay in [0, 1), got {args.ema}")
     from blurwise.tiling import resolve_device

@@ -445,10 +445,10 @@ def calibrate(model: Any, val: list[dict], scale: int, patch: int, taus: list[fl
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m blurwise.train.router {bank,fit,debias} ...``"""
-    from blurwise.argtypes import checked, positive
+    from blurwise.argtypes import OneLineParser, checked, positive
 
     taus = checked(lambda t: [float(v) for v in t.split(",")], lambda v: len(v) > 0, "comma-separated numbers")
-    ap = argparse.ArgumentParser(prog="python -m blurwise.train.router", description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m blurwise.train.router", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bank", help="render the training or validation bank")
     b.add_argument("--split", choices=("train", "val"), required=True)
