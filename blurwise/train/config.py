@@ -25,8 +25,8 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli bac
     import tomli as tomllib  # type: ignore[no-redef]
 
 TASKS = ("sr", "distill", "deblur", "defocus")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout root; in an installed wheel: site-packages
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the shipped configs, package data
 
 ALIASES = {
     "teacher": "distill.teacher",
@@ -304,16 +304,19 @@ TASK_CONFIGS = {"sr": "sr_edsr-s_x4", "distill": "distill_ebmsr_x4", "deblur": "
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A config path as given, a bare name in the repo's ``configs/`` folder, or a task name
-    (``sr``, ``distill``, ``deblur``, ``defocus``) meaning that task's shipped-model config."""
+    """A config path as given, the name of a shipped config (``blurwise/configs/``, installed with the
+    package), or a task name (``sr``, ``distill``, ``deblur``, ``defocus``) meaning that task's shipped-model
+    config. ``configs/NAME.toml``, where the shipped configs lived before they became package data, still
+    finds them when no such file exists."""
     p = Path(os.path.expanduser(str(path)))
     if p.is_file():
         return p
     if str(path) in TASK_CONFIGS:
         p = Path(TASK_CONFIGS[str(path)])
-    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.toml"):
-        if not p.parent.parts and cand.is_file():
-            return cand
+    if p.parent in (Path("."), Path("configs")):
+        for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.toml"):
+            if cand.is_file():
+                return cand
     raise InputError(f"config file not found: {path}")
 
 
@@ -372,7 +375,7 @@ def _validate(cfg: Config, where: str) -> None:
 
 
 def load_config(path: str | Path, *, smoke: bool = False, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a training config TOML (path or bare name in ``configs/``) into a checked :class:`Config`."""
+    """Read a training config TOML (path, or the name of a shipped config) into a checked :class:`Config`."""
     p = resolve_config_path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
