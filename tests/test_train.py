@@ -283,6 +283,29 @@ class TestSmoke:
         _, meta = read_weights(res.export)
         assert meta["training"]["init_from"] == str(tmp_path / "x.pt")
 
+    def test_installed_blurwise_writes_into_the_run_folder_not_its_package(self, tmp_path, tiny_data, monkeypatch):
+        """A wheel has no checkout around it: a config's repo-relative export (the shipped weights' path) and the
+        docs/results/training curve go into the run folder, never into site-packages."""
+        from blurwise.train import config as tconfig
+
+        monkeypatch.setattr(tconfig, "source_checkout", lambda: None)
+        shipped = "blurwise/models/weights/edsr-s-x2.safetensors"
+        ov = {"output.dir": str(tmp_path / "r"), "iterations": 1, "output.export": shipped, "output.docs": True}
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=ov)
+        assert res.export == tmp_path / "r" / "edsr-s-x2.safetensors" and res.export.is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "r"]
+        assert (tmp_path / "r" / "t_sr.png").is_file() and not (tmp_path / "r" / "t_sr.csv").exists()
+
+    def test_checkout_paths(self, tmp_path, monkeypatch):
+        from blurwise.train import config as tconfig
+
+        monkeypatch.setattr(tconfig, "source_checkout", lambda: tmp_path)
+        cfg = load_config("sr_edsr-s_x4", overrides={"output.dir": str(tmp_path / "r")})
+        assert cfg.export_path() == tmp_path / "blurwise" / "models" / "weights" / "edsr-s-x4.safetensors"
+        assert cfg.curve_dir() == tmp_path / "docs" / "results" / "training"
+        cfg.output.export = ""
+        assert cfg.export_path() == tmp_path / "r" / "sr_edsr-s_x4.safetensors"
+
 
 @pytest.mark.data
 @pytest.mark.slow

@@ -28,6 +28,14 @@ TASKS = ("sr", "distill", "deblur", "defocus")
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout root; in an installed wheel: site-packages
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the shipped configs, package data
 
+
+def source_checkout() -> Path | None:
+    """The repository root when blurwise runs from a source checkout (editable install, ``PYTHONPATH``);
+    ``None`` for an installed wheel, whose :data:`REPO_ROOT` is site-packages. The repo-relative places a run
+    writes to (``docs/results/training/``, the shipped weights a config exports to) exist only in a checkout."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else None
+
+
 ALIASES = {
     "teacher": "distill.teacher",
     "iterations": "optim.iterations",
@@ -154,9 +162,9 @@ class OutputConfig:
     """Where checkpoints, logs and the exported weights go."""
 
     dir: str = ""  # "" = $BLURWISE_RUNS/NAME, else /work/ckpt/runs/NAME if /work/ckpt exists, else ~/.cache
-    export: str = ""  # shipped .safetensors path ("" = <dir>/NAME.safetensors)
+    export: str = ""  # shipped .safetensors path, relative to the checkout ("" = <dir>/NAME.safetensors)
     export_name: str = ""  # model name stored in the metadata ("" = export file stem)
-    docs: bool = True  # write docs/results/training/NAME.{csv,png}
+    docs: bool = True  # write docs/results/training/NAME.{csv,png} (installed blurwise: NAME.png in <dir>)
 
 
 @dataclass
@@ -196,6 +204,24 @@ class Config:
         if Path("/work/ckpt").is_dir():
             return Path("/work/ckpt/runs") / self.name
         return Path.home() / ".cache" / "blurwise" / "runs" / self.name
+
+    def export_path(self) -> Path:
+        """Where the trained weights go: ``output.export`` (a relative path is the checkout's, e.g. the shipped
+        weights; for an installed blurwise, whose package a run must not overwrite, that file name in the run
+        folder), else ``NAME.safetensors`` in the run folder."""
+        if not self.output.export:
+            return self.run_dir() / f"{self.name}.safetensors"
+        out = Path(os.path.expanduser(self.output.export))
+        if out.is_absolute():
+            return out
+        root = source_checkout()
+        return root / out if root is not None else self.run_dir() / out.name
+
+    def curve_dir(self) -> Path:
+        """Where ``output.docs`` publishes the training curve: ``docs/results/training/`` in a checkout, the run
+        folder for an installed blurwise (its log.csv is there already)."""
+        root = source_checkout()
+        return root / "docs" / "results" / "training" if root is not None else self.run_dir()
 
 
 SECTIONS: dict[str, type] = {
