@@ -22,7 +22,8 @@ import blurwise
 PKG = Path(blurwise.__file__).resolve().parent
 ROOT = PKG.parent
 PYPROJECT = ROOT / "pyproject.toml"
-pytestmark = pytest.mark.skipif(not PYPROJECT.is_file(), reason="runs from a source checkout (an installed blurwise)")
+INSTALLED = not PYPROJECT.is_file()
+pytestmark = pytest.mark.skipif(INSTALLED, reason="needs the checkout's pyproject.toml (this blurwise is installed)")
 
 
 def _project() -> dict:
