@@ -316,15 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train or distill a model from a TOML config",
         ["base"],
         _cmd_train,
-        "examples: blurwise train configs/sr_edsr-s_x4.toml\n"
-        "          blurwise train sr --config configs/sr_edsr-s_x2.toml\n"
-        "          blurwise train distill --teacher my_edsr.pth --trust-pickle",
+        "examples: blurwise train sr_edsr-s_x4\n"
+        "          blurwise train sr --config sr_edsr-s_x2\n"
+        "          blurwise train distill --teacher my_edsr.pth --trust-pickle\n"
+        f"the shipped configs (copy one to change it): {Path(__file__).resolve().parent / 'configs'}",
     )
     sp.add_argument(
         "config",
         nargs="*",
-        help="TOML config (path, a name in configs/, or a task: sr, distill, deblur, defocus = its shipped model's "
-        "config); several: one shared batch stream. With --config: the task the files must be for",
+        help="TOML config (path, the name of a shipped config, or a task: sr, distill, deblur, defocus = its shipped "
+        "model's config); several: one shared batch stream. With --config: the task the files must be for",
     )
     sp.add_argument("--config", dest="config_files", action="append", metavar="FILE", help="TOML config (repeatable)")
     sp.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")

@@ -9,6 +9,7 @@ that onnxruntime rejects for EBM-SR, so it is opt-in.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from pathlib import Path
@@ -33,6 +34,19 @@ def _sample_input(in_channels: int, size: tuple[int, int], batch: int = 1, seed:
     if in_channels == 4:
         x[:, 3] *= 3.0
     return x
+
+
+def _require(verify: bool) -> None:
+    """The optional packages an export needs, checked before any work: one line naming the extra to install
+    (without it, torch's exporter fails with "Module onnx is not installed!")."""
+    missing = []
+    for module in ("onnx", "onnxruntime") if verify else ("onnx",):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise NotAvailableError(f"ONNX export needs {' and '.join(missing)}: pip install 'blurwise[onnx]'")
 
 
 def _export(model: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic: bool, exporter: str) -> None:
@@ -111,6 +125,7 @@ def export_onnx(
     lo, hi = OPSETS[exporter]
     if not lo <= opset <= hi:  # checked here: torch's own failure is hundreds of lines of graph dump
         raise UsageError(f"opset {opset} is not supported by the {exporter} exporter: use {lo} to {hi}")
+    _require(verify)
     if isinstance(name_or_path, nn.Module):
         model = name_or_path
     else:

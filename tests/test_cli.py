@@ -498,10 +498,10 @@ class TestTrainArgs:
         from blurwise.cli import _train_configs
         from blurwise.errors import UsageError
 
-        sr = "configs/sr_edsr-s_x2.toml"
+        sr = "sr_edsr-s_x2"
         assert _train_configs(["sr"], []) == ["sr"]  # a task word: its shipped model's config
         assert _train_configs(["sr"], [sr]) == [sr]  # the documented form: train sr --config FILE
-        assert _train_configs([], [sr, "configs/sr_edsr-s_x4.toml"]) == [sr, "configs/sr_edsr-s_x4.toml"]
+        assert _train_configs([], [sr, "sr_edsr-s_x4.toml"]) == [sr, "sr_edsr-s_x4.toml"]
         for words, files, said in (
             (["deblur"], [sr], "is a sr config, not deblur"),
             (["a.toml"], [sr], "names the task"),

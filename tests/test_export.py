@@ -123,3 +123,16 @@ KNOWN: dict[str, str] = {}  # variant name -> reason, for architectures that can
 )
 def test_every_variant_untrained(tmp_path, name):
     export_onnx(name, tmp_path / f"{name}.onnx", allow_untrained=True)
+
+
+@pytest.mark.parametrize(("hidden", "verify"), [("onnx", False), ("onnxruntime", True)])
+def test_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, hidden, verify):
+    import sys
+
+    from blurwise.errors import NotAvailableError
+
+    monkeypatch.setitem(sys.modules, hidden, None)  # as in an install without blurwise[onnx]
+    m = create_model("edsr", **SMALL["edsr"])
+    with pytest.raises(NotAvailableError, match=rf"needs {hidden}: pip install 'blurwise\[onnx\]'"):
+        export_onnx(m, tmp_path / "m.onnx", verify=verify)
+    assert not list(tmp_path.iterdir())

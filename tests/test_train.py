@@ -15,7 +15,7 @@ import torch
 
 from blurwise.errors import BlurwiseError, UsageError
 from blurwise.train import data as tdata
-from blurwise.train.config import load_config, parse_config
+from blurwise.train.config import CONFIG_DIR, load_config, parse_config, resolve_config_path
 from blurwise.train.ema import EMA, ema_update
 from blurwise.train.loop import lr_at, run
 
@@ -283,6 +283,29 @@ class TestSmoke:
         _, meta = read_weights(res.export)
         assert meta["training"]["init_from"] == str(tmp_path / "x.pt")
 
+    def test_installed_blurwise_writes_into_the_run_folder_not_its_package(self, tmp_path, tiny_data, monkeypatch):
+        """A wheel has no checkout around it: a config's repo-relative export (the shipped weights' path) and the
+        docs/results/training curve go into the run folder, never into site-packages."""
+        from blurwise.train import config as tconfig
+
+        monkeypatch.setattr(tconfig, "source_checkout", lambda: None)
+        shipped = "blurwise/models/weights/edsr-s-x2.safetensors"
+        ov = {"output.dir": str(tmp_path / "r"), "iterations": 1, "output.export": shipped, "output.docs": True}
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=ov)
+        assert res.export == tmp_path / "r" / "edsr-s-x2.safetensors" and res.export.is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "r"]
+        assert (tmp_path / "r" / "t_sr.png").is_file() and not (tmp_path / "r" / "t_sr.csv").exists()
+
+    def test_checkout_paths(self, tmp_path, monkeypatch):
+        from blurwise.train import config as tconfig
+
+        monkeypatch.setattr(tconfig, "source_checkout", lambda: tmp_path)
+        cfg = load_config("sr_edsr-s_x4", overrides={"output.dir": str(tmp_path / "r")})
+        assert cfg.export_path() == tmp_path / "blurwise" / "models" / "weights" / "edsr-s-x4.safetensors"
+        assert cfg.curve_dir() == tmp_path / "docs" / "results" / "training"
+        cfg.output.export = ""
+        assert cfg.export_path() == tmp_path / "r" / "sr_edsr-s_x4.safetensors"
+
 
 @pytest.mark.data
 @pytest.mark.slow
@@ -300,7 +323,7 @@ def test_real_data_smoke(config, tmp_path):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("config", sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.toml")))
+@pytest.mark.parametrize("config", sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
 def test_shipped_configs_have_a_validation_split(config):
     """Every shipped config loads and its held-out validation images exist (not found at step 250)."""
     cfg = load_config(config)
@@ -371,6 +394,20 @@ class TestConfig:
         assert load_config("deblur").name == "deblur_lprn"
         assert load_config("sr_edsr-s_x2").task == "sr"
 
+    def test_shipped_configs_are_package_data_found_from_any_folder(self, tmp_path, monkeypatch):
+        import blurwise
+
+        assert CONFIG_DIR.parent == Path(blurwise.__file__).resolve().parent  # installs with the wheel
+        monkeypatch.chdir(tmp_path)  # an installed user's cwd: no repo around
+        for name in ("sr", "sr_edsr-s_x4", "sr_edsr-s_x4.toml", "configs/sr_edsr-s_x4.toml"):
+            assert resolve_config_path(name) == CONFIG_DIR / "sr_edsr-s_x4.toml", name
+        (tmp_path / "configs").mkdir()
+        (tmp_path / "configs" / "sr_edsr-s_x4.toml").write_text("")
+        assert resolve_config_path("configs/sr_edsr-s_x4.toml") == Path("configs/sr_edsr-s_x4.toml")  # a file wins
+        for bad in ("nope", "other/sr_edsr-s_x4.toml", str(tmp_path / "x" / "sr_edsr-s_x4.toml")):
+            with pytest.raises(BlurwiseError, match="config file not found"):
+                resolve_config_path(bad)
+
     def test_overrides_and_aliases(self, tmp_path):
         p = _cfg(tmp_path, DISTILL_TOML)
         cfg = load_config(p, overrides={"teacher": "my.pth", "optim.lr": 1, "batch": 2})
@@ -383,7 +420,8 @@ class TestConfig:
         assert cfg.optim.iterations <= 32 and cfg.output.docs is False and cfg.output.export == ""
 
     def test_repo_configs_parse(self):
-        configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+        configs = sorted(CONFIG_DIR.glob("*.toml"))
+        assert len(configs) >= 17  # every shipped model's config, package data since they install with blurwise
         for p in configs:
             cfg = load_config(p, overrides={"teacher": "x"} if "distill" in p.name else None)
             from blurwise.train.loop import model_spec

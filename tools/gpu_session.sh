@@ -49,20 +49,20 @@ T="$PY -m blurwise.train"
 LONG="--set optim.iterations=1000000 --set data.length=200000 --set train.log_every=100"
 has() { case ",$JOBS," in *",$1,"*) return 0 ;; esac; return 1; }
 PIDS=()  # the training jobs (wait must not wait on the packer loop)
-if has sr; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml --workers 4 > "$OUT/prerender.log" 2>&1
+if has sr; then ( $PY tools/gpu_pack.py prerender blurwise/configs/distill_ebmsr_x4.toml --workers 4 > "$OUT/prerender.log" 2>&1
   say "prerender done" ) & PIDS+=($!)
-  ( $T configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=$SR_INIT \
+  ( $T blurwise/configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=$SR_INIT \
     --set train.time_budget=$SR_T --set optim.lr=2e-4 --set optim.warmup=100 --set data.batch=32 --set data.patch=192 \
     --set data.num_workers=4 --set val.every=1000 --set train.checkpoint_every=1000 ${SR_SET:-} > "$OUT/sr.log" 2>&1
   say "sr done: $(tail -1 "$OUT/sr.log")"
-  $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
+  $T blurwise/configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
     --set train.time_budget=$DI_T --set optim.lr=1e-3 --set data.batch=32 --set data.num_workers=4 \
     --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1
   say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!)
 # distill alone (the shipped heavy kept): render the cache first, then a longer run from the shipped student.
-elif has distill; then ( $PY tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml --workers 14 > "$OUT/prerender.log" 2>&1
+elif has distill; then ( $PY tools/gpu_pack.py prerender blurwise/configs/distill_ebmsr_x4.toml --workers 14 > "$OUT/prerender.log" 2>&1
   say "prerender done"
-  $T configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
+  $T blurwise/configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
     --set train.time_budget=$DI_T --set optim.lr=${DI_LR:-5e-4} --set optim.warmup=200 --set data.batch=64 \
     --set data.num_workers=6 --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1
   say "distill done: $(tail -1 "$OUT/distill.log")" ) & PIDS+=($!)
@@ -77,7 +77,7 @@ elif has lighttune; then ( BANK=$BLURWISE_RUNS/bank_train; mkdir -p "$BLURWISE_R
   say "lighttune done: $(tail -2 "$OUT/lighttune.log" | tr '\n' ' ')" ) & PIDS+=($!); fi
 # One LPRN run: lprn_run JOB EXTRA... (the shipped recipe; EXTRA --set options last, so they override).
 lprn_run() { local job=$1; shift
-  ( $T configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
+  ( $T blurwise/configs/deblur_lprn.toml --device $DEV --no-resume $LONG --set model.init_from=lprn \
     --set train.time_budget=$LP_T --set data.batch=16 --set data.patch=192 --set optim.warmup=200 \
     --set data.num_workers=$LPRN_WORKERS --set val.every=1000 --set train.checkpoint_every=1000 "$@" \
     > "$OUT/$job.log" 2>&1
@@ -88,7 +88,7 @@ if has lprn; then lprn_run lprn ${LPRN_SET:-}; fi
 # better one by held-out validation can be shipped afterwards.
 if has lprnb; then lprn_run lprnb --set name=deblur_lprn_b \
   --set output.export="$BLURWISE_RUNS/deblur_lprn_b/lprn_b.safetensors" ${LPRNB_SET:-}; fi
-if has ablation; then ( $T configs/deblur_abl_*.toml --device $DEV --no-resume $LONG \
+if has ablation; then ( $T blurwise/configs/deblur_abl_*.toml --device $DEV --no-resume $LONG \
     --set train.time_budget=$AB_T --set data.batch=8 --set data.patch=128 --set optim.warmup=200 \
     --set data.num_workers=5 --set val.every=1000 --set train.checkpoint_every=1000 > "$OUT/ablation.log" 2>&1
   say "ablation done: $(tail -9 "$OUT/ablation.log" | tr '\n' ' ')" ) & PIDS+=($!); fi

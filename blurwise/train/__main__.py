@@ -1,6 +1,6 @@
 """``python -m blurwise.train CONFIG [--smoke] [--device D] [--teacher PATH] [--set key=value ...]``.
 
-Also the torchrun entry point: ``torchrun --nproc_per_node 4 -m blurwise.train configs/sr_edsr-s_x4.toml``.
+Also the torchrun entry point: ``torchrun --nproc_per_node 4 -m blurwise.train sr_edsr-s_x4``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run (or export) the training, print a one-line summary; returns the exit code."""
     ap = OneLineParser(prog="python -m blurwise.train", description=__doc__.splitlines()[0])
     ap.add_argument(
-        "config", nargs="+", help="TOML config (path, or a name in configs/); several: one shared batch stream"
+        "config", nargs="+", help="TOML config (path, or a shipped config's name); several: one shared batch stream"
     )
     ap.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")

@@ -25,8 +25,16 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli bac
     import tomli as tomllib  # type: ignore[no-redef]
 
 TASKS = ("sr", "distill", "deblur", "defocus")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout root; in an installed wheel: site-packages
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # the shipped configs, package data
+
+
+def source_checkout() -> Path | None:
+    """The repository root when blurwise runs from a source checkout (editable install, ``PYTHONPATH``);
+    ``None`` for an installed wheel, whose :data:`REPO_ROOT` is site-packages. The repo-relative places a run
+    writes to (``docs/results/training/``, the shipped weights a config exports to) exist only in a checkout."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else None
+
 
 ALIASES = {
     "teacher": "distill.teacher",
@@ -154,9 +162,9 @@ class OutputConfig:
     """Where checkpoints, logs and the exported weights go."""
 
     dir: str = ""  # "" = $BLURWISE_RUNS/NAME, else /work/ckpt/runs/NAME if /work/ckpt exists, else ~/.cache
-    export: str = ""  # shipped .safetensors path ("" = <dir>/NAME.safetensors)
+    export: str = ""  # shipped .safetensors path, relative to the checkout ("" = <dir>/NAME.safetensors)
     export_name: str = ""  # model name stored in the metadata ("" = export file stem)
-    docs: bool = True  # write docs/results/training/NAME.{csv,png}
+    docs: bool = True  # write docs/results/training/NAME.{csv,png} (installed blurwise: NAME.png in <dir>)
 
 
 @dataclass
@@ -196,6 +204,24 @@ class Config:
         if Path("/work/ckpt").is_dir():
             return Path("/work/ckpt/runs") / self.name
         return Path.home() / ".cache" / "blurwise" / "runs" / self.name
+
+    def export_path(self) -> Path:
+        """Where the trained weights go: ``output.export`` (a relative path is the checkout's, e.g. the shipped
+        weights; for an installed blurwise, whose package a run must not overwrite, that file name in the run
+        folder), else ``NAME.safetensors`` in the run folder."""
+        if not self.output.export:
+            return self.run_dir() / f"{self.name}.safetensors"
+        out = Path(os.path.expanduser(self.output.export))
+        if out.is_absolute():
+            return out
+        root = source_checkout()
+        return root / out if root is not None else self.run_dir() / out.name
+
+    def curve_dir(self) -> Path:
+        """Where ``output.docs`` publishes the training curve: ``docs/results/training/`` in a checkout, the run
+        folder for an installed blurwise (its log.csv is there already)."""
+        root = source_checkout()
+        return root / "docs" / "results" / "training" if root is not None else self.run_dir()
 
 
 SECTIONS: dict[str, type] = {
@@ -304,16 +330,19 @@ TASK_CONFIGS = {"sr": "sr_edsr-s_x4", "distill": "distill_ebmsr_x4", "deblur": "
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A config path as given, a bare name in the repo's ``configs/`` folder, or a task name
-    (``sr``, ``distill``, ``deblur``, ``defocus``) meaning that task's shipped-model config."""
+    """A config path as given, the name of a shipped config (``blurwise/configs/``, installed with the
+    package), or a task name (``sr``, ``distill``, ``deblur``, ``defocus``) meaning that task's shipped-model
+    config. ``configs/NAME.toml``, where the shipped configs lived before they became package data, still
+    finds them when no such file exists."""
     p = Path(os.path.expanduser(str(path)))
     if p.is_file():
         return p
     if str(path) in TASK_CONFIGS:
         p = Path(TASK_CONFIGS[str(path)])
-    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.toml"):
-        if not p.parent.parts and cand.is_file():
-            return cand
+    if p.parent in (Path("."), Path("configs")):
+        for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.toml"):
+            if cand.is_file():
+                return cand
     raise InputError(f"config file not found: {path}")
 
 
@@ -372,7 +401,7 @@ def _validate(cfg: Config, where: str) -> None:
 
 
 def load_config(path: str | Path, *, smoke: bool = False, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a training config TOML (path or bare name in ``configs/``) into a checked :class:`Config`."""
+    """Read a training config TOML (path, or the name of a shipped config) into a checked :class:`Config`."""
     p = resolve_config_path(path)
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))

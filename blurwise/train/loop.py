@@ -25,7 +25,7 @@ from torch import nn
 from blurwise.errors import ModelError, UsageError
 from blurwise.train import dist
 from blurwise.train.checkpoint import load_checkpoint, load_matching, save_checkpoint, state_from_source
-from blurwise.train.config import REPO_ROOT, Config, load_config
+from blurwise.train.config import Config, load_config
 from blurwise.train.data import TUPLE_KEYS as _TUPLE_KEYS
 from blurwise.train.data import (
     ItemAdapter,
@@ -400,9 +400,10 @@ class Trainer:
     def _publish_curve(self) -> None:
         if not self.cfg.output.docs:
             return
-        docs = REPO_ROOT / "docs" / "results" / "training"
+        docs = self.cfg.curve_dir()
         docs.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self._csv_path(), docs / f"{self.cfg.name}.csv")
+        if docs != self.run_dir:  # the run folder has the log as log.csv
+            shutil.copyfile(self._csv_path(), docs / f"{self.cfg.name}.csv")
         try:
             write_curve(self._csv_path(), docs / f"{self.cfg.name}.png", f"{self.cfg.name} ({self.cfg.task})")
         except Exception as exc:  # a plotting problem must never stop training
@@ -428,9 +429,7 @@ class Trainer:
         from blurwise.models import create_model, save_weights
 
         cfg = self.cfg
-        out = Path(cfg.output.export) if cfg.output.export else self.run_dir / f"{cfg.name}.safetensors"
-        if not out.is_absolute():
-            out = REPO_ROOT / out
+        out = cfg.export_path()
         model = self.eval_model()
         half = True
         if val_psnr is not None:  # check the fp16 round trip costs < 0.01 dB
