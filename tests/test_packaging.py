@@ -91,3 +91,25 @@ def test_metadata():
     for p in PKG.rglob("*.py"):
         named |= set(re.findall(r"blurwise\[([a-z0-9-]+)\]", p.read_text(encoding="utf-8")))
     assert named and named <= extras, f"messages name extras pyproject lacks: {sorted(named - extras)}"
+
+
+def test_installed_tools_do_not_rewrite_the_package(monkeypatch, tmp_path, capsys):
+    """Installed (no source checkout), a developer tool's default output would be a file in site-packages: refused
+    with one line before any work; an explicit --out is still fine."""
+    import blurwise.train.config as config
+    from blurwise.defocus import calibrate, learned
+    from blurwise.errors import UsageError
+    from blurwise.train import light_tune, router
+
+    monkeypatch.setattr(config, "source_checkout", lambda: None)
+    empty = str(tmp_path)
+    assert router.main(["fit", "--train", empty, "--val", empty]) == 2
+    assert router.main(["debias", "--train", empty]) == 2
+    assert light_tune.main(["--train", empty]) == 2
+    for err in capsys.readouterr().err.strip().splitlines():
+        assert "an installed blurwise does not rewrite its shipped" in err
+    for tool, argv in ((learned, ["--work", empty]), (learned, ["--scale", "4", "--work", empty]), (calibrate, [])):
+        with pytest.raises(UsageError, match="give --out FILE"):
+            tool.main(argv)
+    assert list(tmp_path.iterdir()) == []
+    config.check_default_out(tmp_path / "x.safetensors", "router-x4")  # an explicit --out passes

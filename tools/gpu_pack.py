@@ -9,7 +9,7 @@ chroma subsampling (the frames are themselves decoded video; frame averaging hid
 
 ``python tools/gpu_pack.py pack [--out .gpu/data]`` (here) /
 ``python3 tools/gpu_pack.py unpack .gpu/data /tmp/data`` and
-``python3 tools/gpu_pack.py prerender configs/distill_ebmsr_x4.toml`` (there).
+``python3 tools/gpu_pack.py prerender blurwise/configs/distill_ebmsr_x4.toml`` (there).
 """
 
 from __future__ import annotations

@@ -97,8 +97,14 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m blurwise.defocus.calibrate", description="fit the edge defocus calibration on training renders"
     )
     ap.add_argument("--images", type=positive, default=40, help="sr/train images rendered per scale (default 40)")
-    ap.add_argument("--out", default=str(Path(__file__).with_name("_calibration.py")))
+    ap.add_argument(
+        "--out", default=None, help="module to write (default: the shipped blurwise/defocus/_calibration.py)"
+    )
     a = ap.parse_args(argv)
+    from blurwise.train.config import check_default_out
+
+    check_default_out(a.out, "blurwise/defocus/_calibration.py")
+    out = Path(a.out) if a.out else Path(__file__).with_name("_calibration.py")
     tables = {}
     for s in (1, 2, 3, 4):
         pairs = collect_edge_pairs(s, n_images=a.images, seed=s)
@@ -114,8 +120,12 @@ def main(argv: list[str] | None = None) -> None:
     for k, v in tables.items():
         lines.append(f'    "{k}": {{"pred": {v["pred"]}, "true": {v["true"]}}},')
     lines.append("}")
-    Path(a.out).write_text("\n".join(lines) + "\n")
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)  # never a half-written module
 
 
 if __name__ == "__main__":
-    main()
+    from blurwise.errors import run_main
+
+    raise SystemExit(run_main("python -m blurwise.defocus.calibrate", main))

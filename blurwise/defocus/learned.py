@@ -491,6 +491,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--threshold-weight", type=float, default=0.5, help="weight of that term")
     a = ap.parse_args(argv)
+    if not a.bank_only:
+        from blurwise.train.config import check_default_out
+
+        check_default_out(a.out, f"defocus-cnn{f'-x{a.scale}' if a.scale else ''} weights")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.scale:
         _main_scale(a)

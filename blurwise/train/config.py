@@ -36,6 +36,13 @@ def source_checkout() -> Path | None:
     return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else None
 
 
+def check_default_out(out: Any, shipped: str, flag: str = "--out") -> None:
+    """Refuse a developer tool's default output, the package's own ``shipped`` file, outside a source checkout:
+    an installed blurwise never rewrites its package (other environments and users share it)."""
+    if out is None and source_checkout() is None:
+        raise UsageError(f"give {flag} FILE: an installed blurwise does not rewrite its shipped {shipped}")
+
+
 ALIASES = {
     "teacher": "distill.teacher",
     "iterations": "optim.iterations",

@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _checked_run(args: argparse.Namespace, argv: Any) -> None:
     """:func:`_run` after the flags' checks (before any bank is read)."""
+    from blurwise.train.config import check_default_out
+
+    check_default_out(args.out, "light model")
     if not 0.0 <= args.sharp_frac <= 1.0:
         raise UsageError(f"--sharp-frac must be in [0, 1], got {args.sharp_frac}")
     if args.minutes is not None and not args.minutes > 0:

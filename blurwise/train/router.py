@@ -485,6 +485,10 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
     if args.cmd == "fit" and args.report is not None and args.report.is_dir():
         raise UsageError(f"--report names a folder, not a Markdown file: {args.report}")
 
+    if args.cmd in ("fit", "debias"):
+        from blurwise.train.config import check_default_out
+
+        check_default_out(args.out, f"router-x{args.scale}" if args.cmd == "fit" else f"ebmsr-x{args.scale}")
     if args.cmd == "bank":
         torch.set_num_threads(args.threads)
         make_bank(args.out, args.split, scale=args.scale, limit=args.limit, renders=args.renders)
