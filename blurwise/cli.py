@@ -317,9 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         ["base"],
         _cmd_train,
         "examples: blurwise train sr_edsr-s_x4\n"
-        "          blurwise train sr --config sr_edsr-s_x2\n"
+        "          blurwise train sr --config sr_edsr-s_x2 --set optim.iterations=2000\n"
         "          blurwise train distill --teacher my_edsr.pth --trust-pickle\n"
-        f"the shipped configs (copy one to change it): {Path(__file__).resolve().parent / 'configs'}",
+        "The run folder ($BLURWISE_RUNS/NAME) keeps last.pt, log.csv, curve.png and the exported weights; the same "
+        "command resumes there. Ctrl-C stops after the current step and saves a checkpoint. The shipped weights "
+        "are replaced only by --ship (maintainers, in a source checkout).\n"
+        f"the shipped configs, found by name (copy one to change it): {Path(__file__).resolve().parent / 'configs'}",
     )
     sp.add_argument(
         "config",
@@ -329,11 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--config", dest="config_files", action="append", metavar="FILE", help="TOML config (repeatable)")
     sp.add_argument("--smoke", action="store_true", help="tiny deterministic run (seconds on a CPU)")
-    sp.add_argument("--device", default="auto")
+    sp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: CUDA, MPS, CPU)")
     sp.add_argument("--teacher", metavar="PATH", help="distill: the heavy model to match (name or weights file)")
     sp.add_argument("--trust-pickle", action="store_true", help="allow a pickled .pth teacher")
     sp.add_argument("--no-resume", action="store_true", help="start fresh even if the run folder has a checkpoint")
-    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    sp.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable (optim.lr=1e-3, data.roots='[\"sr/train/T91\"]', model.cfg.n_feats=32)",
+    )
+    sp.add_argument(
+        "--ship",
+        action="store_true",
+        help="maintainers: export to the config's output.export even in the package's shipped weights (which "
+        "otherwise stay untouched: the export goes to the run folder) and copy the curve to docs/results/training",
+    )
 
     sp = add(
         "export",
@@ -783,45 +798,68 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_configs(words: list[str], files: list[str]) -> list[str]:
+def _train_configs(
+    words: list[str], files: list[str], *, smoke: bool = False, overrides: dict[str, Any] | None = None
+) -> list[str]:
     """The configs ``blurwise train`` runs: the positional ones (``train CONFIG...``), or the ``--config`` files, whose
-    ``task`` must then be the one positional word if given (``train sr --config FILE``)."""
+    ``task`` must then be the one positional word if given (``train sr --config FILE``). Every config is read
+    (with ``overrides``) now, so a bad one is reported before anything runs."""
+    from blurwise.train.config import TASK_CONFIGS, load_config
+
     if not files:
         if not words:
             raise UsageError("give a config: blurwise train CONFIG.toml, or blurwise train TASK --config FILE.toml")
-        return words
-    from blurwise.train.config import TASK_CONFIGS, load_config
-
-    if len(words) > 1 or (words and words[0] not in TASK_CONFIGS):
+        files, words = words, []
+    elif len(words) > 1 or (words and words[0] not in TASK_CONFIGS):
         raise UsageError(f"with --config, the word before it names the task ({', '.join(TASK_CONFIGS)}), not {words}")
     for f in files:
-        task = load_config(f).task
+        task = load_config(f, smoke=smoke, overrides=overrides).task
         if words and task != words[0]:
             raise UsageError(f"{f} is a {task} config, not {words[0]}")
     return files
 
 
+class _TrainLogFormat(logging.Formatter):
+    """``HH:MM:SS message`` for training progress; warnings say so."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{PROG}: {record.levelname.lower()}: {record.message}"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     run = _need("blurwise.train", "run", "training")
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        if "=" not in item:
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            overrides[k.strip()] = json.loads(v.strip())
-        except json.JSONDecodeError:
-            overrides[k.strip()] = v.strip()
+    from blurwise.train.config import parse_overrides
+
+    overrides = parse_overrides(args.set)
     if args.teacher:
         overrides["teacher"] = args.teacher
     if args.trust_pickle:
         overrides["distill.trust_pickle"] = True
-    kw = {"device": args.device, "smoke": args.smoke, "resume": not args.no_resume, "overrides": overrides}
-    configs = _train_configs(args.config, args.config_files or [])
-    if len(configs) > 1:
-        results = _call(_need("blurwise.train.loop", "run_many", "training"), configs, **kw)
-    else:
-        results = [_call(run, configs[0], **kw)]
+    configs = _train_configs(args.config, args.config_files or [], smoke=args.smoke, overrides=overrides)
+    kw = {
+        "device": args.device,
+        "smoke": args.smoke,
+        "resume": not args.no_resume,
+        "overrides": overrides,
+        "ship": args.ship,
+    }
+    train_log = logging.getLogger("blurwise.train")  # progress (steps, losses, validation) unless -q
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_TrainLogFormat("%(asctime)s %(message)s", "%H:%M:%S"))
+    saved = train_log.level, train_log.propagate
+    train_log.addHandler(handler)
+    train_log.propagate = False
+    train_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        if len(configs) > 1:
+            results = _call(_need("blurwise.train.loop", "run_many", "training"), configs, **kw)
+        else:
+            results = [_call(run, configs[0], **kw)]
+    finally:
+        train_log.removeHandler(handler)
+        train_log.setLevel(saved[0])
+        train_log.propagate = saved[1]
     for res in results:
         print(res.summary())
     return 0
@@ -887,8 +925,8 @@ def main(argv: list[str] | None = None) -> int:
     except NotImplementedError as exc:
         _say(f"{PROG}: error: not available yet: {first_line(exc) if str(exc) else args.command}")
         return 1
-    except KeyboardInterrupt:
-        _say(f"{PROG}: interrupted")
+    except KeyboardInterrupt as exc:  # training says where its checkpoint is
+        _say(f"{PROG}: interrupted" + (f": {exc}" if str(exc) else ""))
         return 130
     except BrokenPipeError:  # stdout closed early (`blurwise models --json | head`): stop quietly, as shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush must not fail

@@ -56,7 +56,7 @@ def run_main(prog: str | None, main: Callable[[], Any]) -> int:
     except OSError as exc:
         print(f"{head}error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{head}interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a message (training's: where its checkpoint is) is kept
+        print(f"{head}interrupted" + (f": {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
     return int(code or 0)

@@ -188,6 +188,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but no CUDA GPU is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise UsageError(f"--device {name}: no such GPU (this machine has {n}: cuda:0..cuda:{n - 1})")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError("--device mps asked for, but Apple MPS is not available")
     return dev

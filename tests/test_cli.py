@@ -510,6 +510,22 @@ class TestTrainArgs:
             with pytest.raises(UsageError, match=said):
                 _train_configs(words, files)
 
+    def test_teacher_flag_completes_a_config_without_one(self, tmp_path):
+        from blurwise.cli import _train_configs
+        from blurwise.train.config import CONFIG_DIR
+
+        text = (CONFIG_DIR / "distill_ebmsr_x2.toml").read_text().replace('teacher = "edsr-s-x2"', "")
+        (tmp_path / "d.toml").write_text(text)
+        files = [str(tmp_path / "d.toml")]
+        assert _train_configs(["distill"], files, overrides={"teacher": "my.pth"}) == files
+
+    def test_typo_in_set_is_one_line_before_anything_runs(self, capsys, monkeypatch):
+        import blurwise.train
+
+        monkeypatch.setattr(blurwise.train, "run", lambda *a, **k: pytest.fail("ran"), raising=False)
+        code, _, err = run(capsys, "train", "sr", "--smoke", "--set", "optim.lrr=1")
+        assert code == 2 and "unknown key 'optim.lrr' (did you mean 'optim.lr'?" in err and err.count("\n") == 1
+
 
 class TestDepthFolder:
     def test_found_by_name_in_any_readable_format_never_the_image_itself(self, tmp_path):

@@ -7,6 +7,7 @@ crop for SR validation); ``test_real_data_smoke`` runs the real ``blurwise.data.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -228,13 +229,18 @@ class TestSmoke:
         assert 0 < res.steps < 100000 and res.export is not None  # stopped on time, and still exported
         assert res.val and res.val[-1][0] == res.steps  # the last step was validated
 
-    def test_shared_batches_for_ablations(self, tmp_path, tiny_data):
+    def test_shared_batches_for_ablations(self, tmp_path, tiny_data, monkeypatch):
         from blurwise.train.loop import run_many
 
+        monkeypatch.setenv("BLURWISE_RUNS", str(tmp_path / "runs"))
         a = _cfg(tmp_path, DEBLUR_TOML, "a.toml")
-        b = _cfg(tmp_path, DEBLUR_TOML.replace('name = "lprn"', 'name = "lprn-recal-none"'), "b.toml")
-        res = run_many([a, b], device="cpu", overrides={"output.dir": str(tmp_path / "run")})
+        b_toml = DEBLUR_TOML.replace('name = "lprn"', 'name = "lprn-recal-none"').replace("t_deblur", "t_deblur_b")
+        b = _cfg(tmp_path, b_toml, "b.toml")
+        with pytest.raises(UsageError, match="share the run folder"):  # one last.pt for two models
+            run_many([a, b], device="cpu", overrides={"output.dir": str(tmp_path / "run")})
+        res = run_many([a, b], device="cpu")
         assert [r.steps for r in res] == [16, 16] and all(r.export is not None for r in res)
+        assert res[0].export != res[1].export and res[0].run_dir != res[1].run_dir
         assert res[0].losses != res[1].losses  # two models ...
         solo = run(a, device="cpu", overrides={"output.dir": str(tmp_path / "solo")})
         assert solo.losses == res[0].losses  # ... each trained exactly as it would be alone
@@ -372,7 +378,7 @@ class TestConfig:
         "text, match",
         [
             ('task = "sr"\n[model]\nname = "edsr"\n[optim]\nlrr = 1\n', "unknown key 'lrr'"),
-            ('task = "sr"\n[model]\nname = "edsr"\n[optim]\nlr = "fast"\n', "expected a number"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[optim]\nlr = "fast"\n', "expected a finite number"),
             ('task = "sr"\n[model\n', "invalid TOML"),
             ('task = "paint"\n[model]\nname = "edsr"\n', "task must be one of"),
             ('task = "sr"\n', "name is required"),
@@ -412,7 +418,7 @@ class TestConfig:
         p = _cfg(tmp_path, DISTILL_TOML)
         cfg = load_config(p, overrides={"teacher": "my.pth", "optim.lr": 1, "batch": 2})
         assert cfg.distill.teacher == "my.pth" and cfg.optim.lr == 1.0 and cfg.data.batch == 2
-        with pytest.raises(UsageError, match="unknown override"):
+        with pytest.raises(UsageError, match="unknown section 'nope'"):
             load_config(p, overrides={"nope.x": 1})
 
     def test_smoke_defaults(self, tmp_path):
@@ -451,3 +457,187 @@ def test_smoke_run_with_a_bad_config_leaves_no_folder(tmp_path, monkeypatch):
     with pytest.raises(UsageError):
         run("sr_edsr-s_x2", device="cpu", smoke=True, overrides={"optim.lr": "abc"})
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- what a user runs into
+
+
+class TestUserFacing:
+    def test_set_options_are_checked_key_by_key(self, tmp_path):
+        from blurwise.train.config import parse_overrides
+
+        for items, said in (
+            (["optim.lrr=1"], "unknown key 'optim.lrr' (did you mean 'optim.lr'?"),
+            (["optimm.lr=1"], "unknown section 'optimm' (did you mean 'optim'?"),
+            (["lrr=1"], "unknown key 'lrr' (did you mean 'lr'?"),
+            (["optim=3"], "'optim' is a section"),
+            (["optim.lr.x=1"], "unknown key 'optim.lr.x'"),
+            (["optim.lr=null"], "null is not a config value"),
+            (["optim.lr"], "expects KEY=VALUE"),
+        ):
+            with pytest.raises(UsageError, match=re.escape(said)) as ei:
+                parse_overrides(items)
+            assert "\n" not in str(ei.value)
+        got = parse_overrides(["model.cfg.n_feats=8", "data.kwargs={frames = [7, 9]}", "output.export=w.safetensors"])
+        assert got["model.cfg.n_feats"] == 8 and got["data.kwargs"] == {"frames": [7, 9]}
+        assert got["output.export"] == str(Path.cwd() / "w.safetensors")  # the command line's paths: from here
+        cfg = load_config(_cfg(tmp_path, SR_TOML), overrides=got)
+        assert cfg.model.cfg == {"scale": 2, "n_feats": 8, "n_resblocks": 1} and cfg.data.kwargs["frames"] == [7, 9]
+
+    @pytest.mark.parametrize(
+        "text, said",
+        [
+            ("", "the config is empty"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[optimizer]\nlr = 1\n', "did you mean 'optim'?"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[smoke]\n"optim.lrr" = 1\n', "unknown key 'optim.lrr'"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[data]\nscale = 2\n[optim]\nlr = nan\n', "finite number"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[data]\nscale = 2\n[train]\nlog_every = 0\n', "log_every"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[data]\nscale = 2\n[output]\nexport = "w.pt"\n', ".safetensors"),
+            ('task = "sr"\n[model]\nname = "edsr"\n[data]\nscale = 2\n[optim]\nwarmup = 50\niterations = 9\n', "(50)"),
+        ],
+    )
+    def test_config_mistakes_are_one_line(self, tmp_path, text, said):
+        with pytest.raises(BlurwiseError, match=re.escape(said)) as ei:
+            load_config(_cfg(tmp_path, text))  # not only with --smoke: a [smoke] typo is found on every load
+        assert "\n" not in str(ei.value)
+
+    def test_config_folder_is_not_a_config(self, tmp_path):
+        with pytest.raises(BlurwiseError, match="is a folder"):
+            load_config(tmp_path)
+
+    def test_shipped_config_does_not_replace_the_shipped_weights(self, tmp_path, monkeypatch):
+        from blurwise.models import registry
+        from blurwise.train.loop import export_target
+
+        cfg = load_config("sr_edsr-s_x4")
+        out, note = export_target(cfg, tmp_path, ship=False)
+        assert out == tmp_path / "sr_edsr-s_x4.safetensors" and "--ship" in note
+        out, note = export_target(cfg, tmp_path, ship=True)
+        assert out == registry.WEIGHTS_DIR / "edsr-s-x4.safetensors" and note is None
+        mine = tmp_path / "mine.safetensors"  # an explicit path outside the package is used as given
+        assert (
+            export_target(load_config("sr_edsr-s_x4", overrides={"export": str(mine)}), tmp_path, ship=False)[0] == mine
+        )
+
+    def test_export_goes_to_the_run_folder_unless_shipped(self, tmp_path, tiny_data, monkeypatch):
+        from blurwise.models import load_model, registry
+
+        weights = tmp_path / "weights"
+        weights.mkdir()
+        (weights / "x.safetensors").write_bytes(b"shipped")
+        monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+        o = {"output.dir": str(tmp_path / "run"), "output.export": str(weights / "x.safetensors"), "iterations": 2}
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=o)
+        assert (weights / "x.safetensors").read_bytes() == b"shipped"
+        assert res.export == tmp_path / "run" / "t_sr.safetensors"
+        _, info = load_model(res.export)  # what `blurwise upscale -m FILE` loads, with the documented metadata
+        training = info.metadata["training"]
+        assert training["config"]["model"]["name"] == "edsr" and training["validation"]["psnr"] == res.final_val
+        assert {"data", "data_root", "iterations", "batch", "patch"} <= set(training)
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=o, ship=True)
+        assert res.export == weights / "x.safetensors" and load_model(res.export)[1].arch == "edsr"
+        assert not list(weights.glob(".*"))  # no temp file left
+
+    def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(self, tmp_path, tiny_data, monkeypatch, capsys):
+        import signal
+
+        from blurwise.cli import main
+        from blurwise.train import loop
+
+        cfg = _cfg(tmp_path, SR_TOML)
+        full = run(cfg, device="cpu", overrides={"output.dir": str(tmp_path / "full")})
+        orig = loop.Trainer._train_step
+
+        def ctrl_c_at_6(self, batch):
+            if self.step == 5:
+                signal.raise_signal(signal.SIGINT)  # as a terminal's Ctrl-C: the step still finishes
+            return orig(self, batch)
+
+        monkeypatch.setattr(loop.Trainer, "_train_step", ctrl_c_at_6)
+        code = main(["train", str(cfg), "--device", "cpu", "-q", "--set", f"output.dir={tmp_path / 'cut'}"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 130 and err[-1].startswith("blurwise: interrupted: stopped at step 6 of 16; checkpoint")
+        assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == 6  # not the step-8 one
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is gone again
+        monkeypatch.setattr(loop.Trainer, "_train_step", orig)
+        res = run(cfg, device="cpu", overrides={"output.dir": str(tmp_path / "cut")})
+        assert res.start_step == 6 and res.losses == full.losses[6:] and res.final_val == full.final_val
+
+    def test_resumed_time_budget_counts_the_time_already_spent(self, tmp_path, tiny_data):
+        o = {"output.dir": str(tmp_path / "run"), "train.time_budget": 1000.0}
+        run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=o)
+        spent = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["wall_seconds"]
+        assert spent > 0
+        o.update({"optim.iterations": 64, "train.time_budget": spent / 2})  # already used up: no more steps
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=o)
+        assert res.start_step == res.steps == 16 and res.export is not None
+
+    def test_resume_of_another_model_or_a_broken_checkpoint(self, tmp_path, tiny_data):
+        o = {"output.dir": str(tmp_path / "run"), "iterations": 2}
+        run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=o)
+        with pytest.raises(BlurwiseError, match="cannot resume from .*--no-resume") as ei:
+            run(_cfg(tmp_path, SR_TOML), device="cpu", overrides={**o, "model.cfg.n_feats": 16})
+        assert "\n" not in str(ei.value)
+        run(_cfg(tmp_path, SR_TOML), device="cpu", overrides={**o, "model.cfg.n_feats": 16}, resume=False)
+        (tmp_path / "run" / "last.pt").write_bytes(b"")
+        with pytest.raises(BlurwiseError, match="cannot read checkpoint .*--no-resume"):
+            run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=o)
+
+    def test_missing_data_and_devices(self, tmp_path, monkeypatch):
+        import tempfile
+
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        with pytest.raises(BlurwiseError, match="data root not found: .*nope"):
+            run("sr_edsr-s_x2", device="cpu", smoke=True, overrides={"data.roots": ["nope"]})
+        with pytest.raises(BlurwiseError, match="no images under"):
+            run("sr_edsr-s_x2", device="cpu", smoke=True, overrides={"data.roots": [str(tmp_path)]})
+        with pytest.raises(BlurwiseError, match="data.frames folder not found"):
+            run("deblur", device="cpu", smoke=True, overrides={"data.frames": "nope"})
+        with pytest.raises(UsageError, match="cuda"):
+            run("sr_edsr-s_x2", device="cuda:99", smoke=True)
+        assert list(tmp_path.iterdir()) == []  # no empty smoke folders left behind
+
+    def test_model_and_data_scale_must_agree(self, tmp_path, tiny_data):
+        with pytest.raises(UsageError, match="upscales x2 but data.scale is 4"):
+            run(_cfg(tmp_path, SR_TOML), device="cpu", overrides={"output.dir": str(tmp_path / "r"), "data.scale": 4})
+
+    def test_gpu_index_beyond_the_machine(self, monkeypatch):
+        from blurwise.train.dist import resolve_device
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        with pytest.raises(UsageError, match="no such GPU"):
+            resolve_device("cuda:3")
+
+    def test_teacher_must_be_super_resolution(self):
+        from blurwise.errors import ModelError
+        from blurwise.train.loop import load_teacher
+
+        with pytest.raises(ModelError, match="super-resolution teacher"):
+            load_teacher("lprn", trust_pickle=False, device=torch.device("cpu"), allow_untrained=True)
+
+    def test_pickled_whole_model_teacher_is_one_line(self, tmp_path):
+        from blurwise.errors import ModelError
+        from blurwise.train.loop import load_teacher
+
+        torch.save(torch.nn.Conv2d(3, 3, 1), tmp_path / "whole.pth")
+        with pytest.raises(ModelError, match="pickled Python objects") as ei:
+            load_teacher(
+                str(tmp_path / "whole.pth"), trust_pickle=True, device=torch.device("cpu"), allow_untrained=True
+            )
+        assert "\n" not in str(ei.value) and "\x1b" not in str(ei.value)
+
+    def test_export_only_never_writes_the_package_without_ship(self, tmp_path):
+        from blurwise.models.registry import WEIGHTS_DIR
+        from blurwise.train.loop import export_checkpoint
+
+        with pytest.raises(UsageError, match="--ship"):
+            export_checkpoint(
+                "sr_edsr-s_x4", checkpoint=tmp_path / "x.pt", out=str(WEIGHTS_DIR / "edsr-s-x4.safetensors")
+            )
+
+    def test_summary_names_the_figure(self):
+        from blurwise.train.loop import RunResult
+
+        assert "val PSNR 30.500 dB" in RunResult("a", 0, 3, val=[(3, 30.5)]).summary()
+        assert "val MAE 0.340 px" in RunResult("a", 0, 3, val=[(3, -0.34)], val_mae=True).summary()

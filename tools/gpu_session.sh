@@ -45,7 +45,7 @@ $PY tools/gpu_pack.py unpack .gpu/data "$BLURWISE_DATA" >>"$LOG" 2>&1 || { say "
 say "data ready"
 ( while true; do sleep 30; pack; done ) & PACKER=$!
 
-T="$PY -m blurwise.train"
+T="$PY -m blurwise.train --ship"  # --ship: the exports replace blurwise/models/weights/*, the curves go to docs/
 LONG="--set optim.iterations=1000000 --set data.length=200000 --set train.log_every=100"
 has() { case ",$JOBS," in *",$1,"*) return 0 ;; esac; return 1; }
 PIDS=()  # the training jobs (wait must not wait on the packer loop)

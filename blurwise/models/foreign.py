@@ -50,7 +50,11 @@ def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
+            import pickle
+
             why = first_line(exc)
+            if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in why:
+                why = "it holds pickled Python objects (a whole model?), not only tensors; save its state_dict()"
             raise ModelError(f"cannot load {path.name} as plain weights (weights_only=True): {why}") from None
     for _ in range(3):  # e.g. {"params_ema": {...}} or {"model": {"state_dict": {...}}}
         if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):

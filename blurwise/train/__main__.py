@@ -1,28 +1,22 @@
-"""``python -m blurwise.train CONFIG [--smoke] [--device D] [--teacher PATH] [--set key=value ...]``.
+"""``python -m blurwise.train CONFIG [--smoke] [--device D] [--teacher PATH] [--set key=value ...] [--ship]``.
 
 Also the torchrun entry point: ``torchrun --nproc_per_node 4 -m blurwise.train sr_edsr-s_x4``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
 from blurwise.argtypes import OneLineParser
-from blurwise.errors import BlurwiseError, UsageError
-
-
-def _value(text: str):
-    """A --set value: JSON/TOML-like literals (numbers, true/false, lists) or a plain string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+from blurwise.errors import UsageError, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run (or export) the training, print a one-line summary; returns the exit code."""
+    """Parse arguments, run (or export) the training, print a one-line summary; returns the exit code.
+
+    Errors a user can cause are one line on stderr and a non-zero exit code; Ctrl-C stops after the
+    current step, saves a checkpoint and exits with 130."""
     ap = OneLineParser(prog="python -m blurwise.train", description=__doc__.splitlines()[0])
     ap.add_argument(
         "config", nargs="+", help="TOML config (path, or a shipped config's name); several: one shared batch stream"
@@ -33,19 +27,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trust-pickle", action="store_true", help="allow a pickled .pth teacher")
     ap.add_argument("--no-resume", action="store_true", help="ignore the run folder's last.pt")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. optim.lr=1e-3")
+    ap.add_argument(
+        "--ship",
+        action="store_true",
+        help="write output.export even in the package's shipped weights, and the curve to docs/results/training",
+    )
     ap.add_argument("--export-only", action="store_true", help="export the run's (or --checkpoint's) EMA weights")
     ap.add_argument("--checkpoint", help="with --export-only: checkpoint to export")
     ap.add_argument("--out", help="with --export-only: output .safetensors")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        overrides = {}
-        for item in args.set:
-            if "=" not in item:
-                raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-            k, v = item.split("=", 1)
-            overrides[k.strip()] = _value(v.strip())
+    results = []
+
+    def work() -> int:
+        from blurwise.train.config import parse_overrides
+
+        overrides = parse_overrides(args.set)
         if args.teacher:
             overrides["teacher"] = args.teacher
         if args.trust_pickle:
@@ -56,20 +54,33 @@ def main(argv: list[str] | None = None) -> int:
             if len(args.config) > 1:
                 raise UsageError("--export-only takes one config")
             path = export_checkpoint(
-                args.config[0], checkpoint=args.checkpoint, out=args.out, device=args.device, overrides=overrides
+                args.config[0],
+                checkpoint=args.checkpoint,
+                out=args.out,
+                device=args.device,
+                overrides=overrides,
+                ship=args.ship,
             )
             print(f"exported {path}")
             return 0
+        if args.checkpoint or args.out:
+            raise UsageError("--checkpoint and --out go with --export-only")
         from blurwise.train.loop import run, run_many
 
-        kw = {"device": args.device, "smoke": args.smoke, "resume": not args.no_resume, "overrides": overrides}
-        results = run_many(args.config, **kw) if len(args.config) > 1 else [run(args.config[0], **kw)]
-    except BlurwiseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        kw = {
+            "device": args.device,
+            "smoke": args.smoke,
+            "resume": not args.no_resume,
+            "overrides": overrides,
+            "ship": args.ship,
+        }
+        results.extend(run_many(args.config, **kw) if len(args.config) > 1 else [run(args.config[0], **kw)])
+        return 0
+
+    code = run_main(None, work)
     for res in results:
         print(res.summary())
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from blurwise.errors import ModelError
+from blurwise.errors import ModelError, first_line
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -23,8 +23,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or Ctrl-C mid-write leaves the previous checkpoint, and no temp file
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -33,7 +37,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in several types
-        raise ModelError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
     if not isinstance(state, dict):
         raise ModelError(f"{path}: not a checkpoint dict")
     return state

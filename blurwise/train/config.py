@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import json
+import math
 import os
 import types
 import typing
@@ -169,9 +172,11 @@ class OutputConfig:
     """Where checkpoints, logs and the exported weights go."""
 
     dir: str = ""  # "" = $BLURWISE_RUNS/NAME, else /work/ckpt/runs/NAME if /work/ckpt exists, else ~/.cache
-    export: str = ""  # shipped .safetensors path, relative to the checkout ("" = <dir>/NAME.safetensors)
+    # exported .safetensors ("" = <dir>/NAME.safetensors; relative: to the source checkout's root). A path inside
+    # the package's shipped-weights folder is written only by a --ship run; other runs export into <dir>
+    export: str = ""
     export_name: str = ""  # model name stored in the metadata ("" = export file stem)
-    docs: bool = True  # write docs/results/training/NAME.{csv,png} (installed blurwise: NAME.png in <dir>)
+    docs: bool = True  # training curve <dir>/curve.png; a --ship run also writes docs/results/training/NAME.{csv,png}
 
 
 @dataclass
@@ -211,24 +216,6 @@ class Config:
         if Path("/work/ckpt").is_dir():
             return Path("/work/ckpt/runs") / self.name
         return Path.home() / ".cache" / "blurwise" / "runs" / self.name
-
-    def export_path(self) -> Path:
-        """Where the trained weights go: ``output.export`` (a relative path is the checkout's, e.g. the shipped
-        weights; for an installed blurwise, whose package a run must not overwrite, that file name in the run
-        folder), else ``NAME.safetensors`` in the run folder."""
-        if not self.output.export:
-            return self.run_dir() / f"{self.name}.safetensors"
-        out = Path(os.path.expanduser(self.output.export))
-        if out.is_absolute():
-            return out
-        root = source_checkout()
-        return root / out if root is not None else self.run_dir() / out.name
-
-    def curve_dir(self) -> Path:
-        """Where ``output.docs`` publishes the training curve: ``docs/results/training/`` in a checkout, the run
-        folder for an installed blurwise (its log.csv is there already)."""
-        root = source_checkout()
-        return root / "docs" / "results" / "training" if root is not None else self.run_dir()
 
 
 SECTIONS: dict[str, type] = {
@@ -286,8 +273,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise UsageError(f"{where}: expected a table, got {type(value).__name__}")
         return dict(value)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UsageError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise UsageError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -304,6 +291,14 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _unknown(what: str, key: str, known: typing.Iterable[str], label: str = "known", prefix: str = "") -> str:
+    """``unknown key 'lrr' (did you mean 'lr'?; known: ...)``: the one-line text of an unknown name."""
+    known = sorted(known)
+    close = difflib.get_close_matches(key.removeprefix(prefix), known, n=1)
+    hint = f"did you mean {prefix + close[0]!r}?; " if close else ""
+    return f"unknown {what} {key!r} ({hint}{label}: {', '.join(known)})"
+
+
 def _build(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, dict):
         raise UsageError(f"{where}: expected a table, got {type(table).__name__}")
@@ -312,25 +307,86 @@ def _build(cls: type, table: Any, where: str) -> Any:
     kwargs = {}
     for key, value in table.items():
         if key not in names:
-            raise UsageError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(names))})")
+            raise UsageError(f"{where}: {_unknown('key', key, names)}")
         kwargs[key] = _check_type(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
-    key = ALIASES.get(key, key)
-    parts = key.split(".")
+def _table_fields(section: str) -> set[str]:
+    """The fields of ``[section]`` that are tables themselves (``model.cfg``, ``data.kwargs``, ...)."""
+    hints = typing.get_type_hints(SECTIONS[section])
+    return {k for k, t in hints.items() if typing.get_origin(t) is dict}
+
+
+def check_key(key: str, where: str) -> list[str]:
+    """The parts of a dotted override key (aliases resolved), or a one-line UsageError naming the key.
+
+    ``section.key`` (``optim.lr``), a top-level key (``name``, ``seed``), or ``section.table.key`` into a
+    table-valued field (``model.cfg.n_feats``, ``data.kwargs.synth_fraction``).
+    """
+    full = ALIASES.get(key, key)
+    parts = full.split(".")
     if len(parts) == 1:
-        if parts[0] not in TOP_KEYS and parts[0] not in SECTIONS:
-            raise UsageError(f"{where}: unknown override {key!r}")
-        raw[parts[0]] = value
-        return
-    if len(parts) != 2 or parts[0] not in SECTIONS:
-        raise UsageError(f"{where}: unknown override {key!r} (use section.key, e.g. optim.lr)")
-    section = raw.setdefault(parts[0], {})
-    if not isinstance(section, dict):
-        raise UsageError(f"{where}: [{parts[0]}] is not a table")
-    section[parts[1]] = value
+        if parts[0] in SECTIONS:
+            raise UsageError(f"{where}: {full!r} is a section; set its keys one by one ({full}.KEY=VALUE)")
+        if parts[0] not in TOP_KEYS:
+            raise UsageError(f"{where}: {_unknown('key', full, [*TOP_KEYS, *ALIASES], 'top-level keys and aliases')}")
+        return parts
+    if parts[0] not in SECTIONS:
+        raise UsageError(f"{where}: {_unknown('section', parts[0], SECTIONS, 'sections')} in {full!r}")
+    names = {f.name for f in dataclasses.fields(SECTIONS[parts[0]])}
+    if parts[1] not in names:
+        sec = parts[0]
+        raise UsageError(f"{where}: {_unknown('key', full, names, f'[{sec}] keys', prefix=f'{sec}.')}")
+    if len(parts) == 2 or (len(parts) == 3 and parts[1] in _table_fields(parts[0]) and parts[2]):
+        return parts
+    raise UsageError(f"{where}: unknown key {full!r} ({parts[0]}.{parts[1]} is not a table)")
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, where: str) -> None:
+    parts = check_key(key, where)
+    table = raw
+    for part in parts[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise UsageError(f"{where}: {part} is not a table")
+    table[parts[-1]] = value
+
+
+def _value(text: str) -> Any:
+    """A ``--set`` value: a JSON or TOML literal (``1e-3``, ``true``, ``[0.9, 0.99]``, ``{n_feats = 32}``), or
+    else the text itself as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except (tomllib.TOMLDecodeError, KeyError):
+        return text
+
+
+CWD_PATH_KEYS = ("output.export", "output.dir")  # relative paths given on the command line: to the current folder
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    """The command line's ``--set KEY=VALUE`` options as overrides, every key checked (a typo is a one-line
+    UsageError naming it, never ignored). ``output.export`` / ``output.dir`` given relative are taken from the
+    current folder (in a config file, a relative ``output.export`` is relative to the source checkout's root)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UsageError(f"--set expects KEY=VALUE (e.g. optim.lr=1e-3), got {item!r}")
+        full = ".".join(check_key(key, "--set"))
+        value = _value(text.strip())
+        if value is None:
+            raise UsageError(f"--set {key}: null is not a config value")
+        if full in CWD_PATH_KEYS and isinstance(value, str) and value:
+            value = os.path.abspath(os.path.expanduser(value))
+        overrides[key] = value
+    return overrides
 
 
 TASK_CONFIGS = {"sr": "sr_edsr-s_x4", "distill": "distill_ebmsr_x4", "deblur": "deblur_lprn", "defocus": "defocus"}
@@ -344,6 +400,8 @@ def resolve_config_path(path: str | Path) -> Path:
     p = Path(os.path.expanduser(str(path)))
     if p.is_file():
         return p
+    if p.is_dir():
+        raise InputError(f"{path} is a folder, not a TOML config file")
     if str(path) in TASK_CONFIGS:
         p = Path(TASK_CONFIGS[str(path)])
     if p.parent in (Path("."), Path("configs")):
@@ -359,17 +417,22 @@ def parse_config(
     """Build a :class:`Config` from a TOML-like dict, applying ``--smoke`` and CLI overrides."""
     raw = copy.deepcopy(raw)
     where = Path(source).name
+    if not raw and not overrides:
+        raise UsageError(f"{where}: the config is empty (it needs at least task and [model] name)")
     for key in raw:
         if key not in SECTIONS and key not in TOP_KEYS:
-            raise UsageError(f"{where}: unknown key {key!r} (sections: {', '.join(SECTIONS)})")
+            raise UsageError(f"{where}: {_unknown('section or key', key, [*SECTIONS, *TOP_KEYS])}")
+    smoke_table = raw.get("smoke", {})
+    if not isinstance(smoke_table, dict):
+        raise UsageError(f"{where}: [smoke] must be a table of dotted overrides")
+    for key in smoke_table:  # checked on every run, so a typo there does not wait for the next --smoke
+        check_key(key, f"{where} [smoke]")
     if smoke:
-        smoke_table = raw.get("smoke", {})
-        if not isinstance(smoke_table, dict):
-            raise UsageError(f"{where}: [smoke] must be a table of dotted overrides")
         for key, value in {**SMOKE_DEFAULTS, **smoke_table}.items():
             _set_dotted(raw, key, value, f"{where} [smoke]")
     for key, value in (overrides or {}).items():
-        if value is not None:
+        check_key(key, f"{where} (override)")
+        if value is not None:  # None: "not given" (API callers pass e.g. teacher=None)
             _set_dotted(raw, key, value, f"{where} (override)")
     task = raw.get("task")
     if task not in TASKS:
@@ -394,8 +457,20 @@ def _validate(cfg: Config, where: str) -> None:
     need(cfg.optim.iterations > 0, "optim.iterations must be > 0")
     need(cfg.optim.lr > 0, "optim.lr must be > 0")
     need(len(cfg.optim.betas) == 2, "optim.betas must hold two numbers")
-    need(0 <= cfg.optim.warmup < cfg.optim.iterations or cfg.optim.warmup == 0, "optim.warmup must be < iterations")
+    need(
+        0 <= cfg.optim.warmup < cfg.optim.iterations or cfg.optim.warmup == 0,
+        f"optim.warmup ({cfg.optim.warmup}) must be >= 0 and < optim.iterations ({cfg.optim.iterations})",
+    )
+    need(cfg.optim.min_lr >= 0, "optim.min_lr must be >= 0")
     need(cfg.data.batch > 0 and cfg.data.patch > 0, "data.batch and data.patch must be > 0")
+    for key in ("num_workers", "max_images", "length"):
+        need(getattr(cfg.data, key) >= 0, f"data.{key} must be >= 0")
+    need(cfg.train.threads >= 0, "train.threads must be >= 0")
+    need(cfg.train.time_budget >= 0, "train.time_budget must be >= 0 seconds (0 = no budget)")
+    need(cfg.train.log_every > 0, "train.log_every must be > 0")
+    need(cfg.val.n > 0 and cfg.val.max_images >= 0, "val.n must be > 0 and val.max_images >= 0")
+    export = cfg.output.export
+    need(not export or export.lower().endswith(".safetensors"), f"output.export must end in .safetensors: {export}")
     need(cfg.data.scale in (1, 2, 3, 4, 8), f"data.scale must be 1, 2, 3, 4 or 8, got {cfg.data.scale}")
     need(0.0 <= cfg.ema.decay < 1.0, "ema.decay must be in [0, 1)")
     need(cfg.train.amp in ("auto", "bf16", "fp16", "off"), "train.amp must be auto, bf16, fp16 or off")

@@ -120,7 +120,15 @@ def split_images(cfg: Config, split: str, patch: int) -> list[Path] | None:
     d = cfg.data
     if not d.roots or (not d.holdout and not d.max_images and split == "train"):
         return None
-    files = [f for r in d.roots for f in _images(_data_path(r))]
+    files = []
+    for r in d.roots:
+        root = _data_path(r)
+        if not root.exists():
+            raise InputError(f"data root not found: {root} (data.roots are relative to the shared data folder)")
+        found = _images(root)
+        if not found:
+            raise InputError(f"no images under {root} (data.roots)")
+        files += found
     held = set()
     for pattern in d.holdout:
         base = _data_path(".")
@@ -134,7 +142,8 @@ def split_images(cfg: Config, split: str, patch: int) -> list[Path] | None:
     if limit:
         files = [f for f in files if _min_side(f) >= patch][:limit]
     if not files:
-        raise UsageError(f"no {split} images left under {', '.join(d.roots)} (check data.holdout)")
+        why = "data.holdout" + (f"; only images of at least {patch} px are used" if limit else "")
+        raise UsageError(f"no {split} images left under {', '.join(d.roots)} (check {why})")
     return files
 
 
@@ -146,10 +155,15 @@ def frames_view(cfg: Config, split: str) -> Path | None:
     if not d.frames:
         return None
     root = _data_path(d.frames)
+    if not root.is_dir():
+        raise InputError(f"data.frames folder not found: {root}")
     if not d.holdout_frames:
         return root
+    seqs = sorted(p for p in root.glob("*") if p.is_dir() and any(p.glob("*.png")))
+    if not seqs:
+        raise InputError(f"no frame sequences (folders of PNG frames) under {root} (data.frames)")
     view = cfg.run_dir() / "frames" / split
-    for seq in sorted(p for p in root.glob("*") if p.is_dir()):
+    for seq in seqs:
         frames = sorted(seq.glob("*.png"))
         keep = frames[: -d.holdout_frames] if split == "train" else frames[-d.holdout_frames :]
         out = view / seq.name
@@ -221,6 +235,13 @@ def build_dataset(cfg: Config, *, length: int, split: str = "train", seed_offset
         raise UsageError(f"cannot build {name}: {str(exc).splitlines()[0]}") from None
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which stops after the current step and saves."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset: torch.utils.data.Dataset, sampler: Any, num_workers: int, device: torch.device):
     """DataLoader over ``sampler``'s index batches (workers seeded from the item index by the dataset)."""
     return torch.utils.data.DataLoader(
@@ -229,6 +250,7 @@ def make_loader(dataset: torch.utils.data.Dataset, sampler: Any, num_workers: in
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        worker_init_fn=_ignore_sigint if num_workers else None,
     )
 
 

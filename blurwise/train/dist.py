@@ -16,7 +16,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from blurwise.errors import NotAvailableError, UsageError
+from blurwise.errors import UsageError
 
 
 @dataclass
@@ -40,23 +40,11 @@ class DistInfo:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA, then MPS, then CPU; an explicit device that is missing is a one-line error."""
-    device = str(device or "auto")
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NotAvailableError("--device cuda requested but CUDA is not available in this torch build/machine")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise NotAvailableError("--device mps requested but MPS is not available")
-    return dev
+    """``auto`` -> CUDA, then MPS, then CPU; a device that is missing (or a GPU index beyond the machine's)
+    is a one-line UsageError, as for every other command (:func:`blurwise.tiling.resolve_device`)."""
+    from blurwise.tiling import resolve_device as resolve
+
+    return resolve(device or "auto")
 
 
 def setup(device: str = "auto") -> DistInfo:

@@ -8,12 +8,17 @@ validation, atomic checkpoints and a CSV/PNG training curve, resumes from the ru
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
+import os
 import random
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from blurwise.errors import ModelError, UsageError
+from blurwise.errors import ModelError, OutputError, UsageError
+from blurwise.train import config as tconfig
 from blurwise.train import dist
 from blurwise.train.checkpoint import load_checkpoint, load_matching, save_checkpoint, state_from_source
-from blurwise.train.config import Config, load_config
+from blurwise.train.config import CONFIG_DIR, REPO_ROOT, Config, load_config
 from blurwise.train.data import TUPLE_KEYS as _TUPLE_KEYS
 from blurwise.train.data import (
     ItemAdapter,
@@ -61,6 +67,7 @@ class RunResult:
     checkpoint: Path | None = None
     export: Path | None = None
     seconds: float = 0.0
+    val_mae: bool = False  # the validation figures are minus the mean absolute error of a sigma map
 
     @property
     def final_val(self) -> float | None:
@@ -69,9 +76,90 @@ class RunResult:
 
     def summary(self) -> str:
         """One line for the command line: steps, last validation, run folder, exported weights."""
-        val = "" if self.final_val is None else f", val {self.final_val:.3f}"
-        where = f"run dir {self.run_dir}; weights {self.export}"
+        v = self.final_val
+        val = "" if v is None else f", val MAE {-v:.3f} px" if self.val_mae else f", val PSNR {v:.3f} dB"
+        where = f"run dir {self.run_dir}; weights {self.export or '(not exported: run not finished)'}"
         return f"{self.name}: steps {self.start_step} -> {self.steps}{val}; {where}"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the run after a step; its message says where the checkpoint that resumes it is."""
+
+
+class _StopOnSigint:
+    """While active (main thread, single process): the first Ctrl-C only asks the loop to stop after the
+    current step (so a checkpoint of a consistent state can be written); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    @contextlib.contextmanager
+    def active(self, enabled: bool = True) -> Iterator[_StopOnSigint]:
+        """Install the handler for the ``with`` block (a no-op outside the main thread or when not ``enabled``)."""
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        try:
+            previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main interpreter's thread
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def export_target(cfg: Config, run_dir: Path, *, ship: bool) -> tuple[Path, str | None]:
+    """Where a run's weights are exported, and a note when ``output.export`` was not used: the one place that
+    decides it (training, ``--export-only``).
+
+    ``output.export`` (a relative path is relative to the source checkout's root) is used as given, except a
+    path in the package's shipped-weights folder, which only a ``ship`` run replaces: any other run exports to
+    ``<run folder>/NAME.safetensors``, so training from a shipped config never overwrites the shipped model.
+    An installed blurwise (no source checkout) has no root for a relative path: that export goes to the run
+    folder too, and ``ship`` is refused (site-packages is not rewritten).
+    """
+    from blurwise.models.registry import WEIGHTS_DIR
+
+    root = tconfig.source_checkout()
+    if ship and root is None:
+        raise UsageError(
+            "--ship replaces the shipped weights of a source checkout; an installed blurwise does not rewrite "
+            "its package (without --ship the weights go to the run folder)"
+        )
+    default = run_dir / f"{cfg.name}.safetensors"
+    if not cfg.output.export:
+        return default, None
+    out = Path(os.path.expanduser(cfg.output.export))
+    relative = not out.is_absolute()
+    if relative:  # installed: REPO_ROOT is site-packages, so the shipped configs' path still names the package's
+        out = (root if root is not None else REPO_ROOT) / out
+    if not ship and out.resolve().is_relative_to(WEIGHTS_DIR.resolve()):
+        return default, f"the shipped weights {out.name} are kept (--ship replaces them); exporting to {default}"
+    if relative and root is None:
+        return default, (
+            f"output.export {cfg.output.export} is relative to a source checkout, which an installed blurwise "
+            f"does not have; exporting to {default}"
+        )
+    return out, None
+
+
+def _check_writable(path: Path) -> None:
+    """A one-line OutputError now, not after hours of training, when ``path`` cannot be written."""
+    if path.is_dir():
+        raise OutputError(f"export path is a folder: {path}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write the exported weights to {path}: {parent} is not a writable folder")
 
 
 def lr_at(step: int, cfg: Config, progress: float | None = None) -> float:
@@ -115,7 +203,9 @@ def load_teacher(spec: str, *, trust_pickle: bool, device: torch.device, allow_u
         state, _ = state_from_source(src)
         load_matching(model, state)
     else:
-        model, _ = load_model(spec, device="cpu", trust_pickle=trust_pickle, allow_untrained=allow_untrained)
+        model, info = load_model(spec, device="cpu", trust_pickle=trust_pickle, allow_untrained=allow_untrained)
+        if info.task != "sr":
+            raise ModelError(f"teacher {spec} is a {info.task} model; distillation needs a super-resolution teacher")
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -174,10 +264,12 @@ def write_curve(csv_path: Path, png_path: Path, title: str) -> None:
 class Trainer:
     """State of one run (kept small; :func:`run` is the public entry point)."""
 
-    def __init__(self, cfg: Config, info: dist.DistInfo, *, resume: bool, smoke: bool, init: bool = True) -> None:
+    def __init__(
+        self, cfg: Config, info: dist.DistInfo, *, resume: bool, smoke: bool, init: bool = True, ship: bool = False
+    ) -> None:
         from blurwise.models import create_model
 
-        self.cfg, self.info, self.smoke = cfg, info, smoke
+        self.cfg, self.info, self.smoke, self.ship = cfg, info, smoke, ship
         self.dev = info.device
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -190,14 +282,23 @@ class Trainer:
         _seed_all(cfg.seed)  # same initial weights on every rank (DDP broadcasts rank 0's anyway)
         self.run_dir = cfg.run_dir()
         self.ckpt_path = self.run_dir / "last.pt"
+        self.export_path, self.export_note = export_target(cfg, self.run_dir, ship=ship)
         self.arch, self.model_cfg, self.reg_task, self.scale, self.variant_teacher = model_spec(cfg)
+        if cfg.task in ("sr", "distill") and self.scale != cfg.data.scale:
+            raise UsageError(f"model {cfg.model.name} upscales x{self.scale} but data.scale is {cfg.data.scale}")
         model = create_model(self.arch, **self.model_cfg)
         self.inputs, self.target = task_keys(cfg)
         self.amp = dist.amp_dtype(cfg.train.amp, self.dev)
         self.memfmt = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
         self.step, self.seconds = 0, 0.0
+        self.wall = 0.0  # wall-clock seconds of the run before this invocation (what train.time_budget counts)
         self.notes: dict[str, Any] = {}
-        ck = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.is_file() else None
+        ck = None
+        if resume and self.ckpt_path.is_file():
+            try:
+                ck = load_checkpoint(self.ckpt_path)
+            except ModelError as exc:
+                raise ModelError(f"{exc} (--no-resume starts the run over)") from None
         if ck is None and cfg.model.init_from and init:
             state, _ = state_from_source(cfg.model.init_from)
             keys = load_matching(model, state, cfg.model.init_exclude)
@@ -210,19 +311,28 @@ class Trainer:
         self.opt = opt_cls(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
         if ck is not None:
-            model.load_state_dict(ck["model"])
-            if self.ema is not None:
-                self.ema.load_state_dict(ck.get("ema", ck["model"]))
-            if "opt" in ck:
-                self.opt.load_state_dict(ck["opt"])
+            try:
+                model.load_state_dict(ck["model"])
+                if self.ema is not None:
+                    self.ema.load_state_dict(ck.get("ema", ck["model"]))
+                if ck.get("opt"):
+                    self.opt.load_state_dict(ck["opt"])
+            except (KeyError, RuntimeError, ValueError) as exc:
+                what = "it has no model weights" if isinstance(exc, KeyError) else "it is of another model or optimizer"
+                raise ModelError(
+                    f"cannot resume from {self.ckpt_path}: {what}; --no-resume starts over there, "
+                    "or give the run another name or output.dir"
+                ) from None
             if "scaler" in ck and self.scaler.is_enabled():
                 self.scaler.load_state_dict(ck["scaler"])
             self.step = int(ck.get("step", 0))
             self.seconds = float(ck.get("seconds", 0.0))
+            self.wall = float(ck.get("wall_seconds", ck.get("seconds", 0.0)))
             self.notes.update(ck.get("notes", {}))
             log.info("resumed %s at step %d", self.ckpt_path, self.step)
         self.start_step = self.step
         self.t_start: float | None = None
+        self.resume_how = "the same command resumes from it"  # said when Ctrl-C stops the run
         _seed_all(cfg.seed + 1000 * info.rank + self.step)  # per-rank, per-resume stream for anything random
         self.model = dist.wrap_ddp(model, info)
         self.teacher = None
@@ -232,7 +342,9 @@ class Trainer:
             )
             ts = getattr(self.teacher, "scale", self.scale)
             if ts != self.scale:
-                raise UsageError(f"teacher is x{ts} but the student is x{self.scale}")
+                other = f"distill_ebmsr_x{ts}"
+                hint = f" (for a x{ts} student: --config {other})" if (CONFIG_DIR / f"{other}.toml").is_file() else ""
+                raise UsageError(f"teacher is x{ts} but the student {cfg.model.name} is x{self.scale}{hint}")
             self.distill_loss = _distill_loss_fn(cfg)
         self.teacher_cache: dict[int, torch.Tensor] = {}
 
@@ -282,12 +394,17 @@ class Trainer:
                 return stage_loss(list(outs), y, cfg.loss.stage_weights or None, **lk)
             return pixel_loss(self.model(x), y, **lk)
 
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds of the run so far, over every invocation (resumes continue the count)."""
+        return self.wall + (0.0 if self.t_start is None else time.perf_counter() - self.t_start)
+
     def progress(self) -> float | None:
-        """Fraction of the wall-clock budget used since :meth:`start` (``None`` without a budget)."""
+        """Fraction of the wall-clock budget used (``None`` without a budget). A resumed run continues from
+        the checkpoint's count, so its schedule goes on where it was, not from the start."""
         budget = self.cfg.train.time_budget
-        if not budget or self.t_start is None:
+        if not budget:
             return None
-        return (time.perf_counter() - self.t_start) / budget
+        return self.wall_seconds() / budget
 
     def _train_step(self, batch: dict[str, Any]) -> float:
         for g in self.opt.param_groups:
@@ -398,14 +515,21 @@ class Trainer:
             w.writerow(row)
 
     def _publish_curve(self) -> None:
+        """The training curve: ``curve.png`` in the run folder; a ``--ship`` run also puts the CSV and the
+        PNG in the repository's docs/results/training/ (only a checkout has that folder)."""
         if not self.cfg.output.docs:
             return
-        docs = self.cfg.curve_dir()
-        docs.mkdir(parents=True, exist_ok=True)
-        if docs != self.run_dir:  # the run folder has the log as log.csv
-            shutil.copyfile(self._csv_path(), docs / f"{self.cfg.name}.csv")
+        title = f"{self.cfg.name} ({self.cfg.task})"
         try:
-            write_curve(self._csv_path(), docs / f"{self.cfg.name}.png", f"{self.cfg.name} ({self.cfg.task})")
+            write_curve(self._csv_path(), self._csv_path().with_name("curve.png"), title)
+            root = tconfig.source_checkout()  # a --ship run has one (export_target refuses it otherwise)
+            if self.ship and root is not None:
+                out = root / "docs" / "results" / "training"
+                out.mkdir(parents=True, exist_ok=True)
+                tmp = out / f".{self.cfg.name}.csv.tmp"
+                shutil.copyfile(self._csv_path(), tmp)
+                tmp.replace(out / f"{self.cfg.name}.csv")
+                write_curve(self._csv_path(), out / f"{self.cfg.name}.png", title)
         except Exception as exc:  # a plotting problem must never stop training
             log.warning("training curve not written: %s", exc)
 
@@ -417,6 +541,7 @@ class Trainer:
             "opt": self.opt.state_dict(),
             "step": self.step,
             "seconds": self.seconds,
+            "wall_seconds": self.wall_seconds(),
             "config": self.cfg.to_dict(),
             "notes": self.notes,
         }
@@ -429,7 +554,7 @@ class Trainer:
         from blurwise.models import create_model, save_weights
 
         cfg = self.cfg
-        out = cfg.export_path()
+        out = self.export_path
         model = self.eval_model()
         half = True
         if val_psnr is not None:  # check the fp16 round trip costs < 0.01 dB
@@ -471,12 +596,16 @@ class Trainer:
     def start(self) -> None:
         """Before the first step: reference figures (teacher, blurred input), the clock of the budget."""
         cfg = self.cfg
-        self.res = RunResult(cfg.name, self.start_step, self.step, run_dir=self.run_dir)
+        mae = val_kind(cfg) == "holdout" and task_keys(cfg)[1] == "sigma_lr"
+        self.res = RunResult(cfg.name, self.start_step, self.step, run_dir=self.run_dir, val_mae=mae)
         self.last_val: float | None = None
         self._acc, self._n_acc = 0.0, 0
         if self.info.is_main:
-            self._trim_csv()
+            if self.export_note:
+                log.warning("%s: %s", cfg.name, self.export_note)
+            _check_writable(self.export_path)
             self.val_items()  # a bad validation split fails now, not at the first validation step
+            self._trim_csv()
             if self.teacher is not None and "teacher_val_psnr" not in self.notes:
                 self.notes["teacher_val_psnr"] = self.teacher_val()
             if cfg.task == "deblur" and "input_val_psnr" not in self.notes:
@@ -485,6 +614,7 @@ class Trainer:
         self.model.train()
         self.t_start = time.perf_counter()
         self._t0 = self.t_start
+        self.stop = _StopOnSigint()
 
     def done(self) -> bool:
         """Whether the run has reached its iterations or its time budget."""
@@ -536,37 +666,62 @@ class Trainer:
         dist.barrier(self.info)
         return res
 
+    def interrupted(self) -> TrainingInterrupted:
+        """Save a checkpoint after a Ctrl-C (main rank) and say how to resume."""
+        if self.info.is_main:
+            self.save()
+        return TrainingInterrupted(
+            f"stopped at step {self.step} of {self.cfg.optim.iterations}; checkpoint {self.ckpt_path} "
+            f"({self.resume_how})"
+        )
+
     def fit(self) -> RunResult:
-        """Train until the iterations or the time budget are used up, then validate and export."""
+        """Train until the iterations or the time budget are used up, then validate and export.
+
+        Ctrl-C stops after the current step with a checkpoint (:class:`TrainingInterrupted`)."""
+        loader = self._loader() if self.step < self.cfg.optim.iterations else None
         self.start()
-        if self.step < self.cfg.optim.iterations:
-            for batch in self._loader():
-                loss = self._train_step(batch)
-                final = self.done()
-                if self.cfg.train.time_budget and self.info.distributed:  # every rank stops at the same step
-                    final = dist.mean_across(float(final), self.info) > 0
-                self.after_step(loss, final=final)
-                if final:
-                    break
+        if self.step and self.done() and self.info.is_main:
+            log.warning(
+                "%s: the run in %s is already complete at step %d; exporting it again (--no-resume trains it anew, "
+                "a larger optim.iterations or train.time_budget goes on)", self.cfg.name, self.run_dir, self.step
+            )  # fmt: skip
+        if loader is not None and not self.done():
+            with self.stop.active(not self.info.distributed):
+                for batch in loader:
+                    loss = self._train_step(batch)
+                    final = self.done()
+                    if self.cfg.train.time_budget and self.info.distributed:  # every rank stops at the same step
+                        final = dist.mean_across(float(final), self.info) > 0
+                    self.after_step(loss, final=final)
+                    if final:
+                        break
+                    if self.stop.requested:
+                        raise self.interrupted()
         return self.finish(self.done())
 
 
-def _run_config(path: str | Path, smoke: bool, overrides: dict[str, Any] | None) -> Config:
-    """The config of one run; a smoke run gets a fresh temporary run folder unless ``output.dir`` is given."""
+def _run_config(path: str | Path, smoke: bool, overrides: dict[str, Any] | None) -> tuple[Config, Path | None]:
+    """The config of one run, and the temporary run folder made for it: a smoke run gets a fresh one unless
+    ``output.dir`` is given."""
     import tempfile
 
     overrides = dict(overrides or {})
     made = None
     if smoke and not any(k in overrides for k in ("output.dir", "output", "out_dir")):
-        made = overrides["output.dir"] = tempfile.mkdtemp(prefix="blurwise-smoke-")
+        made = Path(tempfile.mkdtemp(prefix="blurwise-smoke-"))
+        overrides["output.dir"] = str(made)
     try:
-        return load_config(path, smoke=smoke, overrides=overrides)
+        return load_config(path, smoke=smoke, overrides=overrides), made
     except BaseException:  # a config that does not load leaves no empty smoke folder behind
-        if made is not None:
-            import shutil
-
-            shutil.rmtree(made, ignore_errors=True)
+        _drop_unused(made)
         raise
+
+
+def _drop_unused(made: Path | None) -> None:
+    """Remove a smoke run's temporary folder unless it holds a checkpoint (a run that failed before one)."""
+    if made is not None and not (made / "last.pt").is_file():
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def run(
@@ -576,19 +731,34 @@ def run(
     smoke: bool = False,
     resume: bool = True,
     overrides: dict[str, Any] | None = None,
+    ship: bool = False,
 ) -> RunResult:
     """Train (or resume) the run described by a TOML config and export its EMA weights.
 
     ``smoke``: a tiny deterministic run (few steps, small crops, a handful of images) in a fresh
     temporary run folder unless ``overrides`` names ``output.dir``; it never writes docs/ or the
     package's weights. ``overrides``: dotted config keys or aliases (``{"teacher": "x.pth"}``).
+    ``ship``: the maintainers' run of a shipped model: export to ``output.export`` even when it is in the
+    package's weights folder (else such a run exports into its run folder) and copy the training curve to
+    docs/results/training/. Ctrl-C stops after the current step with a checkpoint and raises
+    :class:`TrainingInterrupted` (a KeyboardInterrupt); the same call resumes from there.
     """
-    cfg = config_path if isinstance(config_path, Config) else _run_config(config_path, smoke, overrides)
-    info = dist.setup(device)
+    if isinstance(config_path, Config):
+        cfg, made = config_path, None
+    else:
+        cfg, made = _run_config(config_path, smoke, overrides)
     try:
-        return Trainer(cfg, info, resume=resume, smoke=smoke).fit()
-    finally:
-        dist.cleanup(info)
+        info = dist.setup(device)
+        try:
+            trainer = Trainer(cfg, info, resume=resume, smoke=smoke, ship=ship)
+            if made is not None:  # a smoke run's temporary folder: the same command would make a new one
+                trainer.resume_how = f"the same command with --set output.dir={made} resumes from it"
+            return trainer.fit()
+        finally:
+            dist.cleanup(info)
+    except BaseException:
+        _drop_unused(made)
+        raise
 
 
 def run_many(
@@ -598,38 +768,75 @@ def run_many(
     smoke: bool = False,
     resume: bool = True,
     overrides: dict[str, Any] | None = None,
+    ship: bool = False,
 ) -> list[RunResult]:
     """Train several models on one shared stream of batches (ablations): each config keeps its own
     model, optimizer, EMA, schedule, validation and export, but the batches come from the first
     config's data pipeline, so every model sees exactly the same data at the same step and the data
     cost is paid once. The configs must agree on ``[data]``, ``task`` and ``optim.iterations``."""
-    cfgs = [_run_config(path, smoke, overrides) for path in config_paths]
+    made: list[Path | None] = []
+    try:
+        cfgs = []
+        for path in config_paths:
+            cfg, folder = _run_config(path, smoke, overrides)
+            cfgs.append(cfg)
+            made.append(folder)
+        return _run_shared(cfgs, device=device, smoke=smoke, resume=resume, ship=ship, made=made)
+    except BaseException:
+        for folder in made:
+            _drop_unused(folder)
+        raise
+
+
+def _run_shared(
+    cfgs: list[Config], *, device: str, smoke: bool, resume: bool, ship: bool, made: list[Path | None] | None = None
+) -> list[RunResult]:
+    """:func:`run_many` after its configs are read (``made``: the smoke runs' temporary folders)."""
     first = cfgs[0]
     for c in cfgs[1:]:
         if c.task != first.task or c.raw.get("data") != first.raw.get("data"):
             raise UsageError(f"{c.name}: shared batches need the same task and [data] as {first.name}")
         if c.optim.iterations != first.optim.iterations or c.train.time_budget != first.train.time_budget:
             raise UsageError(f"{c.name}: shared batches need the same optim.iterations and train.time_budget")
+    dirs = [c.run_dir().resolve() for c in cfgs]
+    for i, d in enumerate(dirs):
+        if d in dirs[:i]:  # one last.pt and log.csv for two models: neither could resume
+            raise UsageError(
+                f"{cfgs[i].name}: the configs share the run folder {d}; give each its own name or output.dir "
+                "($BLURWISE_RUNS sets the folder that holds the run folders)"
+            )
     info = dist.setup(device)
     if info.distributed:
         dist.cleanup(info)
         raise UsageError("several configs at once run in one process; launch them without torchrun")
     try:
-        trainers = [Trainer(c, info, resume=resume, smoke=smoke) for c in cfgs]
+        trainers = [Trainer(c, info, resume=resume, smoke=smoke, ship=ship) for c in cfgs]
+        for t, folder in zip(trainers, made or [None] * len(trainers), strict=True):
+            if folder is not None:
+                t.resume_how = "smoke runs of several configs start afresh in new temporary folders"
+        exports = [t.export_path.resolve() for t in trainers]
+        for i, e in enumerate(exports):
+            if e in exports[:i]:
+                raise UsageError(f"{cfgs[i].name}: the configs export to the same file {e}")
         step0 = {t.step for t in trainers}
         if len(step0) > 1:
             raise UsageError(f"the runs resume at different steps {sorted(step0)}; use --no-resume")
+        lead = trainers[0]
+        loader = lead._loader() if lead.step < first.optim.iterations else None
         for t in trainers:
             t.start()
-        if trainers[0].step < first.optim.iterations:
-            for batch in trainers[0]._loader():
-                losses = [t._train_step(batch) for t in trainers]
-                final = trainers[0].done()
-                for t, loss in zip(trainers, losses, strict=True):
-                    t.after_step(loss, final=final)
-                if final:
-                    break
-        return [t.finish(trainers[0].done()) for t in trainers]
+        if loader is not None and not lead.done():
+            with lead.stop.active():
+                for batch in loader:
+                    losses = [t._train_step(batch) for t in trainers]
+                    final = lead.done()
+                    for t, loss in zip(trainers, losses, strict=True):
+                        t.after_step(loss, final=final)
+                    if final:
+                        break
+                    if lead.stop.requested:
+                        raise TrainingInterrupted("; ".join(str(t.interrupted()) for t in trainers))
+        return [t.finish(lead.done()) for t in trainers]
     finally:
         dist.cleanup(info)
 
@@ -641,15 +848,36 @@ def export_checkpoint(
     out: str | None = None,
     device: str = "cpu",
     overrides: dict[str, Any] | None = None,
+    ship: bool = False,
 ) -> Path:
     """Validate a checkpoint (this loop's or the bootstrap trainer's) and export its EMA weights with
-    the config's metadata, without training. ``iterations`` in the metadata is the checkpoint's step."""
+    the config's metadata, without training. ``iterations`` in the metadata is the checkpoint's step.
+
+    ``out``: the .safetensors to write (default: as a run would, see :func:`export_target`); a path in the
+    package's shipped-weights folder needs ``ship``."""
+    from blurwise.models.registry import WEIGHTS_DIR
+
+    if out:
+        out = os.path.abspath(os.path.expanduser(out))
+        if not out.lower().endswith(".safetensors"):
+            raise UsageError(f"--out must end in .safetensors: {out}")
+        if not ship and Path(out).resolve().is_relative_to(WEIGHTS_DIR.resolve()):
+            raise UsageError(f"{out} is in the package's shipped weights; add --ship to replace them")
     overrides = {**(overrides or {}), **({"output.export": out} if out else {})}
     cfg = load_config(config_path, overrides=overrides)
     info = dist.DistInfo(device=dist.resolve_device(device))
-    tr = Trainer(cfg, info, resume=False, smoke=False, init=False)
+    tr = Trainer(cfg, info, resume=False, smoke=False, init=False, ship=ship)
+    if tr.export_note:
+        log.warning("%s: %s", cfg.name, tr.export_note)
+    _check_writable(tr.export_path)
     ck = load_checkpoint(checkpoint or tr.ckpt_path)
-    tr.eval_model().load_state_dict(ck.get("ema", ck.get("model")))
+    state = ck.get("ema", ck.get("model"))
+    try:
+        if not isinstance(state, dict):
+            raise KeyError("ema")
+        tr.eval_model().load_state_dict(state)
+    except (KeyError, RuntimeError):
+        raise ModelError(f"{checkpoint or tr.ckpt_path} holds no weights of {cfg.model.name}") from None
     tr.step = int(ck.get("step", 0))
     tr.seconds = float(ck.get("seconds", 0.0))
     tr.notes["checkpoint"] = str(checkpoint or tr.ckpt_path)
@@ -663,7 +891,7 @@ def export_checkpoint(
 
 def import_log(src: Path, dst: Path, trainer: Trainer) -> None:
     """Convert a training log (this loop's CSV, or the bootstrap trainer's headerless
-    ``step,loss,val_psnr,seconds`` rows) into this loop's CSV and publish it under docs/results/training/."""
+    ``step,loss,val_psnr,seconds`` rows) into this loop's CSV and publish its curve (:meth:`Trainer._publish_curve`)."""
     rows = []
     for line in src.read_text().splitlines():
         parts = line.strip().split(",")
