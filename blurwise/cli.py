@@ -319,10 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
         "examples: blurwise train sr_edsr-s_x4\n"
         "          blurwise train sr --config sr_edsr-s_x2 --set optim.iterations=2000\n"
         "          blurwise train distill --teacher my_edsr.pth --trust-pickle\n"
-        "The run folder ($BLURWISE_RUNS/NAME) keeps last.pt, log.csv, curve.png and the exported weights; the same "
-        "command resumes there. Ctrl-C stops after the current step and saves a checkpoint. The shipped weights "
-        "are replaced only by --ship (maintainers, in a source checkout).\n"
-        f"the shipped configs, found by name (copy one to change it): {Path(__file__).resolve().parent / 'configs'}",
+        "The run folder ($BLURWISE_RUNS/NAME) keeps last.pt, log.csv, curve.png and the exported weights;\n"
+        "the same command resumes there. Ctrl-C stops after the current step and saves a checkpoint.\n"
+        "A plain run never replaces the shipped weights; --ship does (maintainers, in a source checkout).\n"
+        f"The shipped configs, found by name (copy one to change it): {Path(__file__).resolve().parent / 'configs'}",
     )
     sp.add_argument(
         "config",
@@ -346,8 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--ship",
         action="store_true",
-        help="maintainers: export to the config's output.export even in the package's shipped weights (which "
-        "otherwise stay untouched: the export goes to the run folder) and copy the curve to docs/results/training",
+        help="maintainers, in a source checkout: export to the config's output.export even in the package's shipped "
+        "weights (which otherwise stay untouched: the export goes to the run folder) and copy the curve to "
+        "docs/results/training",
     )
 
     sp = add(

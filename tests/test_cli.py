@@ -519,6 +519,18 @@ class TestTrainArgs:
         files = [str(tmp_path / "d.toml")]
         assert _train_configs(["distill"], files, overrides={"teacher": "my.pth"}) == files
 
+    def test_ship_is_refused_by_an_installed_blurwise(self, capsys, monkeypatch, tmp_path):
+        import blurwise.train.config as tconfig
+        from blurwise.models.registry import WEIGHTS_DIR
+
+        monkeypatch.setattr(tconfig, "source_checkout", lambda: None)
+        monkeypatch.setenv("BLURWISE_RUNS", str(tmp_path))
+        before = {p.name: p.stat().st_mtime_ns for p in WEIGHTS_DIR.iterdir()}
+        code, _, err = run(capsys, "train", "sr", "--smoke", "--ship")
+        assert code == 2 and "an installed blurwise does not rewrite its package" in err and err.count("\n") == 1
+        assert {p.name: p.stat().st_mtime_ns for p in WEIGHTS_DIR.iterdir()} == before
+        assert list(tmp_path.iterdir()) == []
+
     def test_typo_in_set_is_one_line_before_anything_runs(self, capsys, monkeypatch):
         import blurwise.train
 

@@ -290,27 +290,46 @@ class TestSmoke:
         assert meta["training"]["init_from"] == str(tmp_path / "x.pt")
 
     def test_installed_blurwise_writes_into_the_run_folder_not_its_package(self, tmp_path, tiny_data, monkeypatch):
-        """A wheel has no checkout around it: a config's repo-relative export (the shipped weights' path) and the
-        docs/results/training curve go into the run folder, never into site-packages."""
+        """A wheel has no checkout around it: a config's repo-relative export (the shipped weights' path, or any
+        other) goes into the run folder, the curve is the run folder's curve.png, and --ship is refused with one
+        line before any training (site-packages is never rewritten)."""
+        from blurwise.models.registry import WEIGHTS_DIR
         from blurwise.train import config as tconfig
+        from blurwise.train.loop import export_target
 
         monkeypatch.setattr(tconfig, "source_checkout", lambda: None)
+        before = {p.name: p.stat().st_mtime_ns for p in WEIGHTS_DIR.iterdir()}
         shipped = "blurwise/models/weights/edsr-s-x2.safetensors"
         ov = {"output.dir": str(tmp_path / "r"), "iterations": 1, "output.export": shipped, "output.docs": True}
+        with pytest.raises(UsageError, match="an installed blurwise does not rewrite its package") as ei:
+            run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=ov, ship=True)
+        assert "\n" not in str(ei.value) and not (tmp_path / "r" / "last.pt").exists()
         res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=ov)
-        assert res.export == tmp_path / "r" / "edsr-s-x2.safetensors" and res.export.is_file()
+        assert res.export == tmp_path / "r" / "t_sr.safetensors" and res.export.is_file()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "r"]
-        assert (tmp_path / "r" / "t_sr.png").is_file() and not (tmp_path / "r" / "t_sr.csv").exists()
+        assert (tmp_path / "r" / "curve.png").is_file() and not list((tmp_path / "r").glob("t_sr.[cp]*"))
+        assert {p.name: p.stat().st_mtime_ns for p in WEIGHTS_DIR.iterdir()} == before
+        cfg = load_config("sr_edsr-s_x4", overrides={"export": "mine/x.safetensors"})
+        out, note = export_target(cfg, tmp_path, ship=False)
+        assert out == tmp_path / "sr_edsr-s_x4.safetensors" and "installed blurwise" in note
 
-    def test_checkout_paths(self, tmp_path, monkeypatch):
+    def test_ship_in_a_checkout_writes_the_export_and_the_docs_curve(self, tmp_path, tiny_data, monkeypatch):
+        """In a checkout a relative output.export is the checkout's; --ship also copies the curve and its CSV to
+        docs/results/training/ (a plain run keeps them in the run folder)."""
         from blurwise.train import config as tconfig
+        from blurwise.train.loop import export_target
 
-        monkeypatch.setattr(tconfig, "source_checkout", lambda: tmp_path)
-        cfg = load_config("sr_edsr-s_x4", overrides={"output.dir": str(tmp_path / "r")})
-        assert cfg.export_path() == tmp_path / "blurwise" / "models" / "weights" / "edsr-s-x4.safetensors"
-        assert cfg.curve_dir() == tmp_path / "docs" / "results" / "training"
-        cfg.output.export = ""
-        assert cfg.export_path() == tmp_path / "r" / "sr_edsr-s_x4.safetensors"
+        repo = tmp_path / "repo"
+        monkeypatch.setattr(tconfig, "source_checkout", lambda: repo)
+        cfg = load_config("sr_edsr-s_x4", overrides={"export": "w/x.safetensors"})
+        assert export_target(cfg, tmp_path, ship=False) == (repo / "w" / "x.safetensors", None)
+        ov = {"output.dir": str(tmp_path / "r"), "iterations": 1, "export": "w/x.safetensors", "output.docs": True}
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides=ov)
+        assert res.export == repo / "w" / "x.safetensors" and (tmp_path / "r" / "curve.png").is_file()
+        assert not (repo / "docs").exists()
+        res = run(_cfg(tmp_path, SR_TOML), device="cpu", overrides={**ov, "iterations": 2}, ship=True)
+        docs = repo / "docs" / "results" / "training"
+        assert sorted(p.name for p in docs.iterdir()) == ["t_sr.csv", "t_sr.png"]
 
 
 @pytest.mark.data

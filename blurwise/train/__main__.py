@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ship",
         action="store_true",
-        help="write output.export even in the package's shipped weights, and the curve to docs/results/training",
+        help="maintainers, in a source checkout: write output.export even in the package's shipped weights, and "
+        "the curve to docs/results/training",
     )
     ap.add_argument("--export-only", action="store_true", help="export the run's (or --checkpoint's) EMA weights")
     ap.add_argument("--checkpoint", help="with --export-only: checkpoint to export")
