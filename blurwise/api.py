@@ -576,7 +576,13 @@ def upscale(
 
 
 class Deblurrer:
-    """A loaded deblurring model plus settings; call it on float32 HWC images."""
+    """A loaded deblurring model plus settings; call it on float32 HWC images.
+
+    ``model``: registered name or weights path (default: the shipped LPRN; ``"identity"``: the no-op baseline).
+    ``stages``: LPRN only, a whole number from 1 to the stages it was trained with (others: UsageError).
+    ``tile``/``tile_pad``: tile size and overlap in pixels (0 = automatic; LPRN's tiled output equals its
+    untiled one, see :meth:`blurwise.models.lprn.LPRN.tiled_forward`). ``half``: as for :class:`Upscaler`.
+    """
 
     def __init__(
         self,
@@ -591,12 +597,16 @@ class Deblurrer:
         trust_pickle: bool = False,
         progress: bool = False,
     ) -> None:
+        if tile < 0 or tile_pad < 0:
+            raise UsageError("tile and tile_pad (--tile, --tile-pad) must be >= 0")
+        if stages is not None and (isinstance(stages, bool) or not isinstance(stages, numbers.Integral)):
+            raise UsageError(f"stages (--stages) must be a whole number, not {stages!r}")  # 2.5 would run 2
         self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
         self.extra: dict[str, Any] = {}
         if model == "identity":
             if stages is not None:
                 raise UsageError("the identity baseline has no stages; stages (--stages) apply to LPRN models")
-            self.model_name, self.model, self.info, self.half = "identity", None, None, False
+            self.model_name, self.model, self.info, self.device, self.half = "identity", None, None, None, False
             return
         from blurwise.models import default_variant
 
@@ -644,6 +654,7 @@ def deblur(
     model: str | None = None,
     stages: int | None = None,
     tile: int = 0,
+    tile_pad: int = 16,
     device: Any = "auto",
     half: Any = None,
 ) -> Any:
@@ -651,7 +662,7 @@ def deblur(
 
     ``model``: registered name or weights path (default: the shipped deblurring model; ``"identity"``
     returns the input). ``stages``: for LPRN, how many of its shared-weight stages to run (fewer =
-    faster). ``tile`` 0 picks the tile size from memory.
+    faster). ``tile`` 0 picks the tile size from memory; ``tile_pad`` is the tiles' overlap.
 
     >>> import numpy as np, blurwise
     >>> img = np.linspace(0, 1, 12, dtype=np.float32).reshape(2, 2, 3)
@@ -659,7 +670,7 @@ def deblur(
     True
     """
     pixels, alpha, kind = _from_user(img)
-    run = Deblurrer(model=model, stages=stages, tile=tile, device=device, half=half)
+    run = Deblurrer(model=model, stages=stages, tile=tile, tile_pad=tile_pad, device=device, half=half)
     out, a, _ = run(pixels, alpha)
     return _to_user(out, a, kind)
 

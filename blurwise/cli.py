@@ -360,9 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("-m", "--model", required=True, help="model name or weights file")
     sp.add_argument("-o", "--output", required=True, help="output .onnx file")
-    sp.add_argument("--opset", type=int, default=17)
-    sp.add_argument("--overwrite", action="store_true")
-    sp.add_argument("--trust-pickle", action="store_true")
+    sp.add_argument(
+        "--opset",
+        type=argtypes.checked(int, lambda v: True, "an integer"),
+        default=17,
+        help="ONNX opset 11-20 (default 17)",
+    )
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    sp.add_argument("--trust-pickle", action="store_true", help="allow pickled .pth weights (read weights_only)")
 
     sp = add("data", "make evaluation sets and other data", ["base"], _cmd_data)
     dsub = sp.add_subparsers(dest="data_command", metavar="ACTION")
@@ -871,9 +876,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"-o must end in .onnx: {out}")
-    if out.exists() and not args.overwrite:
+    if out.exists() and not args.overwrite and not out.is_dir():
         raise OutputError(f"output exists (use --overwrite to replace it): {out}")
-    path = _call(export_onnx, args.model, out, opset=args.opset, trust_pickle=args.trust_pickle)
+    path = _call(
+        export_onnx, args.model, out, opset=args.opset, trust_pickle=args.trust_pickle, overwrite=args.overwrite
+    )
     if not args.quiet:
         _say(f"exported {path or out}")
     return 0

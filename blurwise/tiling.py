@@ -11,7 +11,10 @@ border is never feathered.
 Consequence: every output pixel that receives weight lies at least ``tile_pad / 2`` input pixels
 inside its window's interior edges, so for a fully convolutional model whose receptive-field
 radius is at most ``tile_pad / 2`` the tiled output equals the untiled one (up to float
-rounding); larger models get seamless, feathered transitions instead of hard seams.
+rounding); larger models get seamless, feathered transitions instead of hard seams. A model that
+pools over the whole image (squeeze-excitation, channel attention) is not fully convolutional: it
+tiles exactly only through its own ``tiled_forward`` (see :class:`Tiler`; LPRN has one), and
+others are tiled as they are with a warning that the output will differ.
 
 ``tile=0`` picks the size automatically: the whole image when it fits the memory budget, else the
 largest tile that does. The memory per pixel is first bounded from the model's layer widths without
@@ -29,7 +32,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from blurwise.errors import InputError, ModelError, UsageError
 
 __all__ = [
     "Tile",
+    "Tiler",
     "tile_grid",
     "feather_profiles",
     "feather_weights",
@@ -186,6 +190,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UsageError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):  # meta, xla, ...: would fail on the first image, not here
+        raise UsageError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda asked for, but no CUDA GPU is available")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -394,18 +400,30 @@ def _run_image(
     channels_last: bool,
     progress: bool,
     extra: dict,
+    bar: Any = None,
 ) -> torch.Tensor:
-    """Tile, run and blend one image ``x`` [C, H, W]; returns [Cout, H*scale, W*scale] on x's device."""
+    """Tile, run and blend one image ``x`` [C, H, W]; returns [Cout, H*scale, W*scale] on x's device.
+
+    A model with a ``tiled_forward`` (see :class:`Tiler`) computes its own tiled output when the image takes more
+    than one tile. ``bar``: a progress bar to advance (one of its own is made when ``progress`` and none is given).
+    """
     device = _model_device(model)
     _, h, w = x.shape
     tiles = tile_grid(h, w, tile, pad)
+    staged = getattr(model, "tiled_forward", None) if len(tiles) > 1 else None
     out: torch.Tensor | None = None
-    bar = None
-    if progress and len(tiles) > 1:
+    own_bar = bar is None and progress and len(tiles) > 1
+    if own_bar:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(tiles), desc="tiles", unit="tile", leave=False, disable=None)
+        bar = tqdm(total=None if staged else len(tiles), desc="tiles", unit="tile", leave=False, disable=None)
     try:
+        if callable(staged):
+            tiler = Tiler(tile, pad, batch=batch, blend=blend, dtype=dtype, channels_last=channels_last, bar=bar)
+            y = staged(x[None], tiler, **extra)
+            if y.ndim != 4 or y.shape[0] != 1 or y.shape[-2:] != (h * scale, w * scale):
+                raise ModelError(f"tiled output {tuple(y.shape)} does not match input {tuple(x.shape)} at x{scale}")
+            return y[0].to(device=x.device, dtype=torch.float32)
         for group in _batches(tiles, batch):
             xb = torch.stack([x[:, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])
             xb = xb.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -444,10 +462,106 @@ def _run_image(
             if bar is not None:
                 bar.update(len(group))
     finally:
-        if bar is not None:
+        if own_bar:
             bar.close()
     assert out is not None
     return out
+
+
+@dataclass(frozen=True)
+class Tiler:
+    """Tiled evaluation of *local* modules (convolutions, no global pooling) at one tile size and overlap.
+
+    A model whose output depends on whole-image statistics, such as a squeeze-excitation's global average pool,
+    cannot be cut into tiles as it is: every tile would pool its own statistics and come out in its own tone (the
+    shipped LPRN: up to 104/255 off the untiled output on a 1280x720 frame at 64 px tiles). Such a model defines
+    ``tiled_forward(x, tiler, **extra)`` for ``x`` [1, C, H, W] and builds its forward pass from :meth:`map` (a local
+    module over the whole image, tiled and blended) and :meth:`mean` (whole-image channel means of a local module's
+    output, summed over the tiles' cores), so that the tiled output equals the untiled one as it does for a fully
+    convolutional model. :func:`run_tiled` calls it instead of tiling the model whenever an image takes more than one
+    tile; its out-of-memory retry and half-precision fallback apply as usual.
+    """
+
+    tile: int
+    pad: int
+    batch: int = 4
+    blend: str = "cosine"
+    dtype: torch.dtype | None = None
+    channels_last: bool = False
+    bar: Any = None
+
+    def scaled(self, factor: int) -> Tiler:
+        """The same tiler for an image ``factor`` times smaller (e.g. pixel-unshuffled): tile and pad rounded up."""
+        return replace(self, tile=max(1, -(-self.tile // factor)), pad=-(-self.pad // factor))
+
+    def map(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module(x)`` for a same-size local module and ``x`` [1, C, H, W], computed in blended tiles (fp32, on
+        x's device)."""
+        return _run_image(
+            module,
+            x[0],
+            scale=1,
+            tile=self.tile,
+            pad=self.pad,
+            batch=self.batch,
+            blend=self.blend,
+            dtype=self.dtype,
+            channels_last=self.channels_last,
+            progress=False,
+            extra={},
+            bar=self.bar,
+        )[None]
+
+    def mean(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``module(x).mean((2, 3), keepdim=True)`` for a same-size local module and ``x`` [1, C, H, W], from the
+        tiles' cores (summed in float64); [1, Cout, 1, 1] fp32 on the module's device."""
+        device = _model_device(module)
+        _, _, h, w = x.shape
+        tiles = tile_grid(h, w, self.tile, self.pad)
+        total: torch.Tensor | None = None
+        for group in _batches(tiles, self.batch):
+            xb = torch.stack([x[0, :, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])
+            xb = xb.to(device=device, dtype=torch.float32, non_blocking=True)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = forward_batch(module, xb, self.dtype)
+            if yb.ndim != 4 or yb.shape[-2:] != xb.shape[-2:]:
+                raise ModelError(f"module output {tuple(yb.shape)} does not match its input {tuple(xb.shape)}")
+            for t, y in zip(group, yb, strict=True):
+                y0, y1, x0, x1 = (
+                    t.core[0] - t.window[0],
+                    t.core[1] - t.window[0],
+                    t.core[2] - t.window[2],
+                    t.core[3] - t.window[2],
+                )
+                part = y[:, y0:y1, x0:x1].double().sum((1, 2))
+                total = part if total is None else total + part
+            if self.bar is not None:
+                self.bar.update(len(group))
+        assert total is not None
+        return (total / (h * w)).float()[None, :, None, None]
+
+
+_WARNED_POOLING: set[str] = set()
+
+
+def _warn_global_pooling(model: nn.Module, n_tiles: int) -> None:
+    """Warn (once per model class) that a model pooling over the whole image is being cut into tiles: every tile
+    pools its own statistics, so the output differs from the untiled one (nafnet16 at 64 px tiles: up to 21/255)."""
+    if n_tiles <= 1:
+        return
+    pools = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    if not any(isinstance(m, pools) and m.output_size in (1, (1, 1)) for m in model.modules()):
+        return
+    name = type(getattr(model, "_orig_mod", model)).__name__
+    if name not in _WARNED_POOLING:
+        _WARNED_POOLING.add(name)
+        log.warning(
+            "%s pools over the whole image, so each of the %d tiles gets its own statistics and the output differs "
+            "from the untiled one; larger tiles (or --tile 0) keep it closer",
+            name,
+            n_tiles,
+        )
 
 
 def run_tiled(
@@ -492,6 +606,8 @@ def run_tiled(
         model = model.to(memory_format=torch.channels_last)
     if tile <= 0:
         tile = auto_tile(model, h, w, in_channels=c, scale=scale, pad=tile_pad, batch=batch, dtype=dtype, extra=extra)
+    if tile > 0 and not callable(getattr(model, "tiled_forward", None)):
+        _warn_global_pooling(model, len(tile_grid(h, w, tile, tile_pad)))
     outs = []
     with torch.no_grad():
         for i in range(n):

@@ -209,6 +209,27 @@ class TestModels:
         with pytest.raises(UsageError, match="identity baseline has no stages"):
             blurwise.deblur(img, model="identity", stages=2)
 
+    @pytest.mark.parametrize(
+        "kw, match",
+        [
+            ({"stages": 2.5}, "whole number"),  # int(2.5) would have run 2 stages without a word
+            ({"stages": True}, "whole number"),
+            ({"tile": -1}, ">= 0"),  # a negative tile was read as 'automatic'
+            ({"tile_pad": -4}, ">= 0"),
+            ({"device": "meta"}, "unsupported device"),  # failed per image, not up front
+        ],
+    )
+    def test_deblurrer_bad_settings(self, kw, match):
+        with pytest.raises(UsageError, match=match):
+            api.Deblurrer(**kw)
+
+    def test_deblur_tiles_match_untiled(self):
+        # the shipped lprn pools over the whole image: its tiled output must still equal the untiled one
+        img = synth_image(40, 56, 3, np.float32)
+        whole = blurwise.deblur(img, device="cpu", stages=2)
+        tiled = blurwise.deblur(img, device="cpu", stages=2, tile=16, tile_pad=4)
+        assert np.abs(tiled - whole).max() < 1e-5
+
 
 # --------------------------------------------------------------------------- routing
 

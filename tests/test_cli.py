@@ -723,6 +723,18 @@ class TestForwarding:
         assert code == 1 and err.count("\n") == 1 and "defocus-sr" in err and "--out" in err
         assert files(tmp_path) == ["defocus-sr/notes.txt"]
 
+    def test_export_opset_not_a_number(self, capsys, tmp_path):
+        code, _, err = run(capsys, "export", "-m", "lprn", "-o", tmp_path / "m.onnx", "--opset", "abc")
+        assert code == 2 and err.count("\n") == 1 and "expected an integer, not 'abc'" in err
+
+    def test_export_overwrite(self, capsys, tmp_path):
+        pytest.importorskip("onnxruntime")
+        target = tmp_path / "m.onnx"
+        target.write_bytes(b"old")
+        code, _, err = run(capsys, "export", "-m", "lprn", "-o", target, "--overwrite", "-q")
+        assert code == 0 and err == "" and target.stat().st_size > 10_000
+        assert files(tmp_path) == ["m.onnx"]
+
     def test_export_existing_output(self, capsys, tmp_path):
         (tmp_path / "m.onnx").write_bytes(b"x")
         code, _, err = run(capsys, "export", "-m", "edsr-s-x4", "-o", tmp_path / "m.onnx")

@@ -92,6 +92,47 @@ def test_errors(tmp_path):
         export_onnx("no-such-model", tmp_path / "y.onnx")
 
 
+def test_output_folder_and_baselines_refused_before_export(tmp_path, monkeypatch):
+    import blurwise.export as ex
+
+    monkeypatch.setattr(ex, "_export", lambda *a, **k: pytest.fail("exported anyway"))
+    (tmp_path / "d.onnx").mkdir()
+    with pytest.raises(OutputError, match="is a folder"):
+        export_onnx("lprn", tmp_path / "d.onnx", overwrite=True)
+    for name in ("bicubic", "identity"):
+        with pytest.raises(ModelError, match="baseline without a network"):
+            export_onnx(name, tmp_path / "b.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["d.onnx"]
+
+
+def test_metadata_and_static_output_channels(tmp_path):
+    out = export_onnx("lprn", tmp_path / "l.onnx")
+    model = onnx.load(str(out))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["model"] == "lprn" and meta["task"] == "deblur" and meta["scale"] == "1" and meta["stages"] == "6"
+    assert "float32" in meta["layout"] and "dynamic" in meta["layout"] and "blurwise_version" in meta
+    dims = [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "out_height", "out_width"]  # was the exporter's 'Sliceoutput_dim_1'
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's 0600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_ebmsr_metadata_names_the_sigma_channel(tmp_path):
+    m = create_model("ebmsr", **SMALL["ebmsr"])
+    meta = {p.key: p.value for p in onnx.load(str(export_onnx(m, tmp_path / "e.onnx"))).metadata_props}
+    assert meta["in_channels"] == "4" and "sigma" in meta["input"]
+
+
+def test_caller_module_left_alone(tmp_path):
+    m = create_model("lprn", **SMALL["lprn"]).train()
+    export_onnx(m, tmp_path / "t.onnx", half=True)
+    assert m.training and next(m.parameters()).dtype == torch.float32
+
+
 def test_mismatch_not_written(tmp_path, monkeypatch):
     import blurwise.export as ex
 

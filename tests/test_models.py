@@ -270,3 +270,15 @@ class TestDistillLoss:
         s, t = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
         only_target = distill_loss(s, t, s, weights={"teacher": 0.0, "band": 0.0})
         assert only_target.item() == 0.0
+
+
+def test_lprn_tiled_forward_shipped_weights_odd_size():
+    # the shipped lprn through run_tiled, odd size and tiles much smaller than its receptive field: exact
+    from blurwise.models import load_model
+    from blurwise.tiling import run_tiled
+
+    m = load_model("lprn")[0].eval()
+    x = torch.rand(1, 3, 23, 51, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = m(x)
+    assert (run_tiled(m, x, tile=16, tile_pad=2) - ref).abs().max() < 1e-5

@@ -266,3 +266,62 @@ class TestHalfPrecision:
             ref, y = model(x), forward_batch(model, x, torch.bfloat16)
         assert y.dtype == torch.float32 and torch.isfinite(y).all()
         assert (y - ref).abs().max() < 0.05
+
+
+# --------------------------------------------------------------------------- models pooling over the whole image
+
+
+class _Pooling(nn.Module):
+    """A model without tiled_forward whose output depends on the whole image: ``inner`` (keywords passed on, for
+    LPRN, which pools by itself) or ``inner(x)`` times x's global average."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.pool = inner, nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor, **kw: object) -> torch.Tensor:
+        return self.inner(x, **kw) if kw else self.inner(x) * self.pool(x)
+
+
+class TestGlobalStatistics:
+    @staticmethod
+    def _two_tone(h: int = 37, w: int = 45) -> torch.Tensor:
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+        x[..., w // 2 :] = 0.8 + 0.2 * x[..., w // 2 :]  # tiles with different statistics
+        return x
+
+    @pytest.mark.parametrize("cfg", [{}, {"shared": False}, {"recalib": "none"}, {"recalib": "channel"}])
+    def test_lprn_tiled_equals_untiled(self, cfg):
+        from blurwise.models.lprn import LPRN
+
+        torch.manual_seed(0)
+        m = LPRN(stages=3, channels=8, blocks=1, **cfg).eval()
+        x = self._two_tone()
+        with torch.no_grad():
+            ref = m(x, stages=2)
+            naive = run_tiled(_Pooling(m), x, tile=16, tile_pad=4, extra={"stages": 2})  # tiles the whole net
+        y = run_tiled(m, x, tile=16, tile_pad=4, extra={"stages": 2})
+        assert y.shape == x.shape and (y - ref).abs().max() < 1e-5
+        if cfg.get("recalib", "both") != "none":  # squeeze-excitation per tile: the bug this guards against
+            assert (naive - ref).abs().max() > 1e-2
+
+    def test_tiler_mean_matches_whole_image_mean(self):
+        from blurwise.tiling import Tiler
+
+        net, x = small_net(1), torch.rand(1, 3, 29, 41)
+        with torch.no_grad():
+            ref = net(x).mean((2, 3), keepdim=True)
+            got = Tiler(tile=8, pad=6).mean(net, x)  # radius 3 <= pad / 2: exact
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+    def test_warns_once_when_a_pooling_model_is_tiled(self, caplog, monkeypatch):
+        import blurwise.tiling as tiling
+
+        monkeypatch.setattr(tiling, "_WARNED_POOLING", set())
+        model = _Pooling(small_net(1))
+        with caplog.at_level("WARNING", logger="blurwise.tiling"):
+            run_tiled(model, torch.rand(1, 3, 16, 16), tile=0)  # one tile: nothing to say
+            assert not caplog.records
+            for _ in range(2):
+                run_tiled(model, torch.rand(1, 3, 16, 16), tile=8, tile_pad=2)
+        assert len(caplog.records) == 1 and "pools over the whole image" in caplog.records[0].message
