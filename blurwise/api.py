@@ -599,8 +599,7 @@ class Deblurrer:
     ) -> None:
         if tile < 0 or tile_pad < 0:
             raise UsageError("tile and tile_pad (--tile, --tile-pad) must be >= 0")
-        if stages is not None and (isinstance(stages, bool) or not isinstance(stages, numbers.Integral)):
-            raise UsageError(f"stages (--stages) must be a whole number, not {stages!r}")  # 2.5 would run 2
+        _check_stage_count(stages)
         self.tile, self.tile_pad, self.progress = tile, tile_pad, progress
         self.extra: dict[str, Any] = {}
         if model == "identity":
@@ -615,19 +614,7 @@ class Deblurrer:
         net, info = get_model(name, device=self.device, trust_pickle=trust_pickle)
         if info.task != "deblur":
             raise ModelError(f"model {info.name!r} is a {info.task} model, not deblurring")
-        if stages is not None:
-            params = inspect.signature(net.forward).parameters
-            if "stages" not in params:
-                raise UsageError(f"model {info.name!r} has no stages; stages (--stages) apply to LPRN models")
-            total = int(getattr(net, "stages", stages))
-            # Shared weights would run any number of stages, but past the trained ones the output degrades fast
-            # (lprn at 20 stages: 29 dB away from its 6-stage output): a run-time dial from 1 to the trained count.
-            if not 1 <= stages <= total:
-                raise UsageError(
-                    f"stages (--stages) must be from 1 to {total} for {info.name!r} (it was trained with {total}), "
-                    f"not {stages}"
-                )
-            self.extra["stages"] = int(stages)
+        self.extra = stage_kwargs(net, info, stages)
         self.model_name, self.info = str(name), info
         self.model = _maybe_compile(net, compile)
         self.half = _half_mode(half, self.device, info)
@@ -646,6 +633,30 @@ class Deblurrer:
             out = _run(self.model, rgb, 1, self.tile, self.tile_pad, self.half, self.progress, **self.extra)
             out = _back_to_gray(out, gray)
         return out, alpha, RunReport(route="off", model=self.model_name, seconds=time.perf_counter() - t0)
+
+
+def _check_stage_count(stages: Any) -> None:
+    if stages is not None and (isinstance(stages, bool) or not isinstance(stages, numbers.Integral)):
+        raise UsageError(f"stages (--stages) must be a whole number, not {stages!r}")  # 2.5 would run 2
+
+
+def stage_kwargs(net: Any, info: Any, stages: int | None) -> dict[str, Any]:
+    """The forward keyword arguments that run ``stages`` of a deblurring model's stages ({} for all of them):
+    a run-time speed/quality dial for LPRN, refused (one-line UsageError) for models without stages and
+    beyond the count it was trained with."""
+    _check_stage_count(stages)
+    if stages is None:
+        return {}
+    if "stages" not in inspect.signature(net.forward).parameters:
+        raise UsageError(f"model {info.name!r} has no stages; stages (--stages) apply to LPRN models")
+    total = int(getattr(net, "stages", stages))
+    # Shared weights would run any number of stages, but past the trained ones the output degrades fast
+    # (lprn at 20 stages: 29 dB away from its 6-stage output): a run-time dial from 1 to the trained count.
+    if not 1 <= stages <= total:
+        raise UsageError(
+            f"stages (--stages) must be from 1 to {total} for {info.name!r} (it was trained with {total}), not {stages}"
+        )
+    return {"stages": int(stages)}
 
 
 def deblur(

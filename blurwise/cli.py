@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threshold", type=argtypes.sigma, metavar="SIGMA")
     sp.add_argument("--budget", type=argtypes.fraction, metavar="FRAC")
     sp.add_argument("--routes", type=int, choices=[2, 3])
+    sp.add_argument("--stages", type=argtypes.positive, metavar="K", help="--task deblur with LPRN: stages to run")
     sp.add_argument("--limit", type=argtypes.positive, help="first N images only")
     sp.add_argument("-t", "--tile", type=argtypes.nonneg, default=0)
     sp.add_argument("--tile-pad", type=argtypes.nonneg, default=16)
@@ -691,6 +692,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     route_kw = {k: getattr(args, k) for k in ("threshold", "budget", "routes") if getattr(args, k) is not None}
     if route_kw and args.route == "off":
         raise UsageError("--threshold/--budget/--routes need --route auto or on")
+    if args.stages is not None:
+        route_kw["stages"] = args.stages
     res = _call(
         evaluate,
         args.task,
@@ -717,7 +720,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for row in per:
         print(f"{str(row.get('name', '?')):<{wn}} " + " ".join(f"{row.get(c, float('nan')):>8.4f}" for c in cols))
     print(f"{mean:<{wn}} " + " ".join(f"{res[c]:>8.4f}" for c in cols))
-    print(f"task {res.get('task')}, model {res.get('model')}, x{res.get('scale')}")
+    stages = f", {res['stages']} stages" if "stages" in res else ""
+    print(f"task {res.get('task')}, model {res.get('model')}{stages}, x{res.get('scale')}")
     rt = res.get("routing")
     if rt:
         ff = rt.get("flops_fraction")

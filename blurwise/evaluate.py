@@ -165,6 +165,7 @@ def evaluate(
     tile_pad: int = 16,
     half: bool | str = False,
     progress: bool = False,
+    stages: int | None = None,
     **route_kw: Any,
 ) -> dict[str, Any]:
     """Score ``model`` (registered name, weights path, or a baseline) on the images in ``data_dir``.
@@ -180,7 +181,8 @@ def evaluate(
     ``blurwise.upscale``, the heavy model everywhere where it cannot (no light model for the heavy one;
     an image too small for a defocus map); ``route="on"`` raises instead. The result then has
     ``routing``: ``{"routed_images", "flops_fraction", "mean_route_fractions", "notes"}``, the figures
-    over the routed images (None when none was), the notes saying why others were not. ``limit`` keeps
+    over the routed images (None when none was), the notes saying why others were not. ``stages``: deblurring
+    with LPRN, run that many of its stages (as ``blurwise deblur --stages``; the result says so). ``limit`` keeps
     the first N images by name. A ``seconds`` entry gives the total time spent in the model.
     """
     if task not in ("sr", "deblur"):
@@ -198,6 +200,8 @@ def evaluate(
         raise UsageError("--route applies only to --task sr with a learned model")
     if route == "off" and route_kw:
         raise UsageError(f"routing options {sorted(route_kw)} need --route auto")
+    if stages is not None and task != "deblur":
+        raise UsageError("stages (--stages) apply to deblurring (--task deblur) with an LPRN model")
     run_kw = {"tile": tile, "tile_pad": tile_pad, "half": half}
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
@@ -221,6 +225,8 @@ def evaluate(
     routed: list[Any] = []
     notes: list[str] = []
     if baseline:
+        if stages is not None:
+            raise UsageError(f"the {BASELINES[task]} baseline has no stages; stages (--stages) apply to LPRN models")
         model_name = BASELINES[task]
         runner = (lambda lr: imresize(lr, scale)) if task == "sr" else (lambda blur: blur)
     else:
@@ -228,6 +234,10 @@ def evaluate(
 
         dev = resolve_device(device)
         net, info, model_name = _load(model, task, scale, dev)
+        if stages is not None:
+            from blurwise.api import stage_kwargs
+
+            run_kw["extra"] = stage_kwargs(net, info, stages)
         runner = heavy = _model_runner(net, info, scale, run_kw)
         if route != "off":
             from blurwise.api import find_light, routed_or_none
@@ -290,6 +300,8 @@ def evaluate(
 
     keys = ("psnr", "ssim", "psnr_y", "ssim_y") if task == "deblur" else ("psnr_y", "ssim_y")
     result: dict[str, Any] = {"task": task, "model": model_name, "scale": scale, "n_images": len(per_image)}
+    if stages is not None:
+        result["stages"] = int(stages)
     for k in keys:
         result[k] = _mean([r[k] for r in per_image])
     if route != "off" and not baseline:

@@ -237,6 +237,31 @@ class TestDeblur:
         r = evaluate("deblur", blur_dir, model=str(path), device="cpu", tile=16, tile_pad=8)
         assert r["n_images"] == 2 and math.isfinite(r["psnr"])
 
+    def test_stages_as_deblur_runs_them(self, blur_dir):
+        import blurwise
+
+        r = evaluate("deblur", blur_dir, model="lprn", device="cpu", stages=2)
+        assert r["stages"] == 2
+        blur = np.asarray(Image.open(blur_dir / "blur" / "0.png"))
+        sharp = np.asarray(Image.open(blur_dir / "sharp" / "0.png"))
+        out = blurwise.deblur(blur, model="lprn", stages=2, device="cpu")
+        assert r["per_image"][0]["psnr"] == pytest.approx(psnr(out, sharp, y=False), abs=1e-6)
+        assert "stages" not in evaluate("deblur", blur_dir, model="lprn", device="cpu", limit=1)
+
+    @pytest.mark.parametrize(
+        "task, model, stages, match",
+        [
+            ("sr", None, 2, "apply to deblurring"),
+            ("deblur", "identity", 2, "identity baseline has no stages"),
+            ("deblur", "nafnet16", 2, "has no stages"),
+            ("deblur", "lprn", 7, "from 1 to 6"),
+            ("deblur", "lprn", 2.5, "whole number"),
+        ],
+    )
+    def test_stages_refused(self, blur_dir, task, model, stages, match):
+        with pytest.raises(UsageError, match=match):
+            evaluate(task, blur_dir, model=model, device="cpu", stages=stages)
+
     def test_missing_sharp(self, blur_dir):
         (blur_dir / "sharp" / "1.png").unlink()
         with pytest.raises(InputError, match="no sharp image"):
