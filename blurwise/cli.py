@@ -86,10 +86,10 @@ def _half(args: argparse.Namespace) -> Any:
 def _parents() -> dict[str, argparse.ArgumentParser]:
     base = argparse.ArgumentParser(add_help=False)
     base.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
-    base.add_argument("-v", "--verbose", action="store_true", help="one line per image (routes, time)")
     base.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
-    io = argparse.ArgumentParser(add_help=False)
+    io = argparse.ArgumentParser(add_help=False)  # the image commands; only they have per-image lines (-v)
+    io.add_argument("-v", "--verbose", action="store_true", help="one line per image (model, routes, FLOPs, time)")
     g = io.add_argument_group("input and output")
     g.add_argument(
         "-i", "--input", action="extend", nargs="+", required=True, metavar="PATH", help="image files and/or folders"
@@ -895,7 +895,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
         args.data_parser.print_help(sys.stderr)
         return 2
     make_eval = _need("blurwise.data", "make_eval", "evaluation-set generation")
-    progress = _say if args.verbose and not args.quiet else None
+    progress = _say if getattr(args, "verbose", False) and not args.quiet else None
     res = _call(make_eval, args.out, small=args.small, overwrite=args.overwrite, progress=progress)
     if not args.quiet:
         _say(f"evaluation sets in {args.out}:")

@@ -147,6 +147,14 @@ class TestModels:
         code, out, _ = run(capsys, "models", "--task", "deblur")
         assert code == 0 and out.splitlines()[0].split()[:3] == ["name", "task", "scale"]
 
+    def test_verbose_only_where_it_does_something(self, capsys):
+        """-v is the image commands' per-image line; elsewhere it would do nothing, so it is refused, not ignored."""
+        code, _, err = run(capsys, "models", "-v")
+        assert code == 2 and "unrecognized arguments: -v" in err
+        commands = build_parser()._subparsers._group_actions[0].choices
+        for cmd, has in {"upscale": 1, "deblur": 1, "defocus-map": 1, "evaluate": 0, "bench": 0, "export": 0}.items():
+            assert ("--verbose" in commands[cmd].format_help()) == bool(has), cmd
+
     def test_scale_filter(self, capsys):
         code, out, _ = run(capsys, "models", "-s", "2", "--json")
         assert code == 0 and {r["scale"] for r in json.loads(out)} == {2}
