@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from blurwise.errors import BlurwiseError, OutputError, UsageError
-from blurwise.io.image import FORMATS, READ_EXTS, Image, read_image, write_image
+from blurwise.io.image import FORMATS, READ_EXTS, Image, output_exists, read_image, remove_stale_temps, write_images
 
 log = logging.getLogger(__name__)
 
@@ -288,11 +288,17 @@ def run_batch(
     res = BatchResult(dry_run=dry_run)
     todo: list[Job] = []
     for job in jobs:
+        exists = False
+        if not job.error:
+            try:
+                exists = output_exists(job.dst)
+            except OutputError as exc:  # a name too long, a file where a folder should be: this job fails
+                job.error = str(exc)
         if job.error:
             action = "fail"
-        elif job.dst.exists() and skip_existing:
+        elif exists and skip_existing:
             action = "skip"
-        elif job.dst.exists() and not overwrite:
+        elif exists and not overwrite:
             action = "fail"
             job.error = f"output exists (use --overwrite or --skip-existing): {job.dst}"
         else:
@@ -309,6 +315,10 @@ def run_batch(
             todo.append(job)
     if dry_run or not todo:
         return res
+    # Temp files a killed run (SIGKILL, power loss) left beside these outputs: hidden, never taken for outputs
+    # or inputs, and deleted here once an hour old (a younger one may be another process's write in progress).
+    for p in remove_stale_temps([job.dst for job in todo]):
+        log.debug("removed a stale temp file: %s", p)
 
     from tqdm import tqdm
 
@@ -367,25 +377,20 @@ def run_batch(
                 if abort_write.is_set():
                     return
                 continue
-            if item is _END:
+            if item is _END or abort_write.is_set():  # aborted (Ctrl-C while finishing): drop what is left
                 return
             job, outputs = item
             # A job's outputs (the image, and a map or preview beside it) are written all or none: an existing one
-            # fails the job before anything is written, and a failed write takes back the files written before it.
-            existed = [Path(path) for path, _ in outputs if Path(path).exists()]
-            written: list[Path] = []
+            # fails the job before anything is written, and all are encoded to temp files before any is renamed
+            # into place, so a full disk or a failed encode leaves every target as it was.
             try:
+                existed = [Path(path) for path, _ in outputs if output_exists(Path(path))]
                 if existed and not overwrite:
                     raise OutputError(f"output exists (use --overwrite or --skip-existing): {existed[0]}")
-                for path, data in outputs:
-                    write_image(path, data, overwrite=overwrite)
-                    written.append(Path(path))
+                write_images(outputs, overwrite=overwrite)
                 with lock:
                     res.done.append(job.src)
-            except Exception as exc:  # noqa: BLE001
-                for p in written:
-                    if p not in existed:
-                        p.unlink(missing_ok=True)
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any one job's failure
                 fail(job, exc)
             bar.update(1)
 
@@ -420,16 +425,33 @@ def run_batch(
                         fail(job, exc)
                         bar.update(1)
                     else:
-                        outq.put((job, outputs))
+                        while wt.is_alive():  # a dead writer (it should not die) must not hang the run
+                            try:
+                                outq.put((job, outputs), timeout=0.2)
+                                break
+                            except queue.Full:
+                                continue
     except KeyboardInterrupt:
         res.interrupted = True
         raise
     finally:
         stop_read.set()
-        # Images already computed are still written (atomically) before returning, even when interrupted.
-        put(outq, _END, abort_write)
-        wt.join()
+        # Images already computed are still written (atomically) before returning, even when interrupted. A Ctrl-C
+        # now (the stop flag's handler is gone) drops the ones not started, but the file being written is finished
+        # first: leaving the thread mid-write would leave its temp file behind.
+        aborted = False
+        while True:
+            try:
+                put(outq, _END, abort_write)
+                while wt.is_alive():
+                    wt.join(timeout=0.2)
+                break
+            except KeyboardInterrupt:
+                abort_write.set()
+                res.interrupted = aborted = True
         rt.join(timeout=1.0)
         bar.close()
         res.seconds = time.perf_counter() - t0
+    if aborted:
+        raise KeyboardInterrupt
     return res

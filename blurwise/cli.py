@@ -911,6 +911,23 @@ def _cmd_data(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError that reached the top: what the system said and the path it refused, or, for an
+    error without a path (writing stdout redirected to a full disk), that the output could not be written."""
+    reason = exc.strerror or first_line(exc)
+    if exc.filename is not None:
+        return f"{reason}: {exc.filename}"
+    return f"cannot write the output: {reason}"
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's last flush of what could not be written fails no more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture): nothing to quiet
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``blurwise`` command line; returns the exit code (0 ok, 1 failure, 2 usage, 130 Ctrl-C)."""
     parser = build_parser()
@@ -930,7 +947,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a full disk under `> file` is reported here, not lost in the interpreter's last flush
+        return code
     except BlurwiseError as exc:
         _say(f"{PROG}: error: {exc}")
         return exc.exit_code
@@ -941,8 +960,15 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{PROG}: interrupted" + (f": {exc}" if str(exc) else ""))
         return 130
     except BrokenPipeError:  # stdout closed early (`blurwise models --json | head`): stop quietly, as shell tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush must not fail
+        _quiet_stdout()
         return 141  # 128 + SIGPIPE
+    except OSError as exc:  # a path the system refuses, or stdout (`> file`) on a full disk: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        _say(f"{PROG}: error: {_os_error_line(exc)}")
+        if exc.filename is None:  # most likely stdout: the interpreter's last flush must not fail again
+            _quiet_stdout()
+        return 1
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless --debug
         if debug:
             traceback.print_exc()

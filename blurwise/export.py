@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from blurwise.errors import ModelError, NotAvailableError, OutputError, UsageError, first_line
-from blurwise.io.image import usual_permissions
+from blurwise.io.image import TEMP_SUFFIX, output_exists, temp_prefix, usual_permissions
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,9 @@ def export_onnx(
     ``output``, ``config``, LPRN's ``stages``, ``blurwise_version``; see :func:`_metadata`).
     """
     out_path = Path(out_path)
+    output_exists(out_path)  # a name the system refuses (too long): one OutputError line
+    if out_path.parent.exists() and not out_path.parent.is_dir():
+        raise OutputError(f"output folder is a file: {out_path.parent}")
     if out_path.is_dir():
         raise OutputError(f"{out_path} is a folder; give the .onnx file's name")
     if out_path.exists() and not overwrite:
@@ -220,7 +223,7 @@ def export_onnx(
     shape = "batch, height and width dynamic" if dynamic else f"static shape {tuple(x.shape)}"
     meta = _metadata(reference, info, f"NCHW {'float16' if half else 'float32'}, {shape}")
     try:  # a hidden temp file of its own beside the target: two exports to one path cannot mix their bytes
-        fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(out_path.name), suffix=TEMP_SUFFIX, dir=out_path.parent)
     except OSError as exc:
         raise OutputError(f"cannot write {out_path}: {exc.strerror or exc}") from None
     os.close(fd)
@@ -230,6 +233,8 @@ def export_onnx(
             _export(model, x, tmp, opset, dynamic, exporter)
         except NotAvailableError:
             raise
+        except OSError as exc:  # the disk filled up (or went away) under the export: not the model's fault
+            raise OutputError(f"cannot write {out_path}: {exc.strerror or first_line(exc)}") from None
         except Exception as exc:
             raise ModelError(f"ONNX export failed: {first_line(exc)}") from None
         _annotate(tmp, meta, getattr(reference, "out_channels", None))

@@ -203,6 +203,89 @@ class TestRun:
         assert _no_temp(tmp_path / "out")
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
+    def test_unwritable_side_output_name_fails_the_job_not_the_run(self, tmp_path):
+        # an output name the system refuses (ENAMETOOLONG) was an OSError in the writer thread: a traceback, the
+        # job neither done nor failed, exit 0, and with more images than the queue holds, a hang
+        src = tmp_path / "in"
+        for k in range(5):
+            write_image(src / f"i{k}.png", synth_image(8, 8, 3, seed=k))
+
+        def with_long_side(img, job):
+            name = "x" * 300 + ".png" if job.src.name == "i1.png" else f"{job.dst.stem}_s.png"
+            return [(job.dst, img), (job.dst.with_name(name), img)]
+
+        lines: list[str] = []
+        res = run_batch(plan_jobs([src], tmp_path / "out"), with_long_side, quiet=True, prefetch=1, say=lines.append)
+        assert res.exit_code == 1 and len(res.done) == 4 and [f.name for f, _ in res.failed] == ["i1.png"]
+        assert "cannot write" in lines[0] and "\n" not in lines[0]
+        assert "i1_out.png" not in [p.name for p in (tmp_path / "out").iterdir()]  # all or none
+        assert _no_temp(tmp_path / "out")
+
+    def test_disk_full_mid_job_leaves_the_old_outputs(self, image_folder, tmp_path, monkeypatch):
+        import blurwise.io.image as mod
+
+        out = tmp_path / "o"
+
+        def two(img, job):
+            return [(job.dst, img), (job.dst.with_name(job.dst.stem + "_map.png"), np.zeros((2, 2), np.uint8))]
+
+        run_batch(plan_jobs([image_folder / "a.png"], out), two, quiet=True)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        real = mod._encode
+
+        def map_fails(img, fmt, bits, quality, f, path=None):
+            if path is not None and path.name.endswith("_map.png"):
+                raise OSError(28, "No space left on device")
+            real(img, fmt, bits, quality, f, path)
+
+        monkeypatch.setattr(mod, "_encode", map_fails)
+        res = run_batch(plan_jobs([image_folder / "a.png"], out), two, overwrite=True, quiet=True, say=lambda m: None)
+        assert res.exit_code == 1 and "No space left on device" in res.failed[0][1]
+        # the new main output was complete, but it is not put in place beside the old map: both stay the old ones
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    def test_ctrl_c_while_finishing_the_writes(self, tmp_path, monkeypatch):
+        # Ctrl-C again while the computed images are being written: the file being written is finished (the writer
+        # thread is not abandoned mid-write, which left its temp file), the rest are dropped, KeyboardInterrupt
+        import _thread
+        import threading
+        import time
+
+        import blurwise.batch as batch
+
+        src = tmp_path / "in"
+        for k in range(4):
+            write_image(src / f"i{k}.png", synth_image(8, 8, 3, seed=k))
+        real = batch.write_images
+
+        def slow(items, overwrite=False):
+            time.sleep(0.4)
+            return real(items, overwrite=overwrite)
+
+        monkeypatch.setattr(batch, "write_images", slow)
+        timer = threading.Timer(0.7, _thread.interrupt_main)  # lands in the final join (the computing is instant)
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run_batch(plan_jobs([src], tmp_path / "out"), _copy, quiet=True, prefetch=4, say=lambda m: None)
+        finally:
+            timer.cancel()
+        written = sorted((tmp_path / "out").iterdir())
+        assert 1 <= len(written) < 4 and _no_temp(tmp_path / "out")
+        assert all(read_image(p).width == 8 for p in written)
+
+    def test_stale_temp_files_cleaned_fresh_ones_kept(self, image_folder, tmp_path):
+        from blurwise.io.image import temp_prefix
+
+        out = tmp_path / "o"
+        out.mkdir()
+        stale, fresh = out / f"{temp_prefix('a_out.png')}abcd1234.tmp", out / f"{temp_prefix('a_out.png')}wxyz9876.tmp"
+        for f in (stale, fresh):
+            f.write_bytes(b"partial")
+        os.utime(stale, (0, 0))  # a SIGKILLed run's leftover, long ago
+        res = run_batch(plan_jobs([image_folder / "a.png"], out), _copy, quiet=True)
+        assert res.exit_code == 0 and sorted(p.name for p in out.iterdir()) == sorted(["a_out.png", fresh.name])
+
     def test_summary_table(self):
         res = BatchResult(done=[1, 2], skipped=[3], failed=[(4, "x")], seconds=2.0)  # type: ignore[list-item]
         head, row = res.table().splitlines()

@@ -379,6 +379,26 @@ class TestBadInput:
         code, _, err = self._up(capsys, "-i", image_folder / "a.png", "-o", tmp_path / "afile" / "o")
         assert code == 1 and "cannot create output folder" in err
 
+    def test_output_name_too_long(self, capsys, image_folder, tmp_path):
+        for out in (tmp_path / ("n" * 300 + ".png"), tmp_path / ("n" * 300)):
+            code, _, err = self._up(capsys, "-i", image_folder / "a.png", "-o", out)
+            assert code == 1 and len(err.strip().splitlines()) == 1 and "too long" in err
+            assert "unexpected" not in err and "Traceback" not in err
+        assert [p.name for p in tmp_path.iterdir()] == [image_folder.name]
+
+    def test_side_outputs_too_long_fail_the_image(self, capsys, image_folder, tmp_path):
+        # defocus-map -o NAME.tiff with a NAME that fits but whose _overlay.png does not: was a writer-thread
+        # traceback and exit 0, with nothing written
+        out = tmp_path / ("m" * 245 + ".tiff")
+        code, _, err = run(capsys, "defocus-map", "-i", image_folder / "a.png", "-o", out, "--overlay", "-q")
+        assert code == 1 and len(err.strip().splitlines()) == 1 and "_overlay.png: File name too long" in err
+        assert [p.name for p in tmp_path.iterdir()] == [image_folder.name]
+
+    def test_unicode_and_spaces_in_output_path(self, capsys, image_folder, tmp_path):
+        out = tmp_path / "sp ace" / "ünï 😀"
+        code, _, _ = self._up(capsys, "-i", image_folder / "a.png", "-o", out)
+        assert code == 0 and files(out) == ["a_out.png"] and no_temp(out)
+
     def test_unwritable_output_permission(self, capsys, image_folder, tmp_path, monkeypatch):
         import blurwise.io.image as mod
 
@@ -470,6 +490,19 @@ class TestBadInput:
         )
         code, _, err = run(capsys, "--debug", "models")
         assert code == 1 and "Traceback" in err
+
+    def test_stdout_on_a_full_disk(self, capsys, monkeypatch):
+        # `blurwise models --json > file` on a full disk: one line, exit 1 (was 'unexpected OSError ... --debug')
+        class Full:
+            def write(self, text):
+                raise OSError(28, "No space left on device")
+
+            def flush(self):
+                pass
+
+        monkeypatch.setattr(sys, "stdout", Full())
+        code, _, err = run(capsys, "models", "--json")
+        assert code == 1 and err.strip() == "blurwise: error: cannot write the output: No space left on device"
 
     def test_keyboard_interrupt_130(self, capsys, monkeypatch):
         import blurwise.cli as cli

@@ -133,6 +133,30 @@ def test_caller_module_left_alone(tmp_path):
     assert m.training and next(m.parameters()).dtype == torch.float32
 
 
+def test_disk_full_is_an_output_error(tmp_path, monkeypatch):
+    import blurwise.export as ex
+
+    def full(model, x, path, *a, **k):
+        path.write_bytes(b"half an onnx file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ex, "_export", full)
+    with pytest.raises(OutputError, match=r"cannot write .*m\.onnx: No space left on device"):
+        export_onnx(create_model("lprn", **SMALL["lprn"]), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_long_name_and_parent_file(tmp_path):
+    m = create_model("lprn", **SMALL["lprn"])
+    assert export_onnx(m, tmp_path / ("e" * 250 + ".onnx")).is_file()  # its temp file's name must fit too
+    with pytest.raises(OutputError, match="cannot write"):
+        export_onnx(m, tmp_path / ("e" * 300 + ".onnx"))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="output folder is a file"):
+        export_onnx(m, tmp_path / "f" / "m.onnx")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_mismatch_not_written(tmp_path, monkeypatch):
     import blurwise.export as ex
 

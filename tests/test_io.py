@@ -596,8 +596,81 @@ class TestWriteSafety:
 
     def test_parent_is_a_file(self, tmp_path):
         (tmp_path / "f").write_text("x")
-        with pytest.raises(OutputError, match="cannot create output folder"):
+        with pytest.raises(OutputError, match="cannot create output folder .*f is a file"):
             write_image(tmp_path / "f" / "x.png", synth_image(4, 4, 3))
+        with pytest.raises(OutputError, match="cannot create output folder .*f is a file"):
+            write_image(tmp_path / "f" / "sub" / "x.png", synth_image(4, 4, 3))
+
+    @pytest.mark.parametrize("name", ["n" * 251 + ".png", "é" * 125 + ".png", "e" * 240 + " ünï 😀.png"])
+    def test_longest_names_fit_their_temp_file(self, tmp_path, name):
+        # a valid name (<= 255 bytes) must not fail because the hidden temp file's name would be longer
+        assert len(os.fsencode(name)) <= 255
+        p = write_image(tmp_path / name, synth_image(4, 4, 3))
+        assert read_image(p).width == 4 and _leftovers(tmp_path) == []
+
+    def test_name_too_long_is_one_output_error(self, tmp_path):
+        for p in (tmp_path / ("n" * 300 + ".png"), tmp_path / ("n" * 300) / "x.png"):
+            with pytest.raises(OutputError, match="cannot write"):
+                write_image(p, synth_image(4, 4, 3), overwrite=True)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_disk_full_keeps_the_old_file(self, tmp_path, monkeypatch):
+        import blurwise.io.image as mod
+
+        p = write_image(tmp_path / "x.png", synth_image(4, 4, 3))
+        before = p.read_bytes()
+
+        def full(img, fmt, bits, quality, f, path=None):
+            f.write(b"half")
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(mod, "_encode", full)
+        with pytest.raises(OutputError, match=r"^cannot write .*x\.png: No space left on device$"):
+            write_image(p, synth_image(4, 4, 3, seed=3), overwrite=True)
+        assert p.read_bytes() == before and _leftovers(tmp_path) == []
+
+    def test_write_images_all_or_none(self, tmp_path, monkeypatch):
+        import blurwise.io.image as mod
+        from blurwise.io.image import write_images
+
+        a = write_image(tmp_path / "a.png", synth_image(4, 4, 3))
+        before = a.read_bytes()
+        real, calls = mod._encode, []
+
+        def second_fails(img, fmt, bits, quality, f, path=None):
+            calls.append(path)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+            real(img, fmt, bits, quality, f, path)
+
+        monkeypatch.setattr(mod, "_encode", second_fails)
+        items = [(a, synth_image(4, 4, 3, seed=5)), (tmp_path / "b.tiff", synth_image(4, 4, 1, np.float32))]
+        with pytest.raises(OutputError, match="No space left"):
+            write_images(items, overwrite=True)
+        # the first image was complete, but nothing is renamed into place before all are: a.png is the old one
+        assert a.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+        monkeypatch.setattr(mod, "_encode", real)
+        assert write_images(items, overwrite=True) == [a, tmp_path / "b.tiff"]
+        assert a.read_bytes() != before and _leftovers(tmp_path) == []
+
+    def test_stale_temps_of_killed_runs_removed(self, tmp_path):
+        from blurwise.io.image import is_temp_of, remove_stale_temps, temp_prefix
+
+        old = tmp_path / f"{temp_prefix('x.png')}abcd1234.tmp"  # what a SIGKILL mid-write leaves
+        young = tmp_path / f"{temp_prefix('x.png')}efgh5678.tmp"  # perhaps another process's write in progress
+        other = tmp_path / f"{temp_prefix('y.png')}abcd1234.tmp"  # not a temp of an output asked about
+        for f in (old, young, other):
+            f.write_bytes(b"partial")
+        os.utime(old, (0, 0))
+        os.utime(other, (0, 0))
+        assert is_temp_of(old.name, "x.png") and not is_temp_of(other.name, "x.png")
+        assert remove_stale_temps([tmp_path / "x.png"]) == [old]
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([young.name, other.name])
+
+    def test_alpha_dropped_warning_names_the_file(self, tmp_path, caplog):
+        with caplog.at_level("WARNING", logger="blurwise.io.image"):
+            write_image(tmp_path / "x.jpg", synth_image(4, 4, 4))
+        assert "JPEG cannot store alpha" in caplog.text and "x.jpg" in caplog.text
 
     def test_failed_encode_leaves_nothing(self, tmp_path, monkeypatch):
         import blurwise.io.image as mod

@@ -1,7 +1,8 @@
 """Image and depth I/O: decode to float32 HWC in [0, 1] with metadata, write atomically.
 
 ``read_image`` / ``write_image`` handle PNG, JPEG, TIFF, BMP and WebP at 8/16 bits (float TIFF too),
-with alpha kept apart, EXIF orientation applied and ICC/EXIF carried to the output; ``read_depth``
+with alpha kept apart, EXIF orientation applied and ICC/EXIF carried to the output (``write_images``:
+several files, all or none); ``read_depth``
 reads depth maps for the defocus estimator; ``split_alpha`` / ``merge_alpha`` route alpha around
 models. Nothing here imports torch.
 """
@@ -20,6 +21,7 @@ from blurwise.io.image import (
     read_image,
     to_float,
     write_image,
+    write_images,
 )
 
 __all__ = [
@@ -38,4 +40,5 @@ __all__ = [
     "split_alpha",
     "to_float",
     "write_image",
+    "write_images",
 ]

@@ -570,12 +570,12 @@ def _as_image(img: Image | np.ndarray) -> Image:
 JPEG_EXIF_MAX = 65533  # a JPEG APP1 segment's payload limit, less its length field: larger EXIF cannot be stored
 
 
-def _encode(img: Image, fmt: str, bits: int, quality: int, f) -> None:
+def _encode(img: Image, fmt: str, bits: int, quality: int, f, path: Path | None = None) -> None:
     from PIL import Image as PILImage
 
     pixels, alpha = img.pixels, img.alpha
     if alpha is not None and fmt in ("JPEG", "BMP"):
-        log.warning("%s cannot store alpha; the alpha channel is dropped", fmt)
+        log.warning("%s cannot store alpha; the alpha channel is dropped%s", fmt, f": {path}" if path else "")
         alpha = None
     arr = from_float(pixels, bits)
     if alpha is not None:
@@ -638,8 +638,56 @@ def write_image(
 
     The format follows the extension. The bit depth is ``bit_depth``, else the image's, lowered to
     what the format holds (JPEG/BMP/WebP 8, PNG 16, TIFF 16 or float). ``icc``/``exif`` override the
-    image's metadata. The data goes to a hidden temp file in the target folder that is renamed over
-    the target only when complete; an existing file raises :class:`OutputError` unless ``overwrite``.
+    image's metadata. The data goes to a hidden temp file in the target folder (``.NAME.XXXXXXXX.tmp``)
+    that is renamed over the target only when complete; an existing file raises :class:`OutputError`
+    unless ``overwrite``. Every failure to write (disk full, read-only or missing folder, a name too
+    long) is an :class:`OutputError` with one line, and leaves neither a partial file nor a temp file.
+    """
+    path = Path(path)
+    tmp = stage_image(path, img, overwrite=overwrite, bit_depth=bit_depth, quality=quality, icc=icc, exif=exif)
+    commit_staged(tmp, path, overwrite=overwrite)
+    return path
+
+
+def write_images(items: list[tuple[str | os.PathLike, Image | np.ndarray]], *, overwrite: bool = False) -> list[Path]:
+    """Write several images (``[(path, image), ...]``, e.g. a map and its preview) all or none.
+
+    Every image is encoded to its temp file first; only when all of them are complete are they renamed
+    into place, so a full disk, an error or Ctrl-C while encoding leaves every target as it was (no
+    mix of new and old files). Raises :class:`OutputError` like :func:`write_image`.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, data in items:
+            staged.append((stage_image(path, data, overwrite=overwrite), Path(path)))
+        for path in [p for _, p in staged]:
+            if not overwrite and output_exists(path):  # appeared while we were encoding
+                raise OutputError(f"output exists (use --overwrite to replace it): {path}")
+        done: list[Path] = []
+        for tmp, path in staged:
+            commit_staged(tmp, path, overwrite=True)
+            done.append(path)
+        return done
+    except BaseException:
+        for tmp, _ in staged:
+            _unlink(str(tmp))
+        raise
+
+
+def stage_image(
+    path: str | os.PathLike,
+    img: Image | np.ndarray,
+    *,
+    overwrite: bool = False,
+    bit_depth: int | None = None,
+    quality: int = 95,
+    icc: bytes | None = None,
+    exif: bytes | None = None,
+) -> Path:
+    """Encode ``img`` for ``path`` into a hidden temp file beside it and return the temp file's path.
+
+    The first half of :func:`write_image` (same arguments and checks); :func:`commit_staged` renames
+    the temp file into place. On any failure the temp file is removed and :class:`OutputError` raised.
     """
     path = Path(path)
     fmt = format_of(path)
@@ -652,7 +700,7 @@ def write_image(
     if bits not in (8, 16, 32):
         raise OutputError(f"unsupported bit depth {bits} (use 8, 16 or 32)")
     bits = min(bits, _MAX_BITS[fmt])
-    if path.exists() and not overwrite:
+    if output_exists(path) and not overwrite:
         raise OutputError(f"output exists (use --overwrite to replace it): {path}")
     if path.is_dir():
         raise OutputError(f"output is a folder: {path}")
@@ -660,29 +708,124 @@ def write_image(
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {folder}: {exc.strerror}") from None
+        blocker = _file_in_the_way(folder)
+        if blocker is not None:
+            raise OutputError(f"cannot create output folder {folder}: {blocker} is a file") from None
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or first_line(exc)}") from None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX, dir=folder)
     except OSError as exc:
-        raise OutputError(f"output folder not writable: {folder} ({exc.strerror})") from None
+        raise OutputError(f"output folder not writable: {folder} ({exc.strerror or first_line(exc)})") from None
     try:
         os.close(fd)
         with open(tmp, "wb") as f:  # a named handle: tifffile wants a file name
-            _encode(image, fmt, bits, quality, f)
+            _encode(image, fmt, bits, quality, f, path)
         usual_permissions(tmp)  # mkstemp makes 0600
-        if path.exists() and not overwrite:  # appeared while we were encoding
-            raise OutputError(f"output exists (use --overwrite to replace it): {path}")
-        os.replace(tmp, path)
-    except OutputError:
-        _unlink(tmp)
-        raise
     except OSError as exc:
         _unlink(tmp)
         raise OutputError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
     except BaseException:
         _unlink(tmp)
         raise
+    return Path(tmp)
+
+
+def commit_staged(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Rename a temp file made by :func:`stage_image` over ``path`` (the temp file is removed if that fails)."""
+    path = Path(path)
+    try:
+        if not overwrite and output_exists(path):  # appeared while we were encoding
+            raise OutputError(f"output exists (use --overwrite to replace it): {path}")
+        os.replace(tmp, path)
+    except OutputError:
+        _unlink(str(tmp))
+        raise
+    except OSError as exc:
+        _unlink(str(tmp))
+        raise OutputError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
+    except BaseException:
+        _unlink(str(tmp))
+        raise
     return path
+
+
+# --------------------------------------------------------------------------- temp files
+
+TEMP_SUFFIX = ".tmp"
+_NAME_MAX = 255  # bytes in one file name on Linux/macOS file systems
+_TEMP_RANDOM = 8  # the characters tempfile.mkstemp adds between prefix and suffix
+STALE_TEMP_SECONDS = 3600.0  # a temp file untouched this long is a killed run's leftover
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of the hidden temp file a write to ``name`` goes through: ``.NAME.``, with NAME cut (at a
+    character boundary) so that the whole temp name fits the 255-byte file name limit. A valid output name
+    must never fail because its temp file's name would be too long."""
+    room = _NAME_MAX - len(TEMP_SUFFIX) - _TEMP_RANDOM - 2
+    while len(os.fsencode(name)) > room:  # bytes, not characters: 'é' takes two
+        name = name[:-1]
+    return f".{name}."
+
+
+def is_temp_of(entry: str, name: str) -> bool:
+    """Whether the file name ``entry`` is a temp file of a write to ``name`` (``.NAME.XXXXXXXX.tmp``)."""
+    prefix = temp_prefix(name)
+    return (
+        entry.startswith(prefix)
+        and entry.endswith(TEMP_SUFFIX)
+        and len(entry) == len(prefix) + _TEMP_RANDOM + len(TEMP_SUFFIX)
+    )
+
+
+def remove_stale_temps(paths: list[Path] | list[str], older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete the temp files a killed run (SIGKILL, power loss) left beside ``paths`` (output files), if not
+    modified for ``older_than`` seconds: a younger one may be another process's write in progress. Returns
+    what was deleted; errors (a folder that cannot be listed) are ignored."""
+    import time
+
+    by_folder: dict[Path, set[str]] = {}
+    for p in map(Path, paths):
+        by_folder.setdefault(p.parent, set()).add(p.name)
+    now = time.time()
+    removed: list[Path] = []
+    for folder, names in by_folder.items():
+        try:
+            entries = [e for e in os.scandir(folder) if e.name.startswith(".") and e.name.endswith(TEMP_SUFFIX)]
+        except OSError:
+            continue
+        for e in entries:
+            if not any(is_temp_of(e.name, n) for n in names):
+                continue
+            try:
+                if e.is_file(follow_symlinks=False) and now - e.stat(follow_symlinks=False).st_mtime > older_than:
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+            except OSError:
+                pass
+    return removed
+
+
+def output_exists(path: str | os.PathLike) -> bool:
+    """``path.exists()``, but a path the system refuses to look up (a name too long, a folder it may not search)
+    is an :class:`OutputError` naming it, not a bare OSError."""
+    try:
+        os.stat(path)
+        return True
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing ancestor of ``folder`` (itself included) that is not a folder, if any."""
+    for p in (folder, *folder.parents):
+        try:
+            if p.exists():
+                return None if p.is_dir() else p
+        except OSError:
+            return None
+    return None
 
 
 _UMASK: list[int] = []
