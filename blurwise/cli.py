@@ -841,11 +841,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run = _need("blurwise.train", "run", "training")
     from blurwise.train.config import parse_overrides
 
-    overrides = parse_overrides(args.set)
-    if args.teacher:
-        overrides["teacher"] = args.teacher
-    if args.trust_pickle:
-        overrides["distill.trust_pickle"] = True
+    overrides = parse_overrides(args.set, teacher=args.teacher, trust_pickle=args.trust_pickle)
     configs = _train_configs(args.config, args.config_files or [], smoke=args.smoke, overrides=overrides)
     kw = {
         "device": args.device,

@@ -44,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         from blurwise.train.config import parse_overrides
 
-        overrides = parse_overrides(args.set)
-        if args.teacher:
-            overrides["teacher"] = args.teacher
-        if args.trust_pickle:
-            overrides["distill.trust_pickle"] = True
+        overrides = parse_overrides(args.set, teacher=args.teacher, trust_pickle=args.trust_pickle)
         if args.export_only:
             from blurwise.train.loop import export_checkpoint
 

@@ -369,10 +369,13 @@ def _value(text: str) -> Any:
 CWD_PATH_KEYS = ("output.export", "output.dir")  # relative paths given on the command line: to the current folder
 
 
-def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+def parse_overrides(
+    items: typing.Iterable[str], *, teacher: str | None = None, trust_pickle: bool = False
+) -> dict[str, Any]:
     """The command line's ``--set KEY=VALUE`` options as overrides, every key checked (a typo is a one-line
     UsageError naming it, never ignored). ``output.export`` / ``output.dir`` given relative are taken from the
-    current folder (in a config file, a relative ``output.export`` is relative to the source checkout's root)."""
+    current folder (in a config file, a relative ``output.export`` is relative to the source checkout's root).
+    ``teacher`` / ``trust_pickle``: the ``--teacher`` / ``--trust-pickle`` flags, which win over ``--set``."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, eq, text = item.partition("=")
@@ -386,6 +389,10 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
         if full in CWD_PATH_KEYS and isinstance(value, str) and value:
             value = os.path.abspath(os.path.expanduser(value))
         overrides[key] = value
+    if teacher:
+        overrides["teacher"] = teacher
+    if trust_pickle:
+        overrides["distill.trust_pickle"] = True
     return overrides
 
 
