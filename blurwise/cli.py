@@ -876,8 +876,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"-o must end in .onnx: {out}")
-    if out.exists() and not args.overwrite and not out.is_dir():
-        raise OutputError(f"output exists (use --overwrite to replace it): {out}")
     path = _call(
         export_onnx, args.model, out, opset=args.opset, trust_pickle=args.trust_pickle, overwrite=args.overwrite
     )

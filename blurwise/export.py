@@ -194,7 +194,7 @@ def export_onnx(
     if out_path.is_dir():
         raise OutputError(f"{out_path} is a folder; give the .onnx file's name")
     if out_path.exists() and not overwrite:
-        raise OutputError(f"{out_path} exists (use --overwrite)")
+        raise OutputError(f"output exists (use --overwrite to replace it): {out_path}")
     if not out_path.parent.is_dir():
         raise OutputError(f"output folder does not exist: {out_path.parent}")
     if exporter not in ("legacy", "dynamo"):
@@ -249,7 +249,7 @@ def export_onnx(
             log.info("ONNX export verified: max abs diff %.2e", diff)
         usual_permissions(tmp)  # mkstemp makes 0600
         if out_path.exists() and not overwrite:  # appeared while we were exporting
-            raise OutputError(f"{out_path} exists (use --overwrite)")
+            raise OutputError(f"output exists (use --overwrite to replace it): {out_path}")
         tmp.replace(out_path)
     except OSError as exc:
         raise OutputError(f"cannot write {out_path}: {exc.strerror or exc}") from None
