@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from blurwise.errors import ModelError, NotAvailableError, OutputError, UsageError, first_line
-from blurwise.io.image import TEMP_SUFFIX, output_exists, temp_prefix, usual_permissions
+from blurwise.io.image import TEMP_SUFFIX, output_exists, refuse_existing, temp_prefix, usual_permissions
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,7 @@ def export_onnx(
         raise OutputError(f"output folder is a file: {out_path.parent}")
     if out_path.is_dir():
         raise OutputError(f"{out_path} is a folder; give the .onnx file's name")
-    if out_path.exists() and not overwrite:
-        raise OutputError(f"output exists (use --overwrite to replace it): {out_path}")
+    refuse_existing(out_path, overwrite)
     if not out_path.parent.is_dir():
         raise OutputError(f"output folder does not exist: {out_path.parent}")
     if exporter not in ("legacy", "dynamo"):
@@ -248,8 +247,7 @@ def export_onnx(
                 raise ModelError(f"ONNX output differs from PyTorch by {diff:.3g} (> {tol:g}); not written")
             log.info("ONNX export verified: max abs diff %.2e", diff)
         usual_permissions(tmp)  # mkstemp makes 0600
-        if out_path.exists() and not overwrite:  # appeared while we were exporting
-            raise OutputError(f"output exists (use --overwrite to replace it): {out_path}")
+        refuse_existing(out_path, overwrite)  # appeared while we were exporting
         tmp.replace(out_path)
     except OSError as exc:
         raise OutputError(f"cannot write {out_path}: {exc.strerror or exc}") from None

@@ -660,9 +660,8 @@ def write_images(items: list[tuple[str | os.PathLike, Image | np.ndarray]], *, o
     try:
         for path, data in items:
             staged.append((stage_image(path, data, overwrite=overwrite), Path(path)))
-        for path in [p for _, p in staged]:
-            if not overwrite and output_exists(path):  # appeared while we were encoding
-                raise OutputError(f"output exists (use --overwrite to replace it): {path}")
+        for _, path in staged:
+            refuse_existing(path, overwrite)  # appeared while we were encoding
         done: list[Path] = []
         for tmp, path in staged:
             commit_staged(tmp, path, overwrite=True)
@@ -700,8 +699,7 @@ def stage_image(
     if bits not in (8, 16, 32):
         raise OutputError(f"unsupported bit depth {bits} (use 8, 16 or 32)")
     bits = min(bits, _MAX_BITS[fmt])
-    if output_exists(path) and not overwrite:
-        raise OutputError(f"output exists (use --overwrite to replace it): {path}")
+    refuse_existing(path, overwrite)
     if path.is_dir():
         raise OutputError(f"output is a folder: {path}")
     folder = path.parent
@@ -734,8 +732,7 @@ def commit_staged(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite:
     """Rename a temp file made by :func:`stage_image` over ``path`` (the temp file is removed if that fails)."""
     path = Path(path)
     try:
-        if not overwrite and output_exists(path):  # appeared while we were encoding
-            raise OutputError(f"output exists (use --overwrite to replace it): {path}")
+        refuse_existing(path, overwrite)  # appeared while we were encoding
         os.replace(tmp, path)
     except OutputError:
         _unlink(str(tmp))
@@ -803,6 +800,13 @@ def remove_stale_temps(paths: list[Path] | list[str], older_than: float = STALE_
             except OSError:
                 pass
     return removed
+
+
+def refuse_existing(path: str | os.PathLike, overwrite: bool) -> None:
+    """The one-line OutputError every writer gives when ``path`` exists and ``overwrite`` was not asked for (and,
+    overwrite or not, for a path the system refuses to look up: :func:`output_exists`)."""
+    if output_exists(path) and not overwrite:
+        raise OutputError(f"output exists (use --overwrite to replace it): {path}")
 
 
 def output_exists(path: str | os.PathLike) -> bool:
