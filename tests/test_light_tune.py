@@ -137,3 +137,67 @@ def test_cli_init_must_be_an_ebmsr_model_of_the_scale(tmp_path, capsys):
     rc = main(["--train", str(bank), "--init", router, "--out", str(tmp_path / "x")])
     assert rc != 0 and "not an x4 EBM-SR model" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_grown_blocks_keep_the_output_and_dropping_them_undoes_it():
+    from blurwise.models.ebmsr import drop_block, grow_blocks
+
+    torch.manual_seed(0)
+    model = create_model("ebmsr-x2", channels=8, n_blocks=2).eval()
+    x = torch.rand(1, 4, 12, 12)
+    grown = grow_blocks(model, 5).eval()
+    assert len(grown.blocks) == 5 and len(model.blocks) == 2  # a copy: the model itself is untouched
+    torch.testing.assert_close(grown(x), model(x), rtol=0, atol=0)
+    torch.testing.assert_close(grown.blocks[0].conv.weight, model.blocks[0].conv.weight)
+    new_ones = [k for k, b in enumerate(grown.blocks) if not b.conv.weight.any()]
+    assert new_ones == [1, 2, 4]  # spread over the trained blocks: after each, 3 in all
+    back = drop_block(drop_block(drop_block(grown, 4), 2), 1).eval()
+    torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="adds blocks"):
+        grow_blocks(model, 1)
+    with pytest.raises(ValueError, match="no block 2"):
+        drop_block(model, 2)
+    with pytest.raises(ValueError, match="one must stay"):
+        drop_block(drop_block(model, 0), 0)
+
+
+def test_resize_student_drops_the_block_that_costs_least():
+    from blurwise.models.ebmsr import grow_blocks
+    from blurwise.train.light_tune import masked_error, resize_student
+    from blurwise.train.router import _light_input
+
+    torch.manual_seed(0)
+    model = create_model("ebmsr-x4", channels=8, n_blocks=2).eval()
+    with torch.no_grad():
+        for p in model.blocks.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # two blocks that matter
+        items = [_item(0, False, 20, 24), _item(1, True, 20, 24)]
+        for d in items:  # HR targets the model hits exactly: only dropping a block that matters costs
+            out = model(_light_input(d["lr"], d["est"]))[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+            d["hr"] = np.round(out * 255).astype(np.uint8)
+    masks = [np.ones(d["lr"].shape[:2], bool) for d in items]
+    grown = grow_blocks(model, 3).eval()  # and an identity block that does not matter
+    identity = [k for k, b in enumerate(grown.blocks) if not b.conv.weight.any()]
+    assert len(identity) == 1 and masked_error(grown, items, masks, 4) < 0.01
+    trimmed, dropped = resize_student(grown, 2, items, masks, 4)
+    assert dropped == identity and len(trimmed.blocks) == 2
+    assert masked_error(trimmed.eval(), items, masks, 4) < 0.01
+    bigger, dropped = resize_student(model, 4, items, masks, 4)
+    assert len(bigger.blocks) == 4 and dropped == []
+
+
+@needs_router
+def test_cli_blocks_resizes_the_student_and_keeps_the_recipes(tmp_path):
+    bank = _write_bank(tmp_path / "bank")
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert main(["--train", str(bank), "--steps", "1", "--blocks", "5", "--out", str(first)]) == 0
+    model, info = load_model(first)
+    assert len(model.blocks) == 5 and info.config["n_blocks"] == 5
+    assert info.metadata["route_tune"]["blocks"] == {"init": 3, "trained": 5, "dropped": []}
+    assert (
+        main(["--train", str(bank), "--init", str(first), "--steps", "1", "--blocks", "4", "--out", str(second)]) == 0
+    )
+    model, info = load_model(second)
+    assert len(model.blocks) == 4 and info.config["n_blocks"] == 4
+    assert len(info.metadata["route_tune"]["blocks"]["dropped"]) == 1
+    assert [r["blocks"]["trained"] for r in info.metadata["route_tune_history"]] == [5]  # the first run's recipe

@@ -9,6 +9,7 @@ About 3% of the MACs per pixel of the ``edsr-s`` teacher it is distilled from (s
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -147,6 +148,47 @@ class EBMSR(nn.Module):
             f.add_(F.leaky_relu_(blk.conv(torch.addcmul(beta, f, gamma.add_(1.0))), blk.act.negative_slope))
         out = self.tail[1](self.tail[0](f).add_(self.bicubic(rgb)))
         return out if self.out_gain is None else out.mul_(self.gain)
+
+
+def grow_blocks(model: EBMSR, n_blocks: int) -> EBMSR:
+    """A copy of ``model`` with ``n_blocks`` SFT blocks, the new ones spread evenly after the trained ones and
+    initialised as exact identities (zero conv and modulation): the same output, with more capacity to
+    fine-tune where the student has levelled off (``python -m blurwise.train.light_tune --blocks N``)."""
+    old = list(model.blocks)
+    if n_blocks < len(old):
+        raise ValueError(f"grow_blocks adds blocks: the model has {len(old)}, asked for {n_blocks}")
+    channels, cond = old[0].conv.in_channels, old[0].sft.proj.in_channels
+    blocks: list[nn.Module] = []
+    added, per = 0, (n_blocks - len(old)) / len(old)
+    for i, blk in enumerate(old):
+        blocks.append(blk)
+        for _ in range(round((i + 1) * per) - added):
+            new = SFTBlock(channels, cond).to(blk.conv.weight.device)
+            for conv in (new.conv, new.sft.proj):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
+            blocks.append(new)
+            added += 1
+    return _with_blocks(model, blocks)
+
+
+def drop_block(model: EBMSR, index: int) -> EBMSR:
+    """A copy of ``model`` without SFT block ``index`` (to trim a student back under a MACs budget)."""
+    old = list(model.blocks)
+    if len(old) < 2 or not 0 <= index < len(old):
+        raise ValueError(f"no block {index} to drop from a model of {len(old)} blocks (one must stay)")
+    return _with_blocks(model, [b for i, b in enumerate(old) if i != index])
+
+
+def _with_blocks(model: EBMSR, blocks: list[nn.Module]) -> EBMSR:
+    """A deep copy of ``model`` with these SFT blocks (copied too)."""
+    keep, model.blocks = model.blocks, nn.ModuleList()
+    try:
+        out = copy.deepcopy(model)
+    finally:
+        model.blocks = keep
+    out.blocks = nn.ModuleList(copy.deepcopy(b) for b in blocks)
+    return out
 
 
 # --------------------------------------------------------------------------- distillation loss

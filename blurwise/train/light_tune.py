@@ -78,6 +78,41 @@ def _batch_stream(draw: Any, seed: int, workers: int, device: str) -> Any:
     )
 
 
+def masked_error(model: Any, items: list[dict], masks: list[np.ndarray], scale: int) -> float:
+    """The fine-tune's loss on whole bank items: 8-bit squared error / 100 to the HR over the masked pixels."""
+    import torch
+
+    from blurwise.train.router import _light_input
+
+    total = count = 0.0
+    with torch.inference_mode():
+        for d, m in zip(items, masks, strict=True):
+            out = model(_light_input(d["lr"], d["est"]))[0].clamp(0, 1).numpy().transpose(1, 2, 0)
+            se = ((out * 255 - d["hr"].astype(np.float32)) ** 2).mean(2) / 100
+            mh = np.kron(m, np.ones((scale, scale), bool))
+            total, count = total + float(se[mh].sum()), count + float(mh.sum())
+    return total / max(count, 1.0)
+
+
+def resize_student(
+    model: Any, n_blocks: int, items: list[dict], masks: list[np.ndarray], scale: int
+) -> tuple[Any, list[int]]:
+    """``model`` (an EBM-SR) with ``n_blocks`` SFT blocks, and the indices of the blocks dropped: grown with
+    identity blocks (:func:`blurwise.models.ebmsr.grow_blocks`), or trimmed one block at a time, each time
+    the one whose loss costs least on these items (a student grown past its MACs budget comes back under it)."""
+    from blurwise.models.ebmsr import drop_block, grow_blocks
+
+    if n_blocks >= len(model.blocks):
+        return grow_blocks(model, n_blocks), []
+    dropped: list[int] = []
+    while len(model.blocks) > n_blocks:
+        errors = [masked_error(drop_block(model, k).eval(), items, masks, scale) for k in range(len(model.blocks))]
+        k = int(np.argmin(errors))
+        print(f"drop block {k} of {len(model.blocks)} (loss {errors[k]:.4f})", file=sys.stderr, flush=True)
+        model, dropped = drop_block(model, k), [*dropped, k]
+    return model, dropped
+
+
 def tune_light(
     model: Any,
     items: list[dict],
@@ -167,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=CROP, help=f"LR crop side (default {CROP})")
     ap.add_argument("--workers", type=nonneg, default=0, help="processes cutting crops (default 0: in-process)")
     ap.add_argument("--init", type=Path, default=None, help="light weights to start from (default: the shipped)")
+    ap.add_argument(
+        "--blocks",
+        type=positive,
+        default=None,
+        help="SFT blocks of the student: more are added as identities, fewer dropped least loss first "
+        "(default: as --init)",
+    )
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--ema", type=float, default=0.999, help="decay of the weight average (default 0.999)")
     ap.add_argument("--sharp-frac", type=float, default=0.5, help="share of each batch from in-focus items")
@@ -219,6 +261,9 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
     items = [d for folder in args.train for d in load_bank(folder)]
     masks = route_masks(items, router, args.mask_threshold, args.scale, DEFAULT_PATCH)
     print(f"{len(items)} items, light share {np.mean([m.mean() for m in masks]):.3f}", file=sys.stderr, flush=True)
+    blocks_in, dropped = len(model.blocks), []
+    if args.blocks is not None and args.blocks != blocks_in:
+        model, dropped = resize_student(model, args.blocks, items, masks, args.scale)
     avg = tune_light(
         model,
         items,
@@ -237,8 +282,11 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
     ).cpu()
     gain, offset, new_gain = fold_correction(avg, [d for d in items if not d["sharp"]], args.scale)
     cmd = "python -m blurwise.train.light_tune " + " ".join(argv if argv is not None else sys.argv[1:])
+    earlier = info.metadata.get("route_tune")
+    history = [*info.metadata.get("route_tune_history", []), *([earlier] if earlier else [])]
     extra = {
         **info.metadata,
+        **({"route_tune_history": history} if history else {}),
         "route_tune": {
             "data": [str(f) for f in args.train],
             "items": len(items),
@@ -250,6 +298,7 @@ def _run(args: argparse.Namespace, argv: Any) -> None:
             "crop_lr": args.crop,
             "workers": args.workers,
             "init": str(args.init or src.name),
+            "blocks": {"init": blocks_in, "trained": len(avg.blocks), "dropped": dropped},
             "lr": args.lr,
             "ema": args.ema,
             "sharp_frac": args.sharp_frac,

@@ -219,7 +219,8 @@ def fold_correction(model: Any, renders: list[dict], scale: int) -> tuple[np.nda
 
 
 def save_light(model: Any, info: Any, dst: Path, new_gain: list[float], extra: dict) -> None:
-    """Write an adjusted light model with the architecture and config of ``info`` and its new output gain."""
+    """Write an adjusted light model with the architecture and config of ``info``, its new output gain and (an
+    EBM-SR grown or trimmed by the route-aware fine-tune) its number of blocks."""
     from blurwise.models.registry import save_weights
 
     save_weights(
@@ -228,11 +229,20 @@ def save_light(model: Any, info: Any, dst: Path, new_gain: list[float], extra: d
         arch=info.arch,
         task=info.task,
         scale=info.scale,
-        config={**info.config, "out_gain": new_gain},
+        config={
+            **info.config,
+            "out_gain": new_gain,
+            **({"n_blocks": len(model.blocks)} if info.arch == "ebmsr" else {}),
+        },
         name=info.name,
         teacher=info.teacher,
         extra=extra,
     )
+
+
+def _block_count(model: Any, info: Any) -> dict[str, int]:
+    """An EBM-SR's ``n_blocks`` as the model has it (a fine-tune may have grown or trimmed it), else nothing."""
+    return {"n_blocks": len(model.blocks)} if info.arch == "ebmsr" else {}
 
 
 def debias_light(bank: Path, scale: int, out: Path | None = None) -> tuple[Path, np.ndarray, np.ndarray]:
