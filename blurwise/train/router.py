@@ -229,11 +229,7 @@ def save_light(model: Any, info: Any, dst: Path, new_gain: list[float], extra: d
         arch=info.arch,
         task=info.task,
         scale=info.scale,
-        config={
-            **info.config,
-            "out_gain": new_gain,
-            **({"n_blocks": len(model.blocks)} if info.arch == "ebmsr" else {}),
-        },
+        config={**info.config, "out_gain": new_gain, **_block_count(model, info)},
         name=info.name,
         teacher=info.teacher,
         extra=extra,
