@@ -8,6 +8,7 @@ pixels a router would route light (its prediction under ``mask_threshold``, grow
 nothing elsewhere. Steps (``python -m blurwise.train.light_tune --help``):
 
 1. masks from the shipped router on every bank item (:func:`route_masks`);
+   with ``--blocks N``, the student grown with identity blocks or trimmed to N (:func:`resize_student`);
 2. Adam on random LR crops of the bank (renders and in-focus images, ``sharp_frac`` of each batch in
    focus), an exponential moving average of the weights kept (:func:`tune_light`);
 3. the average's per-channel gain and offset on the renders' blurred pixels folded in, as ``router
