@@ -839,17 +839,11 @@ class _TrainLogFormat(logging.Formatter):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     run = _need("blurwise.train", "run", "training")
-    from blurwise.train.config import parse_overrides
+    from blurwise.train.config import parse_overrides, run_options
 
     overrides = parse_overrides(args.set, teacher=args.teacher, trust_pickle=args.trust_pickle)
     configs = _train_configs(args.config, args.config_files or [], smoke=args.smoke, overrides=overrides)
-    kw = {
-        "device": args.device,
-        "smoke": args.smoke,
-        "resume": not args.no_resume,
-        "overrides": overrides,
-        "ship": args.ship,
-    }
+    kw = run_options(args, overrides)
     train_log = logging.getLogger("blurwise.train")  # progress (steps, losses, validation) unless -q
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_TrainLogFormat("%(asctime)s %(message)s", "%H:%M:%S"))

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
 
     def work() -> int:
-        from blurwise.train.config import parse_overrides
+        from blurwise.train.config import parse_overrides, run_options
 
         overrides = parse_overrides(args.set, teacher=args.teacher, trust_pickle=args.trust_pickle)
         if args.export_only:
@@ -64,13 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--checkpoint and --out go with --export-only")
         from blurwise.train.loop import run, run_many
 
-        kw = {
-            "device": args.device,
-            "smoke": args.smoke,
-            "resume": not args.no_resume,
-            "overrides": overrides,
-            "ship": args.ship,
-        }
+        kw = run_options(args, overrides)
         results.extend(run_many(args.config, **kw) if len(args.config) > 1 else [run(args.config[0], **kw)])
         return 0
 

@@ -396,6 +396,19 @@ def parse_overrides(
     return overrides
 
 
+def run_options(args: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``blurwise.train.run`` / ``run_many`` from the training flags that ``blurwise
+    train`` and ``python -m blurwise.train`` both take (``args``: their parsed flags), so a flag means the same
+    in both entry points."""
+    return {
+        "device": args.device,
+        "smoke": args.smoke,
+        "resume": not args.no_resume,
+        "overrides": overrides,
+        "ship": args.ship,
+    }
+
+
 TASK_CONFIGS = {"sr": "sr_edsr-s_x4", "distill": "distill_ebmsr_x4", "deblur": "deblur_lprn", "defocus": "defocus"}
 
 
