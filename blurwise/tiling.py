@@ -425,10 +425,7 @@ def _run_image(
                 raise ModelError(f"tiled output {tuple(y.shape)} does not match input {tuple(x.shape)} at x{scale}")
             return y[0].to(device=x.device, dtype=torch.float32)
         for group in _batches(tiles, batch):
-            xb = torch.stack([x[:, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])
-            xb = xb.to(device=device, dtype=torch.float32, non_blocking=True)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = _window_batch(x, group, device, channels_last)
             yb = forward_batch(model, xb, dtype, extra)
             wh, ww = xb.shape[-2:]
             if yb.ndim != 4 or yb.shape[-2:] != (wh * scale, ww * scale):
@@ -466,6 +463,13 @@ def _run_image(
             bar.close()
     assert out is not None
     return out
+
+
+def _window_batch(x: torch.Tensor, group: list[Tile], device: torch.device, channels_last: bool) -> torch.Tensor:
+    """The input windows of ``group``'s tiles of ``x`` [C, H, W], stacked as one fp32 batch on ``device``."""
+    xb = torch.stack([x[:, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])
+    xb = xb.to(device=device, dtype=torch.float32, non_blocking=True)
+    return xb.contiguous(memory_format=torch.channels_last) if channels_last else xb
 
 
 @dataclass(frozen=True)
@@ -520,10 +524,7 @@ class Tiler:
         tiles = tile_grid(h, w, self.tile, self.pad)
         total: torch.Tensor | None = None
         for group in _batches(tiles, self.batch):
-            xb = torch.stack([x[0, :, t.window[0] : t.window[1], t.window[2] : t.window[3]] for t in group])
-            xb = xb.to(device=device, dtype=torch.float32, non_blocking=True)
-            if self.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = _window_batch(x[0], group, device, self.channels_last)
             yb = forward_batch(module, xb, self.dtype)
             if yb.ndim != 4 or yb.shape[-2:] != xb.shape[-2:]:
                 raise ModelError(f"module output {tuple(yb.shape)} does not match its input {tuple(xb.shape)}")
