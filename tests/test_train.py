@@ -392,6 +392,16 @@ class TestEMA:
         assert lr_at(60, cfg, progress=0.1) == pytest.approx(0.5)  # the larger fraction wins
 
 
+def test_pixel_loss_kinds():
+    """l1 / l2 are the mean absolute / squared error; charbonnier sits just above l1 for errors >> eps."""
+    from blurwise.train.losses import pixel_loss
+
+    pred, target = torch.zeros(1, 1, 2, 2), torch.tensor([[[[1.0, -2.0], [0.0, 3.0]]]])
+    assert pixel_loss(pred, target, kind="l1").item() == pytest.approx(1.5)
+    assert pixel_loss(pred, target, kind="l2").item() == pytest.approx(3.5)
+    assert 1.5 < pixel_loss(pred, target, kind="charbonnier").item() < 1.51
+
+
 class TestConfig:
     @pytest.mark.parametrize(
         "text, match",

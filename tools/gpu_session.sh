@@ -17,6 +17,8 @@ LPRN_WORKERS=${LPRN_WORKERS:-5}
 # model and its student never see sr/train/DIV2K6):
 #   JOBS=sr SR_INIT= SR_SECONDS=420 SR_SET='--set optim.lr=4e-4 --set data.roots=["sr/train/T91","sr/train/BSD200"]'
 #   DI_SET='--set data.roots=["sr/train/T91","sr/train/BSD200"]' bash tools/gpu_session.sh
+# DISTILL_SECONDS=0 with JOBS=sr: the heavy model alone, e.g. a last fine-tune of the shipped one in L2 (what PSNR
+# measures): JOBS=sr DISTILL_SECONDS=0 SR_SECONDS=390 SR_SET='--set loss.kind=l2 --set optim.lr=5e-5 --set data.batch=64'
 # JOBS=distill: EBM-SR x4 alone from the shipped student (DISTILL_SECONDS, DI_LR, DI_SET). Afterwards, here:
 # `python -m blurwise.train.router debias --train BANK` (the GPU students came out ~0.4% too dark, which costs
 # most on the defocused patches routing gives them), then judge the student by the router's calibration (`bank`,
@@ -49,12 +51,15 @@ T="$PY -m blurwise.train --ship"  # --ship: the exports replace blurwise/models/
 LONG="--set optim.iterations=1000000 --set data.length=200000 --set train.log_every=100"
 has() { case ",$JOBS," in *",$1,"*) return 0 ;; esac; return 1; }
 PIDS=()  # the training jobs (wait must not wait on the packer loop)
-if has sr; then ( $PY tools/gpu_pack.py prerender blurwise/configs/distill_ebmsr_x4.toml --workers 4 > "$OUT/prerender.log" 2>&1
-  say "prerender done" ) & PIDS+=($!)
+HEAVY_ONLY=$(awk "BEGIN{print ($DI_T <= 0)}")  # DISTILL_SECONDS=0: the heavy model alone (no prerender, no distill)
+if has sr && [ "$HEAVY_ONLY" = 0 ]; then ( $PY tools/gpu_pack.py prerender blurwise/configs/distill_ebmsr_x4.toml --workers 4 > "$OUT/prerender.log" 2>&1
+  say "prerender done" ) & PIDS+=($!); fi
+if has sr; then
   ( $T blurwise/configs/sr_edsr-s_x4.toml --device $DEV --no-resume $LONG --set model.init_from=$SR_INIT \
     --set train.time_budget=$SR_T --set optim.lr=2e-4 --set optim.warmup=100 --set data.batch=32 --set data.patch=192 \
     --set data.num_workers=4 --set val.every=1000 --set train.checkpoint_every=1000 ${SR_SET:-} > "$OUT/sr.log" 2>&1
   say "sr done: $(tail -1 "$OUT/sr.log")"
+  [ "$HEAVY_ONLY" = 1 ] && exit 0
   $T blurwise/configs/distill_ebmsr_x4.toml --device $DEV --no-resume $LONG --set model.init_from=ebmsr-x4 \
     --set train.time_budget=$DI_T --set optim.lr=1e-3 --set data.batch=32 --set data.num_workers=4 \
     --set val.every=1000 --set train.checkpoint_every=1000 ${DI_SET:-} > "$OUT/distill.log" 2>&1

@@ -108,11 +108,14 @@ class OptimConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
 
 
+LOSS_KINDS = ("l1", "charbonnier", "l2")
+
+
 @dataclass
 class LossConfig:
     """Pixel loss plus optional SSIM / frequency terms; per-stage weights for multi-stage models."""
 
-    kind: str = "l1"  # l1 | charbonnier
+    kind: str = "l1"  # l1 | charbonnier | l2 (mean squared error: what PSNR measures, for a last fine-tune)
     eps: float = 1e-3  # Charbonnier epsilon
     ssim: float = 0.0  # weight of (1 - SSIM)
     freq: float = 0.0  # weight of the L1 distance between 2-D FFTs
@@ -472,7 +475,7 @@ def _validate(cfg: Config, where: str) -> None:
         if not ok:
             raise UsageError(f"{where}: {msg}")
 
-    need(cfg.loss.kind in ("l1", "charbonnier"), f"loss.kind must be l1 or charbonnier, got {cfg.loss.kind!r}")
+    need(cfg.loss.kind in LOSS_KINDS, f"loss.kind must be one of {', '.join(LOSS_KINDS)}, got {cfg.loss.kind!r}")
     need(cfg.optim.name in ("adam", "adamw"), f"optim.name must be adam or adamw, got {cfg.optim.name!r}")
     need(cfg.optim.iterations > 0, "optim.iterations must be > 0")
     need(cfg.optim.lr > 0, "optim.lr must be > 0")

@@ -52,10 +52,15 @@ def pixel_loss(
     ssim: float = 0.0,
     freq: float = 0.0,
 ) -> torch.Tensor:
-    """The configured image loss: L1 or Charbonnier, plus ``ssim * (1 - SSIM)`` and ``freq * FFT-L1``."""
+    """The configured image loss: L1, Charbonnier or L2 (MSE), plus ``ssim * (1 - SSIM)`` and ``freq * FFT-L1``."""
     pred = pred.float()
     target = target.float()
-    loss = (pred - target).abs().mean() if kind == "l1" else charbonnier(pred, target, eps)
+    if kind == "l1":
+        loss = (pred - target).abs().mean()
+    elif kind == "l2":
+        loss = (pred - target).square().mean()
+    else:
+        loss = charbonnier(pred, target, eps)
     if ssim > 0 and min(pred.shape[-2:]) >= 11:
         loss = loss + ssim * (1.0 - ssim_torch(pred, target))
     if freq > 0:
