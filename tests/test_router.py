@@ -330,3 +330,43 @@ def test_router_banks_keep_their_pair(tmp_path, capsys):
     fit = ["fit", "--train", str(tmp_path / "a"), "--val", str(tmp_path / "b"), "--out", str(tmp_path / "r")]
     assert main(fit) == 2 and "different weights" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_calibrate_chooses_the_threshold_again_for_the_banks_pair(tmp_path, capsys):
+    """After a new light model: the shipped router's weights kept, the threshold chosen again on a validation bank
+    of the new pair, and that pair recorded (so routing uses the router with the new light model)."""
+    import json
+
+    from blurwise.models.registry import WEIGHTS_DIR, read_weights
+    from blurwise.routing import _shipped_fingerprint
+    from blurwise.train.router import PAIR_FILE, main
+
+    rng = np.random.default_rng(0)
+    bank = tmp_path / "val"
+    bank.mkdir()
+    new_pair = {"heavy": _shipped_fingerprint("edsr-s-x4"), "light": "f" * 16}
+    (bank / PAIR_FILE).write_text(json.dumps(new_pair))
+    for name in ("000_dof", "000_sharp"):
+        lr = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+        hr = (rng.random((192, 192, 3)) * 255).astype(np.uint8)
+        out = np.clip(hr.astype(int) + 3, 0, 255).astype(np.uint8)  # light == heavy: every threshold is safe
+        est = np.full((48, 48), 2.0, np.float32)
+        np.savez(bank / f"{name}.npz", lr=lr, hr=hr, gt=est, est=est, heavy=out, light=out)
+    out_file = tmp_path / "router.safetensors"
+    old, base = read_weights(WEIGHTS_DIR / "router-x4.safetensors")
+    shipped_tau = base["routing"]["threshold"]
+    assert main(["calibrate", "--val", str(bank), "--out", str(out_file), "--taus=-5,0.5,1,5"]) == 0
+    said = capsys.readouterr().err
+    new, meta = read_weights(out_file)
+    rows = meta["validation"]["rows"]
+    best = max(rows, key=lambda r: r["renders_cut"])  # every threshold is safe: the largest cut (first of equals)
+    assert rows[0]["renders_cut"] < 0 < best["renders_cut"] and f"threshold {shipped_tau} -> {best['tau']}" in said
+    assert all(torch.equal(new[k], old[k]) for k in old) and new.keys() == old.keys()
+    assert meta["routing"]["threshold"] == best["tau"] and [r["tau"] for r in rows] == [-5, 0.5, 1, 5]
+    assert meta["training"]["pair"] == new_pair and meta["training"]["items"] == base["training"]["items"]
+    assert meta["recalibrated"][-1]["was"] == {"threshold": shipped_tau, "light": base["training"]["pair"]["light"]}
+    assert load_model(out_file)[1].task == "router"
+    (bank / PAIR_FILE).write_text(json.dumps({"heavy": "0" * 16, "light": "f" * 16}))
+    assert main(["calibrate", "--val", str(bank), "--out", str(tmp_path / "r2.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "another heavy model" in err and not (tmp_path / "r2.safetensors").exists()

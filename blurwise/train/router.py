@@ -17,7 +17,9 @@ Steps (``python -m blurwise.train.router --help``):
    composed by route from the cached whole-image outputs) keeps the validation renders within
    ``MEAN_DB`` on average and ``WORST_DB`` on each, and the in-focus images within ``INFOCUS_DB`` --
    the rule the map threshold is calibrated by. Written with the weights (fp16 safetensors, metadata:
-   data, seeds, threshold, validation figures).
+   data, seeds, threshold, validation figures). After the light model changed, ``calibrate`` chooses the
+   shipped router's threshold again by the same rule on a validation bank of the new pair, weights unchanged
+   (:func:`recalibrate`; a light model closer to the heavy one lets the same predictions route more).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from blurwise.errors import UsageError, run_main
 MEAN_DB, WORST_DB, INFOCUS_DB = -0.03, -0.3, -0.02  # as benchmarks/routed_sr.py's calibration rule
 N_VAL_IMAGES = 12
 VAL_SEEDS = (1000, 2000, 3000)  # benchmarks/routed_sr.py --calibrate-seeds
+VAL_DATA = "sr/train/BSD200 first 12, seeds 1000/2000/3000 + in focus"
 TRAIN_SEED = 5000
 PAIR_FILE = "pair.json"  # in a bank folder: the fingerprints of the heavy and light weights it caches
 CROP = 16  # patch cells per training crop side
@@ -449,8 +452,49 @@ def calibrate(model: Any, val: list[dict], scale: int, patch: int, taus: list[fl
     return (best["tau"] if best else None), rows
 
 
+def routing_record(tau: float, rows: list) -> dict:
+    """The ``routing`` and ``validation`` metadata of a calibrated router (threshold, grid, rule, figures)."""
+    from blurwise.routing import DEFAULT_PATCH
+
+    return {
+        "routing": {"threshold": tau, "patch": DEFAULT_PATCH, "rule": [MEAN_DB, WORST_DB, INFOCUS_DB]},
+        "validation": {"data": VAL_DATA, "rows": rows},
+    }
+
+
+def recalibrate(src: str | Path, val: Path, scale: int, taus: list[float], command: str) -> tuple:
+    """The router ``src`` with its threshold chosen again by the calibration rule on the validation bank
+    ``val``, for the (heavy, light) pair that bank caches: a new light model shifts what the same predictions
+    cost, so the threshold follows it (refitting is the other way). The weights are unchanged.
+
+    Returns (model, ModelInfo, metadata to write, threshold or None when none meets the rule, rows).
+    """
+    from blurwise.models import load_model
+    from blurwise.routing import DEFAULT_PATCH
+
+    model, info = load_model(str(src))
+    if info.task != "router" or info.scale != scale:
+        raise UsageError(f"{src} is not an x{scale} router ({info.task}, x{info.scale})")
+    items = load_bank(val)
+    if not items:
+        raise UsageError(f"--val bank {val} holds no items (make one with 'bank --split val')")
+    training = dict(info.metadata.get("training") or {})
+    pair, old_pair = bank_pair(val), training.get("pair") or {}
+    if pair and old_pair.get("heavy") not in (None, pair["heavy"]):
+        raise UsageError(f"the --val bank caches another heavy model than {src} predicts for: refit it ('fit')")
+    tau, rows = calibrate(model, items, scale, DEFAULT_PATCH, taus)
+    was = {"threshold": info.metadata.get("routing", {}).get("threshold"), "light": old_pair.get("light")}
+    meta = {
+        **info.metadata,
+        "training": {**training, **({"pair": pair} if pair else {})},
+        **routing_record(tau, rows),
+        "recalibrated": [*info.metadata.get("recalibrated", []), {"was": was, "command": command}],
+    }
+    return model, info, meta, tau, rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m blurwise.train.router {bank,fit,debias} ...``"""
+    """``python -m blurwise.train.router {bank,fit,calibrate,debias} ...``"""
     from blurwise.argtypes import OneLineParser, checked, positive
 
     taus = checked(lambda t: [float(v) for v in t.split(",")], lambda v: len(v) > 0, "comma-separated numbers")
@@ -474,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--taus", type=taus, default=[-0.5, -0.25, 0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2])
     f.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped router-xS)")
     f.add_argument("--report", type=Path, default=None, help="also write the validation table (Markdown) here")
+    c = sub.add_parser("calibrate", help="choose a router's threshold again on a validation bank of a new pair")
+    c.add_argument("--val", required=True, type=Path)
+    c.add_argument("--scale", type=int, default=4)
+    c.add_argument("--router", default=None, help="router weights (default: the shipped router-xS)")
+    c.add_argument("--taus", type=taus, default=[0.9, 1, 1.1, 1.2, 1.25, 1.3, 1.35, 1.4, 1.45, 1.5, 1.6])
+    c.add_argument("--out", type=Path, default=None, help="weights file (default: the shipped router-xS)")
+    c.add_argument("--report", type=Path, default=None, help="also write the validation table (Markdown) here")
     g = sub.add_parser("debias", help="fold the light model's gain and offset on blurred bank pixels into it")
     g.add_argument("--train", required=True, type=Path, help="a training bank (not the validation one)")
     g.add_argument("--scale", type=int, default=4)
@@ -488,13 +539,13 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
 
     from blurwise.routing import DEFAULT_PATCH
 
-    if args.cmd == "fit" and args.report is not None and args.report.is_dir():
+    if args.cmd in ("fit", "calibrate") and args.report is not None and args.report.is_dir():
         raise UsageError(f"--report names a folder, not a Markdown file: {args.report}")
 
-    if args.cmd in ("fit", "debias"):
+    if args.cmd in ("fit", "calibrate", "debias"):
         from blurwise.train.config import check_default_out
 
-        check_default_out(args.out, f"router-x{args.scale}" if args.cmd == "fit" else f"ebmsr-x{args.scale}")
+        check_default_out(args.out, f"ebmsr-x{args.scale}" if args.cmd == "debias" else f"router-x{args.scale}")
     if args.cmd == "bank":
         torch.set_num_threads(args.threads)
         make_bank(args.out, args.split, scale=args.scale, limit=args.limit, renders=args.renders)
@@ -505,6 +556,8 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
         print(f"wrote {dst} (gain {g}, offset {b} / 255)", file=sys.stderr)
         return 0
     torch.set_num_threads(1)
+    if args.cmd == "calibrate":
+        return _recalibrate(args, argv)
     t0 = time.time()
     pairs = {name: bank_pair(getattr(args, name[2:])) for name in ("--train", "--val")}
     if None not in pairs.values() and pairs["--train"] != pairs["--val"]:
@@ -542,8 +595,7 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
             "heavy": f"edsr-s-x{args.scale}",
             **({"pair": pair} if pair else {}),  # the weights it predicts for (blurwise.routing.router_for)
         },
-        "routing": {"threshold": tau, "patch": DEFAULT_PATCH, "rule": [MEAN_DB, WORST_DB, INFOCUS_DB]},
-        "validation": {"data": "sr/train/BSD200 first 12, seeds 1000/2000/3000 + in focus", "rows": rows},
+        **routing_record(tau, rows),
     }
     save_weights(
         model,
@@ -562,8 +614,41 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
     return 0
 
 
-def write_report(path: Path, rows: list[dict], tau: float, base: dict, n_train: int, argv: Any, scale: int) -> None:
-    """The validation table of a fit (Markdown, with machine, command and date), written atomically."""
+def _recalibrate(args: argparse.Namespace, argv: Any) -> int:
+    """``calibrate``: the router's threshold chosen again on ``--val``, written with its weights unchanged."""
+    from blurwise.models.registry import WEIGHTS_DIR, save_weights
+    from blurwise.routing import DEFAULT_PATCH
+
+    name = f"router-x{args.scale}"
+    src = args.router or name
+    cmd = "python -m blurwise.train.router " + " ".join(argv if argv is not None else sys.argv[1:])
+    model, info, meta, tau, rows = recalibrate(src, args.val, args.scale, args.taus, cmd)
+    if tau is None:
+        print("no threshold meets the calibration rule; nothing written", file=sys.stderr)
+        return 1
+    out = args.out or WEIGHTS_DIR / f"{name}.safetensors"
+    save_weights(
+        model, out, arch=info.arch, task=info.task, scale=info.scale, config=info.config, name=info.name, extra=meta
+    )
+    print(f"wrote {out} (threshold {meta['recalibrated'][-1]['was']['threshold']} -> {tau})", file=sys.stderr)
+    if args.report:
+        val = load_bank(args.val)
+        base = {"tau": None, **summarise(val, map_rule_figures(val, args.scale, DEFAULT_PATCH))}
+        was = meta["recalibrated"][-1]["was"]
+        light = meta["training"].get("pair", {}).get("light")
+        note = (
+            "calibration only: the router's weights as fitted (`fit`, recorded in its metadata), the threshold "
+            f"chosen again for the pair the validation bank caches (light weights {light}); it was "
+            f"{was['threshold']} for light weights {was['light']}"
+        )
+        write_report(args.report, rows, tau, base, meta["training"].get("items", 0), argv, args.scale, note)
+    return 0
+
+
+def write_report(
+    path: Path, rows: list[dict], tau: float, base: dict, n_train: int, argv: Any, scale: int, note: str = ""
+) -> None:
+    """The validation table of a fit or calibration (Markdown, with machine, command and date), written atomically."""
     import datetime
     import platform
 
@@ -594,6 +679,7 @@ def write_report(path: Path, rows: list[dict], tau: float, base: dict, n_train: 
         f"- rule (as for the map threshold): the largest cut with the renders within {-MEAN_DB:g} dB of the heavy "
         f"model on average and {-WORST_DB:g} dB on each, and the in-focus images within {-INFOCUS_DB:g} dB: "
         f"**threshold {tau:g}** (predicted asinh(dMSE / 2)).",
+        *([f"- {note}"] if note else []),
         "",
         "| routing | renders dB | worst render dB | renders cut % | in focus dB | in focus cut % | meets the rule |",
         "|---|---|---|---|---|---|---|",
