@@ -190,14 +190,14 @@ def test_resize_student_drops_the_block_that_costs_least():
 def test_cli_blocks_resizes_the_student_and_keeps_the_recipes(tmp_path):
     bank = _write_bank(tmp_path / "bank")
     first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    assert main(["--train", str(bank), "--steps", "1", "--blocks", "5", "--out", str(first)]) == 0
+    n = len(load_model("ebmsr-x4")[0].blocks)  # the shipped student's blocks
+    assert main(["--train", str(bank), "--steps", "1", "--blocks", str(n + 2), "--out", str(first)]) == 0
     model, info = load_model(first)
-    assert len(model.blocks) == 5 and info.config["n_blocks"] == 5
-    assert info.metadata["route_tune"]["blocks"] == {"init": 3, "trained": 5, "dropped": []}
-    assert (
-        main(["--train", str(bank), "--init", str(first), "--steps", "1", "--blocks", "4", "--out", str(second)]) == 0
-    )
+    assert len(model.blocks) == n + 2 and info.config["n_blocks"] == n + 2
+    assert info.metadata["route_tune"]["blocks"] == {"init": n, "trained": n + 2, "dropped": []}
+    grown = ["--train", str(bank), "--init", str(first), "--steps", "1", "--blocks", str(n + 1), "--out", str(second)]
+    assert main(grown) == 0
     model, info = load_model(second)
-    assert len(model.blocks) == 4 and info.config["n_blocks"] == 4
+    assert len(model.blocks) == n + 1 and info.config["n_blocks"] == n + 1
     assert len(info.metadata["route_tune"]["blocks"]["dropped"]) == 1
-    assert [r["blocks"]["trained"] for r in info.metadata["route_tune_history"]] == [5]  # the first run's recipe
+    assert info.metadata["route_tune_history"][-1]["blocks"]["trained"] == n + 2  # the first run's recipe kept
