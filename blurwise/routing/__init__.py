@@ -112,7 +112,7 @@ LR_MAP_DEFAULTS: dict[int, dict[str, Any]] = {s: {"method": "learned", "segmente
 #   0 were also compared in a first search). The rule keeps 0.6% of the patches heavy and
 #   lowers the worst render's loss from 0.27 to 0.16 dB: the light model cannot rebuild strong edges. It does
 #   not help a soft in-focus photo whose edges are weaker than that (Set14 foreman, a video frame the map
-#   takes for mild defocus, loses 0.49 dB either way; docs/results/routed_sr_full.md).
+#   takes for mild defocus, loses 0.49 dB either way; docs/results/routed_sr_history.md, session 8).
 LR_MAP_THRESHOLD_HR: dict[int, float] = {2: 0.625, 4: 0.625}
 LR_MAP_STAT: dict[int, str | float] = {2: 20.0, 4: 35.0}
 LR_MAP_SMOOTH: dict[int, float] = {}  # texture score per scale; scales not listed: off
