@@ -369,7 +369,18 @@ def run_batch(
                 return
         put(inq, _END, stop_read)
 
+    # The writer says when it has ended: Thread.is_alive() cannot be trusted after a join() that a Ctrl-C
+    # interrupted (CPython 3.11 may then mark the thread stopped while it is still writing, so the run would
+    # return with a temp file still open).
+    writer_done = threading.Event()
+
     def writer() -> None:
+        try:
+            write_all()
+        finally:
+            writer_done.set()
+
+    def write_all() -> None:
         while True:
             try:
                 item = outq.get(timeout=0.1)
@@ -425,7 +436,7 @@ def run_batch(
                         fail(job, exc)
                         bar.update(1)
                     else:
-                        while wt.is_alive():  # a dead writer (it should not die) must not hang the run
+                        while not writer_done.is_set():  # a dead writer (it should not die) must not hang the run
                             try:
                                 outq.put((job, outputs), timeout=0.2)
                                 break
@@ -443,8 +454,8 @@ def run_batch(
         while True:
             try:
                 put(outq, _END, abort_write)
-                while wt.is_alive():
-                    wt.join(timeout=0.2)
+                while not writer_done.wait(timeout=0.2):
+                    pass
                 break
             except KeyboardInterrupt:
                 abort_write.set()
