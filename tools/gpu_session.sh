@@ -17,8 +17,9 @@ LPRN_WORKERS=${LPRN_WORKERS:-5}
 # model and its student never see sr/train/DIV2K6):
 #   JOBS=sr SR_INIT= SR_SECONDS=420 SR_SET='--set optim.lr=4e-4 --set data.roots=["sr/train/T91","sr/train/BSD200"]'
 #   DI_SET='--set data.roots=["sr/train/T91","sr/train/BSD200"]' bash tools/gpu_session.sh
-# DISTILL_SECONDS=0 with JOBS=sr: the heavy model alone, e.g. a last fine-tune of the shipped one in L2 (what PSNR
-# measures): JOBS=sr DISTILL_SECONDS=0 SR_SECONDS=390 SR_SET='--set loss.kind=l2 --set optim.lr=5e-5 --set data.batch=64'
+# DISTILL_SECONDS=0 with JOBS=sr: the heavy model alone, e.g. a third stage from the shipped one:
+#   JOBS=sr DISTILL_SECONDS=0 SR_SECONDS=330 SR_SET='--set optim.lr=5e-5 --set data.batch=64 --set data.num_workers=12'
+# (session 26 on an H200: Set5 x4 31.295 -> 31.297 dB in L1; with --set loss.kind=l2 it fell to 31.166 dB in 390 s)
 # JOBS=distill: EBM-SR x4 alone from the shipped student (DISTILL_SECONDS, DI_LR, DI_SET). Afterwards, here:
 # `python -m blurwise.train.router debias --train BANK` (the GPU students came out ~0.4% too dark, which costs
 # most on the defocused patches routing gives them), then judge the student by the router's calibration (`bank`,
