@@ -237,7 +237,8 @@ def write_curve(csv_path: Path, png_path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(csv_path.open()))
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
     if not rows:
         return
     st = [int(r["step"]) for r in rows if r["loss"]]
@@ -490,7 +491,10 @@ class Trainer:
 
     def _trim_csv(self) -> list[dict[str, str]]:
         p = self._csv_path()
-        rows = list(csv.DictReader(p.open())) if p.is_file() else []
+        rows = []
+        if p.is_file():
+            with p.open(newline="") as f:
+                rows = list(csv.DictReader(f))
         rows = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= self.step]
         self._write_csv(rows)
         return rows
