@@ -190,9 +190,13 @@ def test_resize_student_drops_the_block_that_costs_least():
 def test_cli_blocks_resizes_the_student_and_keeps_the_recipes(tmp_path):
     bank = _write_bank(tmp_path / "bank")
     first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    n = len(load_model("ebmsr-x4")[0].blocks)  # the shipped student's blocks
+    shipped, shipped_info = load_model("ebmsr-x4")
+    n = len(shipped.blocks)
+    shipped_recipes = [*shipped_info.metadata.get("route_tune_history", []), shipped_info.metadata["route_tune"]]
     assert main(["--train", str(bank), "--steps", "1", "--blocks", str(n + 2), "--out", str(first)]) == 0
     model, info = load_model(first)
+    first_recipe = info.metadata["route_tune"]
+    assert info.metadata["route_tune_history"] == shipped_recipes
     assert len(model.blocks) == n + 2 and info.config["n_blocks"] == n + 2
     assert info.metadata["route_tune"]["blocks"] == {"init": n, "trained": n + 2, "dropped": []}
     grown = ["--train", str(bank), "--init", str(first), "--steps", "1", "--blocks", str(n + 1), "--out", str(second)]
@@ -200,4 +204,4 @@ def test_cli_blocks_resizes_the_student_and_keeps_the_recipes(tmp_path):
     model, info = load_model(second)
     assert len(model.blocks) == n + 1 and info.config["n_blocks"] == n + 1
     assert len(info.metadata["route_tune"]["blocks"]["dropped"]) == 1
-    assert info.metadata["route_tune_history"][-1]["blocks"]["trained"] == n + 2  # the first run's recipe kept
+    assert info.metadata["route_tune_history"] == [*shipped_recipes, first_recipe]  # every earlier recipe, in order
