@@ -370,3 +370,6 @@ def test_calibrate_chooses_the_threshold_again_for_the_banks_pair(tmp_path, caps
     assert main(["calibrate", "--val", str(bank), "--out", str(tmp_path / "r2.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "another heavy model" in err and not (tmp_path / "r2.safetensors").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["calibrate", "--val", str(tmp_path / "empty"), "--out", str(tmp_path / "r2.safetensors")]) == 2
+    assert "--val bank" in capsys.readouterr().err and not (tmp_path / "r2.safetensors").exists()

@@ -158,6 +158,14 @@ def load_bank(folder: Path) -> list[dict]:
     return items
 
 
+def load_items(folder: Path, flag: str) -> list[dict]:
+    """:func:`load_bank` for a command's bank flag (``--train`` / ``--val``): a one-line error for an empty bank."""
+    items = load_bank(folder)
+    if not items:
+        raise UsageError(f"{flag} bank {folder} holds no items (make one with 'bank')")
+    return items
+
+
 def _light_input(lr8: np.ndarray, est: np.ndarray) -> Any:
     """The light model's input, as routing feeds it: 8-bit LR RGB scaled to [0, 1] plus the routing map (N4HW)."""
     import torch
@@ -462,10 +470,12 @@ def routing_record(tau: float, rows: list) -> dict:
     }
 
 
-def recalibrate(src: str | Path, val: Path, scale: int, taus: list[float], command: str) -> tuple:
+def recalibrate(
+    src: str | Path, items: list[dict], pair: dict | None, scale: int, taus: list[float], command: str
+) -> tuple:
     """The router ``src`` with its threshold chosen again by the calibration rule on the validation bank
-    ``val``, for the (heavy, light) pair that bank caches: a new light model shifts what the same predictions
-    cost, so the threshold follows it (refitting is the other way). The weights are unchanged.
+    ``items``, for the (heavy, light) ``pair`` that bank caches (:func:`bank_pair`): a new light model shifts what
+    the same predictions cost, so the threshold follows it (refitting is the other way). The weights are unchanged.
 
     Returns (model, ModelInfo, metadata to write, threshold or None when none meets the rule, rows).
     """
@@ -475,11 +485,8 @@ def recalibrate(src: str | Path, val: Path, scale: int, taus: list[float], comma
     model, info = load_model(str(src))
     if info.task != "router" or info.scale != scale:
         raise UsageError(f"{src} is not an x{scale} router ({info.task}, x{info.scale})")
-    items = load_bank(val)
-    if not items:
-        raise UsageError(f"--val bank {val} holds no items (make one with 'bank --split val')")
     training = dict(info.metadata.get("training") or {})
-    pair, old_pair = bank_pair(val), training.get("pair") or {}
+    old_pair = training.get("pair") or {}
     if pair and old_pair.get("heavy") not in (None, pair["heavy"]):
         raise UsageError(f"the --val bank caches another heavy model than {src} predicts for: refit it ('fit')")
     tau, rows = calibrate(model, items, scale, DEFAULT_PATCH, taus)
@@ -563,10 +570,7 @@ def _run(args: argparse.Namespace, argv: Any) -> int:
     if None not in pairs.values() and pairs["--train"] != pairs["--val"]:
         raise UsageError("the --train and --val banks were made with different weights: rebuild one of them")
     pair = pairs["--train"] or pairs["--val"]
-    train, val = load_bank(args.train), load_bank(args.val)
-    for name, bank in (("--train", train), ("--val", val)):
-        if not bank:
-            raise UsageError(f"{name} bank {getattr(args, name[2:])} holds no items (make one with 'bank')")
+    train, val = load_items(args.train, "--train"), load_items(args.val, "--val")
     model = fit(
         train,
         scale=args.scale,
@@ -622,7 +626,8 @@ def _recalibrate(args: argparse.Namespace, argv: Any) -> int:
     name = f"router-x{args.scale}"
     src = args.router or name
     cmd = "python -m blurwise.train.router " + " ".join(argv if argv is not None else sys.argv[1:])
-    model, info, meta, tau, rows = recalibrate(src, args.val, args.scale, args.taus, cmd)
+    val = load_items(args.val, "--val")
+    model, info, meta, tau, rows = recalibrate(src, val, bank_pair(args.val), args.scale, args.taus, cmd)
     if tau is None:
         print("no threshold meets the calibration rule; nothing written", file=sys.stderr)
         return 1
@@ -630,11 +635,10 @@ def _recalibrate(args: argparse.Namespace, argv: Any) -> int:
     save_weights(
         model, out, arch=info.arch, task=info.task, scale=info.scale, config=info.config, name=info.name, extra=meta
     )
-    print(f"wrote {out} (threshold {meta['recalibrated'][-1]['was']['threshold']} -> {tau})", file=sys.stderr)
+    was = meta["recalibrated"][-1]["was"]
+    print(f"wrote {out} (threshold {was['threshold']} -> {tau})", file=sys.stderr)
     if args.report:
-        val = load_bank(args.val)
         base = {"tau": None, **summarise(val, map_rule_figures(val, args.scale, DEFAULT_PATCH))}
-        was = meta["recalibrated"][-1]["was"]
         light = meta["training"].get("pair", {}).get("light")
         note = (
             "calibration only: the router's weights as fitted (`fit`, recorded in its metadata), the threshold "
