@@ -210,9 +210,20 @@ class TestPlan:
     @pytest.mark.parametrize("blend", ["linear", "cosine"])
     @pytest.mark.parametrize("scale", [2, 4])
     def test_blend_weights_sum_to_one(self, rng, overlap, blend, scale):
-        sig = rng.random((40, 52)).astype(np.float32) * 2
-        p = plan_routes(sig, scale=scale, threshold=1.0, patch=4, overlap=overlap, context=1, max_tile=16)
-        assert len(p.tiles) > 4
+        sig = _blob_map(rng, (40, 52))
+        p = plan_routes(
+            sig,
+            scale=scale,
+            threshold=1.0,
+            patch=4,
+            overlap=overlap,
+            context=1,
+            max_tile=16,
+            margin=0,
+            fallback=False,
+            inset=False,
+        )
+        assert len(p.tiles_of(HEAVY)) > 4 and len(p.tiles_of(LIGHT)) > 4
         ws = weight_sum(p, blend=blend)
         assert ws.shape == (40 * scale, 52 * scale)
         np.testing.assert_allclose(ws, 1.0, atol=1e-6)
@@ -223,8 +234,10 @@ class TestPlan:
         """execute_plan's blender (inside copied, ramps weighed) gives exactly the full weighted sum."""
         from blurwise.routing.execute import add_weighted, tile_weights
 
-        sig = rng.random((40, 52)).astype(np.float32) * 2
-        p = plan_routes(sig, scale=2, threshold=1.0, patch=4, overlap=overlap, context=1, max_tile=16)
+        sig = _blob_map(rng, (40, 52))
+        kw = dict(scale=2, threshold=1.0, patch=4, overlap=overlap, context=1, max_tile=16, margin=0, inset=False)
+        p = plan_routes(sig, **kw)
+        assert (p.route_grid == LIGHT).any()
         ref, got = torch.zeros(1, 3, 80, 104), torch.zeros(1, 3, 80, 104)
         for t in p.tiles:
             oy0, oy1, ox0, ox1 = t.out
@@ -234,6 +247,36 @@ class TestPlan:
             )
             add_weighted(got, y, t, scale=2, overlap=overlap, blend=blend)
         assert torch.equal(ref, got)
+
+    @pytest.mark.parametrize("overlap", [1, 2])
+    @pytest.mark.parametrize("blend", ["linear", "cosine"])
+    @pytest.mark.parametrize(("scale", "routes"), [(2, 2), (4, 2), (4, 3)])
+    def test_inset_blend_weights_and_blender(self, rng, overlap, blend, scale, routes):
+        """With heavy bands inside the cores, the base route takes what the other tiles leave: every route's weight
+        in [0, 1], summing to 1, the base never below its own tiles' weights; the blender gives that sum."""
+        from blurwise.routing.execute import add_weighted, route_weights
+
+        sig = _blob_map(rng, (40, 52)) * np.where(np.arange(52) < 26, 1.0, 2.0)[None].astype(np.float32)
+        th = 1.0 if routes == 2 else (1.0, 4.5)
+        p = plan_routes(sig, scale=scale, threshold=th, routes=routes, patch=4, overlap=overlap, context=1,
+                        max_tile=16, margin=0, fallback=False, light_macs=1e3)  # fmt: skip
+        assert any(any(t.inset) for t in p.tiles) and p.base_route == LIGHT
+        assert routes == 2 or p.tiles_of(BICUBIC)
+        rw, own = route_weights(p, blend=blend), route_weights(p, blend=blend, base=False)
+        assert rw.min() >= -1e-6 and rw.max() <= 1 + 1e-6  # float32 tile weights
+        np.testing.assert_allclose(rw.sum(0), 1.0, atol=1e-9)
+        assert (rw[LIGHT] >= own[LIGHT] - 1e-6).all() and (own.sum(0) < 1 - 1e-3).any()  # the bands it fills
+        h, w = 40 * scale, 52 * scale
+        ys = torch.rand(routes, 3, h, w, dtype=torch.float64)
+        ref = (ys * torch.from_numpy(rw)[:, None]).sum(0, keepdim=True).float()
+        base = ys[LIGHT : LIGHT + 1].float()
+        got = base.clone()
+        for t in p.tiles:
+            if t.route != LIGHT:
+                oy0, oy1, ox0, ox1 = (v * scale for v in t.out)
+                add_weighted(got, ys[t.route : t.route + 1, :, oy0:oy1, ox0:ox1].float(), t, scale=scale,
+                             overlap=overlap, blend=blend, base=base)  # fmt: skip
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
     def test_merge_rectangles_exact_cover(self, rng):
         m = rng.random((30, 40)) > 0.4
@@ -354,7 +397,7 @@ class TestPlan:
         sig = np.full((48, 48), 3.0, np.float32)
         sig[16:24, 16:24] = 0.0
         sig[:, :4] = 0.0
-        kw = dict(scale=2, threshold=1.0, patch=4, overlap=1, context=3, min_light_cells=1, fallback=False)
+        kw = dict(scale=2, threshold=1.0, patch=4, overlap=1, context=3, min_light_cells=1, fallback=False, inset=False)
         full = plan_routes(sig, side_context=None, **kw)
         thin = plan_routes(sig, side_context=0, **kw)
         np.testing.assert_array_equal(full.route_grid, thin.route_grid)
@@ -381,6 +424,7 @@ class TestPlan:
             min_light_cells=1,
             fallback=False,
             allow_full=False,
+            inset=False,
         )
         tiles = sorted(p.tiles_of(HEAVY), key=lambda t: t.core[2])
         assert len(tiles) >= 2
@@ -391,6 +435,58 @@ class TestPlan:
     def test_negative_side_context_is_a_usage_error(self):
         with pytest.raises(UsageError, match="side_context"):
             plan_routes(np.zeros((16, 16), np.float32), scale=2, threshold=1.0, side_context=-1)
+
+    def test_inset_moves_the_band_inside_heavy_cores(self):
+        # a heavy block in a light sea, a heavy column on the left edge, a heavy strip one patch wide
+        sig = np.full((48, 64), 3.0, np.float32)
+        sig[16:32, 20:36] = 0.0
+        sig[:, :4] = 0.0
+        sig[8:40, 52:56] = 0.0
+        kw = dict(scale=2, threshold=1.0, patch=4, overlap=1, context=3, side_context=1, margin=0, fallback=False)
+        inset, std = plan_routes(sig, **kw), plan_routes(sig, inset=False, **kw)
+        np.testing.assert_array_equal(inset.route_grid, std.route_grid)
+        tiles = {t.core: t for t in inset.tiles_of(HEAVY)}
+        block = tiles[(16, 32, 20, 36)]
+        assert block.inset == (1, 1, 1, 1) and block.out == block.core  # no band outside the core
+        assert block.window == (15, 33, 19, 37)  # side_context only
+        assert block.blend_core == (17, 31, 21, 35)
+        edge = tiles[(0, 48, 0, 4)]  # no band on the image border
+        assert edge.inset == (0, 0, 0, 1) and edge.out == edge.core and edge.window == (0, 48, 0, 5)
+        assert tiles[(8, 40, 52, 56)].inset == (1, 1, 1, 1)
+        # overlap 2: an inset on both sides of a 4 px strip would leave no full-weight column, so that
+        # axis keeps its bands outside the core (and their context)
+        wide = {t.core: t for t in plan_routes(sig, **{**kw, "overlap": 2}).tiles_of(HEAVY)}
+        strip = wide[(8, 40, 52, 56)]
+        assert strip.inset == (2, 2, 0, 0) and strip.out == (8, 40, 50, 58) and strip.window == (7, 41, 49, 59)
+        assert inset.full_image[LIGHT] and inset.base_route == LIGHT
+        assert inset.macs()["heavy"] < std.macs()["heavy"] and inset.total_macs < std.total_macs
+        assert all(not any(t.inset) for t in std.tiles)
+
+    def test_inset_not_taken_where_it_costs_more(self):
+        # a light band along one side of a heavy image: the light model on the whole image would cost more than
+        # the heavy column the inset saves, so the standard layout (light tiles only) is kept
+        sig = np.zeros((128, 128), np.float32)
+        sig[:, 104:] = 3.0
+        p = plan_routes(sig, scale=2, threshold=1.0, patch=4, margin=0, fallback=False, heavy_macs=1e6, light_macs=1e5)
+        assert (p.route_grid == LIGHT).any()
+        assert all(not any(t.inset) for t in p.tiles) and not p.full_image.get(LIGHT, False)
+        cheap = plan_routes(sig, scale=2, threshold=1.0, patch=4, margin=0, fallback=False, light_macs=1e3)
+        assert any(any(t.inset) for t in cheap.tiles) and cheap.base_route == LIGHT
+
+    def test_no_inset_without_the_light_model_on_the_whole_image(self):
+        sig = np.full((48, 48), 3.0, np.float32)
+        sig[16:32, 16:32] = 0.0
+        kw = dict(scale=2, threshold=1.0, patch=4, margin=0, fallback=False)
+        assert all(not any(t.inset) for t in plan_routes(sig, light_whole=False, **kw).tiles)
+        assert all(not any(t.inset) for t in plan_routes(sig, overlap=0, **kw).tiles)
+
+
+def _blob_map(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A sigma map of in-focus (0) and defocused (3 px) blobs: many route boundaries of every orientation."""
+    from scipy import ndimage
+
+    blobs = ndimage.gaussian_filter(rng.random(shape), 3)
+    return np.where(blobs > np.median(blobs), 3.0, 0.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- execute

@@ -9,7 +9,10 @@ over ``2 * overlap`` LR px. Each window is computed with ``context`` extra LR px
 band (clamped at the image border, where the model's own zero padding equals a whole-image run), so
 the outputs used are those of a whole-image run up to the model's receptive field. When a route runs once on
 the whole image, the blend starts from its output and adds the other routes' tiles as weighted differences from it:
-the same sum, with only those tiles to weigh.
+the same sum, with only those tiles to weigh. That base also lets a heavy tile move its band inside its core
+on sides next to cheaper routes only (``Tile.inset``): its weight there ramps up from 0 at the core's edge, never
+above what the partition gives it, and the base takes the rest, so every pixel's weights still sum to 1 and the
+heavy window needs no overlap beyond the core on those sides.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ def tile_weights(
 
 
 def _tile_geometry(tile: Tile, scale: int) -> tuple[int, int, tuple[int, int, int, int]]:
-    """(h, w, margins) in HR px of a tile's ``out`` box: its size and the distance from each side to its core."""
-    cy0, cy1, cx0, cx1 = tile.core
+    """(h, w, margins) in HR px of a tile's ``out`` box: its size and the distance from each side to its blend core."""
+    cy0, cy1, cx0, cx1 = tile.blend_core
     oy0, oy1, ox0, ox1 = tile.out
     margins = ((cy0 - oy0) * scale, (oy1 - cy1) * scale, (cx0 - ox0) * scale, (ox1 - cx1) * scale)
     return (oy1 - oy0) * scale, (ox1 - ox0) * scale, margins
@@ -129,16 +132,27 @@ def add_weighted(
         dst[:, :, r0:r1, c0:c1] += v * wt
 
 
-def weight_sum(plan: RoutePlan, *, blend: str = "linear") -> np.ndarray:
-    """Sum of all tiles' blend weights over the HR image (should be 1 everywhere; used by tests)."""
+def route_weights(plan: RoutePlan, *, blend: str = "linear", base: bool = True) -> np.ndarray:
+    """(routes, Hout, Wout) float64: the weight each route's output gets in the blend (used by tests).
+
+    Each route's tiles' weights summed; with ``base``, the base route (:attr:`RoutePlan.base_route`) takes
+    what the others leave, as :func:`execute_plan` blends, instead of its own tiles' weights."""
     s = plan.scale
-    acc = torch.zeros(plan.shape[0] * s, plan.shape[1] * s, dtype=torch.float64)
+    acc = torch.zeros(plan.routes, plan.shape[0] * s, plan.shape[1] * s, dtype=torch.float64)
     for t in plan.tiles:
         oy0, oy1, ox0, ox1 = t.out
-        acc[oy0 * s : oy1 * s, ox0 * s : ox1 * s] += tile_weights(
+        acc[t.route, oy0 * s : oy1 * s, ox0 * s : ox1 * s] += tile_weights(
             t, plan.shape, scale=s, overlap=plan.overlap, blend=blend
         ).double()
+    if base and plan.base_route is not None:
+        acc[plan.base_route] = 1 - (acc.sum(0) - acc[plan.base_route])
     return acc.numpy()
+
+
+def weight_sum(plan: RoutePlan, *, blend: str = "linear") -> np.ndarray:
+    """Sum of all tiles' own blend weights over the HR image (1 everywhere, except in the inset bands a base
+    route fills: see :func:`route_weights`; used by tests)."""
+    return route_weights(plan, blend=blend, base=False).sum(0)
 
 
 def _auto_batch(window_px: int, device: torch.device, scale: int) -> int:
@@ -273,8 +287,7 @@ def execute_plan(
     # A route run once on the whole image (the light one, typically, with most of the tiles) is the base: the
     # blend starts from its output, where its tiles' weights already are, and adds only the other routes' tiles
     # as differences from it. The same sum as blending every tile onto zeros, for the other routes' tiles only.
-    whole = [r for r in outs_of if plan.full_image.get(r, False)]
-    base_r = max(whole, key=lambda r: len(plan.tiles_of(r))) if whole else None
+    base_r = plan.base_route
     base = None
     if base_r is not None:
         base = outs_of[base_r][0][(0, H, 0, W)].float()

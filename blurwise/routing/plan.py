@@ -14,7 +14,9 @@ Small patches keep the routing fine (a coarse grid wastes the cut: a 32x32 patch
 each side. So neighbouring patches of one route are merged into large rectangles (greedy maximal
 rectangles per connected component), each rectangle becomes one tile, and its window is the
 rectangle grown by ``overlap + context`` pixels (clamped at the image border, where the model's own
-padding is exactly what a whole-image run sees, so no padding is needed there).
+padding is exactly what a whole-image run sees, so no padding is needed there). Where a heavy tile
+borders only cheaper routes, its blend band goes inside its core and the light model, run on the
+whole image, fills it (``Tile.inset``): the heavy window then grows by ``side_context`` alone there.
 
 FLOPs are counted from each model's ``ModelInfo.macs_per_pixel`` times the LR pixels of every window
 it runs on (context included), plus the defocus-map estimation, and reported against running the
@@ -81,13 +83,24 @@ class Tile:
 
     ``core`` is the union of the tile's patches; ``out`` the region where its blend weight is > 0
     (core grown by the overlap, clamped); ``window`` the input region computed (core grown by
-    overlap + context, clamped). All boxes are (y0, y1, x0, x1) in LR pixels.
+    overlap + context, clamped). All boxes are (y0, y1, x0, x1) in LR pixels. ``inset`` (top,
+    bottom, left, right; LR px) moves the blend band of those sides inside the core: the weight
+    ramps up from 0 at the core's edge, ``out`` ends there, and the route the plan runs on the whole
+    image (:attr:`RoutePlan.base_route`) fills the rest, so the window needs no overlap on that side.
     """
 
     route: int
     core: Box
     out: Box
     window: Box
+    inset: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def blend_core(self) -> Box:
+        """The box whose indicator, smoothed across the blend band, is the tile's weight (``core`` less ``inset``)."""
+        y0, y1, x0, x1 = self.core
+        t, b, lf, rt = self.inset
+        return (y0 + t, y1 - b, x0 + lf, x1 - rt)
 
     @property
     def window_pixels(self) -> int:
@@ -187,6 +200,18 @@ class RoutePlan:
     def macs_fraction(self) -> float:
         """Total routed MACs as a fraction of the heavy model on the whole image."""
         return self.total_macs / max(self.full_heavy_macs, 1e-12)
+
+    @property
+    def base_route(self) -> int | None:
+        """The route run once on the whole image that the blend starts from (None: no route is): the light
+        route when a heavy tile's blend band lies inside its core (``Tile.inset``: the light output fills the
+        band), else the one with the most tiles (the blend then weighs the fewest tiles)."""
+        whole = [r for r in range(self.routes) if self.full_image.get(r, False) and self.tiles_of(r)]
+        if not whole:
+            return None
+        if LIGHT in whole and any(any(t.inset) for t in self.tiles):
+            return LIGHT
+        return max(whole, key=lambda r: len(self.tiles_of(r)))
 
     @property
     def overhead(self) -> float:
@@ -626,6 +651,24 @@ def _heavy_sides(grid: np.ndarray, pad: int, cheap_pad: int) -> Callable[..., tu
     return sides
 
 
+# An inset must leave the blend core at least this many blend half-widths (overlap) a side, so the heavy
+# output keeps full weight somewhere: thinner heavy tiles keep their blend band outside the core on that axis.
+INSET_MIN_CORE = 2
+
+
+def _insets(core: Box, grow: tuple[int, ...], shape: tuple[int, int], overlap: int, cheap_pad: int) -> tuple[int, ...]:
+    """Per side (top, bottom, left, right), ``overlap`` where a heavy tile's blend band goes inside its core: a
+    side that borders only cheaper routes (grown by ``cheap_pad``), not on the image border, on an axis whose
+    core stays at least ``INSET_MIN_CORE * overlap`` wide after its insets."""
+    y0, y1, x0, x1 = core
+    on_border = (y0 == 0, y1 == shape[0], x0 == 0, x1 == shape[1])
+    ins = [overlap if g == cheap_pad and not b else 0 for g, b in zip(grow, on_border, strict=True)]
+    for a, extent in ((0, y1 - y0), (2, x1 - x0)):
+        if extent - ins[a] - ins[a + 1] < INSET_MIN_CORE * overlap:
+            ins[a] = ins[a + 1] = 0
+    return tuple(ins)
+
+
 def _decide(scores: np.ndarray, thresholds: tuple[float, ...], routes: int) -> np.ndarray:
     grid = np.where(scores >= thresholds[0], LIGHT, HEAVY).astype(np.int8)
     if routes == 3:
@@ -687,9 +730,11 @@ def _build(
     max_tile: int,
     tile_cost: int,
     side_context: int,
+    inset: bool = False,
 ) -> tuple[np.ndarray, list[Tile]]:
     """The tiles each route runs on for a route grid (:func:`_route_grid`); returns the grid after the
-    heavy cover's promotions and the tiles."""
+    heavy cover's promotions and the tiles. ``inset``: heavy sides that border only cheaper routes put
+    their blend band inside the core (``Tile.inset``; the caller runs the light route on the whole image)."""
     grid = grid.copy()
     ys, xs = _edges(shape[0], patch), _edges(shape[1], patch)
     cells = max(1, max_tile // patch)
@@ -698,7 +743,11 @@ def _build(
     def core_of(r0: int, r1: int, c0: int, c1: int) -> Box:
         return (int(ys[r0]), int(ys[r1]), int(xs[c0]), int(xs[c1]))
 
-    cheap_pad = overlap + side_context
+    inset = inset and overlap > 0
+    # A heavy side next to cheaper routes only: the blend band outside the core, then side_context (standard),
+    # or the band inside the core and side_context beyond the core (inset): the heavy output used has the
+    # same context either way.
+    cheap_pad = side_context if inset else overlap + side_context
     sides = _heavy_sides(grid, pad, cheap_pad)  # the cover's cost knows which sides need full context
 
     ysl, xsl = ys.tolist(), xs.tolist()
@@ -727,8 +776,13 @@ def _build(
     final_sides = _heavy_sides(grid, pad, cheap_pad)  # neighbours after the promotion
     for r0, r1, c0, c1 in rects:
         core = core_of(r0, r1, c0, c1)
-        window = _grow_sides(core, tuple(int(v) for v in final_sides(r0, r1, c0, c1)), shape)  # type: ignore[arg-type]
-        tiles.append(Tile(HEAVY, core, _grow(core, overlap, shape), window))
+        grow = tuple(int(v) for v in final_sides(r0, r1, c0, c1))
+        ins = _insets(core, grow, shape, overlap, cheap_pad) if inset else (0, 0, 0, 0)
+        if inset:  # a cheap side left without an inset (a thin tile) has its band outside the core: overlap more
+            grow = tuple(g + overlap if g == cheap_pad and not i else g for g, i in zip(grow, ins, strict=True))
+        window = _grow_sides(core, grow, shape)  # type: ignore[arg-type]
+        out = _grow_sides(core, tuple(0 if i else overlap for i in ins), shape)  # type: ignore[arg-type]
+        tiles.append(Tile(HEAVY, core, out, window, ins))
     for r in range(1, routes):
         for r0, r1, c0, c1 in merge_rectangles(grid == r, (cells, cells)):
             core = core_of(r0, r1, c0, c1)
@@ -766,6 +820,7 @@ def plan_routes(
     keep_heavy: np.ndarray | None = None,
     min_saving: float = 0.0,
     bicubic_ok: np.ndarray | None = None,
+    inset: bool = True,
 ) -> RoutePlan:
     """Decide the route of every LR patch and the tiles each model runs on.
 
@@ -793,6 +848,10 @@ def plan_routes(
     :data:`DEFAULT_MIN_SAVING` is what ``upscale_routed`` uses. Tiles span at most ``max_tile`` LR px a side; a
     route whose tiles would cover the image runs on the whole image instead, the light route always so unless
     ``light_whole`` is False (then it too only within ``max_tile``: a bound on memory for every route).
+    ``inset`` (with ``light_whole``): heavy tile sides that border only cheaper routes put their blend band
+    inside the core (``Tile.inset``) and the light route runs on the whole image to fill it, so the heavy
+    windows need no overlap there; the planner keeps the standard layout when that costs fewer FLOPs (few
+    light patches, whose own windows cost less than the whole image).
     """
     if routes not in (2, 3):
         raise UsageError(f"routes must be 2 or 3, got {routes}")
@@ -860,7 +919,34 @@ def plan_routes(
             bound = float((cell_px * route_mpp[decided]).sum()) / full_heavy
             if bound > 1.0 - min_saving:
                 return all_heavy(th, too_little)
-        grid, tiles = _build(shape, decided, tile_cost=tile_cost, **kw)  # type: ignore[arg-type]
+        plan = layout(th, decided, inset and light_whole)
+        light_px = sum(t.window_pixels for t in _unique_windows(plan.tiles_of(LIGHT)))
+        if any(any(t.inset) for t in plan.tiles) and light_px < shape[0] * shape[1]:
+            # The inset runs the light model on the whole image where its tiles alone would cost less.
+            standard = layout(th, decided, False)
+            if standard.total_macs < plan.total_macs:
+                plan = standard
+        grid = plan.route_grid
+        kh = keep_heavy if keep_heavy is not None else np.zeros(scores.shape, bool)
+        if lf is not None:  # patches whose score alone would have kept them heavy
+            plan.extra["floor_share"] = float(np.mean(lf & (scores < th[0]) & ~kh))
+        if keep_heavy is not None:  # patches the score (or the light floor) would have sent cheaper
+            cheaper = (scores >= th[0]) | (lf if lf is not None else False)
+            plan.extra["kept_share"] = float(np.mean(kh & cheaper))
+        if check and (grid != HEAVY).any():  # the cover may have promoted every cheap patch
+            if plan.macs_fraction >= floor:
+                # Routing must pay for itself: if the cheap routes plus their context cost more than
+                # the heavy model everywhere, run the heavy model everywhere (best quality, less compute).
+                every = all_heavy(th, "all heavy: routing would not save compute")
+                if every.macs_fraction <= plan.macs_fraction:
+                    return every
+            elif min_saving > 0 and plan.macs_fraction > floor - min_saving:
+                return all_heavy(th, too_little)
+        return plan
+
+    def layout(th: tuple[float, ...], decided: np.ndarray, use_inset: bool) -> RoutePlan:
+        """The tiles of a route grid and which routes run on the whole image."""
+        grid, tiles = _build(shape, decided, tile_cost=tile_cost, inset=use_inset, **kw)  # type: ignore[arg-type]
         plan = RoutePlan(
             shape=shape,  # type: ignore[arg-type]
             scale=scale,
@@ -877,27 +963,16 @@ def plan_routes(
             map_macs=map_macs,
             scorer=scorer,
         )
-        kh = keep_heavy if keep_heavy is not None else np.zeros(scores.shape, bool)
-        if lf is not None:  # patches whose score alone would have kept them heavy
-            plan.extra["floor_share"] = float(np.mean(lf & (scores < th[0]) & ~kh))
-        if keep_heavy is not None:  # patches the score (or the light floor) would have sent cheaper
-            cheaper = (scores >= th[0]) | (lf if lf is not None else False)
-            plan.extra["kept_share"] = float(np.mean(kh & cheaper))
         # A route whose windows add up to more than the image runs once on the whole image instead.
         whole = shape[0] * shape[1]
+        px = {r: sum(t.window_pixels for t in _unique_windows(plan.tiles_of(r))) for r in (HEAVY, LIGHT)}
         for r in (HEAVY, LIGHT):
-            ts = plan.tiles_of(r)
-            if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
+            if allow_full and plan.tiles_of(r) and px[r] >= whole:
                 plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or (r == LIGHT and light_whole)
-        if check and (grid != HEAVY).any():  # the cover may have promoted every cheap patch
-            if plan.macs_fraction >= floor:
-                # Routing must pay for itself: if the cheap routes plus their context cost more than
-                # the heavy model everywhere, run the heavy model everywhere (best quality, less compute).
-                every = all_heavy(th, "all heavy: routing would not save compute")
-                if every.macs_fraction <= plan.macs_fraction:
-                    return every
-            elif min_saving > 0 and plan.macs_fraction > floor - min_saving:
-                return all_heavy(th, too_little)
+        if any(any(t.inset) for t in tiles):
+            if plan.full_image.get(HEAVY, False):  # the heavy output is everywhere: no band to move inside
+                return layout(th, decided, False)
+            plan.full_image[LIGHT] = True  # fills the heavy tiles' inset bands (a light-free plan: bicubic does)
         return plan
 
     def thresholds_for(t: float) -> tuple[float, ...]:
