@@ -942,11 +942,13 @@ def main(argv: list[str] | None = None) -> int:
         "when even context-free tiles could not save that; docs/results/routed_fallback.md).",
         f"- **Context and blending**: each tile's window adds {DEFAULT_OVERLAP} px (blend band) + {DEFAULT_CONTEXT} px "
         "(context) per interior side, clamped at the image border (no padding there, so border pixels equal a "
-        f"whole-image run); a heavy tile's side that borders only cheaper routes gets {DEFAULT_SIDE_CONTEXT} px of "
-        "context instead (the outputs across it differ anyway; the cover's cost counts it, so fragmented heavy "
-        "areas are covered more tightly). Blend weights are each tile's indicator smoothed by a linear ramp "
-        "2 x overlap x scale HR px wide; the tiles partition the image, so the weights sum to exactly 1 "
-        "everywhere (tested).",
+        "whole-image run); a heavy tile's side that borders only cheaper routes puts its blend band inside its core "
+        f"and gets {DEFAULT_SIDE_CONTEXT} px of context beyond the core (no band outside it): the light model runs on "
+        "the whole image and fills the band, and the planner keeps bands outside the core when that costs fewer "
+        "FLOPs (few light patches); the cover's cost counts the context of each side, so fragmented heavy areas are "
+        "covered more tightly. Blend weights are each tile's indicator smoothed by a linear ramp "
+        "2 x overlap x scale HR px wide; the tiles partition the image and the whole-image light output takes "
+        "what the heavy bands inside their cores leave, so the weights sum to exactly 1 everywhere (tested).",
         "- **Default map and threshold per scale**: "
         + "; ".join(
             f"x{s}: {lr_map_kwargs(s).get('method', 'edge/DGS')} map, sigma_HR >= {default_threshold_hr(s):g} px, "

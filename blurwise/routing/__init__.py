@@ -564,6 +564,7 @@ def upscale_routed(
     overlap: int = DEFAULT_OVERLAP,
     context: int = DEFAULT_CONTEXT,
     side_context: int | None = DEFAULT_SIDE_CONTEXT,
+    inset: bool = True,
     max_tile: int | None = None,
     stat: str | float | None = None,
     blend: str = "linear",
@@ -595,7 +596,8 @@ def upscale_routed(
     per-patch statistic of the map ("min": any in-focus pixel keeps a patch heavy; a number: that
     percentile; None: :func:`default_stat` for an estimated map, "min" for a given one). Grid:
     ``patch``, ``overlap`` (blend half-width) and ``context`` in LR px (``side_context`` on heavy-tile
-    sides that border only cheaper routes), tiles up to ``max_tile`` LR px (None: 256 for the heavy tiles while the
+    sides that border only cheaper routes; ``inset``: their blend band inside the core, see :func:`plan_routes`),
+    tiles up to ``max_tile`` LR px (None: 256 for the heavy tiles while the
     light model may run on the whole image; a number bounds every route's tiles, as ``tile`` bounds memory);
     ``half`` (True/"fp16"/"bf16")
     autocasts both routes' models as ``tiling.run_tiled`` does: fp16 or bf16 on CUDA, bf16 on a CPU.
@@ -683,6 +685,7 @@ def upscale_routed(
         overlap=overlap,
         context=context,
         side_context=side_context,
+        inset=inset,
         max_tile=max_tile or DEFAULT_MAX_TILE,
         light_whole=max_tile is None,
         stat=stat,
