@@ -965,9 +965,9 @@ def plan_routes(
         )
         # A route whose windows add up to more than the image runs once on the whole image instead.
         whole = shape[0] * shape[1]
-        px = {r: sum(t.window_pixels for t in _unique_windows(plan.tiles_of(r))) for r in (HEAVY, LIGHT)}
         for r in (HEAVY, LIGHT):
-            if allow_full and plan.tiles_of(r) and px[r] >= whole:
+            ts = plan.tiles_of(r)
+            if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
                 plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or (r == LIGHT and light_whole)
         if any(any(t.inset) for t in tiles):
             if plan.full_image.get(HEAVY, False):  # the heavy output is everywhere: no band to move inside
