@@ -62,7 +62,8 @@ DEFAULT_CONTEXT = 2
 # differ anyway (different models), so the heavy output need not match a whole-image run exactly;
 # 1 px keeps the heavy model's border effects out of the blend band (both routes = the heavy model:
 # Set5 -0.005 dB vs the whole image; 0 px: -0.010 dB) and, on 12 x4 calibration renders with the
-# estimated map, cuts 51% instead of 48% of the FLOPs for 0.003 dB (scripts in benchmarks/routed_sr.py).
+# estimated map, cuts 51% instead of 48% of the FLOPs for 0.003 dB (scripts in benchmarks/routed_sr.py). With the
+# blend band inside the core (``inset``, the default since session 27) it is the context beyond the core there.
 DEFAULT_SIDE_CONTEXT = 1
 # Least FLOPs saving a routed plan must reach (threshold routing), else the heavy model runs everywhere. A small
 # saving does not pay on the CPU: the tiles' context and per-call costs eat it, and it still spends the light
@@ -70,7 +71,9 @@ DEFAULT_SIDE_CONTEXT = 1
 # the router's 48 validation items and every 8th router-training image rendered and in focus, x4, 94 in all):
 # the plans it turns into fallbacks ran 1.26x the heavy model's whole-image time when routed. Sample speed-up by
 # min saving 0 / 0.1 / 0.15 / 0.2 / 0.25 / 0.3 / 0.4: 1.409 / 1.424 / 1.427 / 1.436 / 1.434 / 1.430 / 1.393x
-# (0.2 was also the best in a first run at 1.451x); 0.2 is the smallest within 0.5% of the best.
+# (0.2 was also the best in a first run at 1.451x); 0.2 is the smallest within 0.5% of the best. With the heavy bands
+# inside the cores (session 27) the sample's speed-up is flat in it (2.05-2.09x up to 0.35) and those plans run as fast
+# routed as not (1.01x), so speed no longer chooses; 0.2 stays, keeping images routing would save little on whole.
 DEFAULT_MIN_SAVING = 0.2
 
 
