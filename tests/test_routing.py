@@ -260,7 +260,7 @@ class TestPlan:
         th = 1.0 if routes == 2 else (1.0, 4.5)
         p = plan_routes(sig, scale=scale, threshold=th, routes=routes, patch=4, overlap=overlap, context=1,
                         max_tile=16, margin=0, fallback=False, light_macs=1e3)  # fmt: skip
-        assert any(any(t.inset) for t in p.tiles) and p.base_route == LIGHT
+        assert p.has_inset and p.base_route == LIGHT
         assert routes == 2 or p.tiles_of(BICUBIC)
         rw, own = route_weights(p, blend=blend), route_weights(p, blend=blend, base=False)
         assert rw.min() >= -1e-6 and rw.max() <= 1 + 1e-6  # float32 tile weights
@@ -460,7 +460,7 @@ class TestPlan:
         assert strip.inset == (2, 2, 0, 0) and strip.out == (8, 40, 50, 58) and strip.window == (7, 41, 49, 59)
         assert inset.full_image[LIGHT] and inset.base_route == LIGHT
         assert inset.macs()["heavy"] < std.macs()["heavy"] and inset.total_macs < std.total_macs
-        assert all(not any(t.inset) for t in std.tiles)
+        assert not std.has_inset
 
     def test_inset_not_taken_where_it_costs_more(self):
         # a light band along one side of a heavy image: the light model on the whole image would cost more than
@@ -469,16 +469,16 @@ class TestPlan:
         sig[:, 104:] = 3.0
         p = plan_routes(sig, scale=2, threshold=1.0, patch=4, margin=0, fallback=False, heavy_macs=1e6, light_macs=1e5)
         assert (p.route_grid == LIGHT).any()
-        assert all(not any(t.inset) for t in p.tiles) and not p.full_image.get(LIGHT, False)
+        assert not p.has_inset and not p.full_image.get(LIGHT, False)
         cheap = plan_routes(sig, scale=2, threshold=1.0, patch=4, margin=0, fallback=False, light_macs=1e3)
-        assert any(any(t.inset) for t in cheap.tiles) and cheap.base_route == LIGHT
+        assert cheap.has_inset and cheap.base_route == LIGHT
 
     def test_no_inset_without_the_light_model_on_the_whole_image(self):
         sig = np.full((48, 48), 3.0, np.float32)
         sig[16:32, 16:32] = 0.0
         kw = dict(scale=2, threshold=1.0, patch=4, margin=0, fallback=False)
-        assert all(not any(t.inset) for t in plan_routes(sig, light_whole=False, **kw).tiles)
-        assert all(not any(t.inset) for t in plan_routes(sig, overlap=0, **kw).tiles)
+        assert not plan_routes(sig, light_whole=False, **kw).has_inset
+        assert not plan_routes(sig, overlap=0, **kw).has_inset
 
 
 def _blob_map(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:

@@ -205,6 +205,11 @@ class RoutePlan:
         return self.total_macs / max(self.full_heavy_macs, 1e-12)
 
     @property
+    def has_inset(self) -> bool:
+        """Whether a heavy tile's blend band lies inside its core on some side (``Tile.inset``)."""
+        return any(any(t.inset) for t in self.tiles)
+
+    @property
     def base_route(self) -> int | None:
         """The route run once on the whole image that the blend starts from (None: no route is): the light
         route when a heavy tile's blend band lies inside its core (``Tile.inset``: the light output fills the
@@ -212,7 +217,7 @@ class RoutePlan:
         whole = [r for r in range(self.routes) if self.full_image.get(r, False) and self.tiles_of(r)]
         if not whole:
             return None
-        if LIGHT in whole and any(any(t.inset) for t in self.tiles):
+        if LIGHT in whole and self.has_inset:
             return LIGHT
         return max(whole, key=lambda r: len(self.tiles_of(r)))
 
@@ -924,7 +929,7 @@ def plan_routes(
                 return all_heavy(th, too_little)
         plan = layout(th, decided, inset and light_whole)
         light_px = sum(t.window_pixels for t in _unique_windows(plan.tiles_of(LIGHT)))
-        if any(any(t.inset) for t in plan.tiles) and light_px < shape[0] * shape[1]:
+        if plan.has_inset and light_px < shape[0] * shape[1]:
             # The inset runs the light model on the whole image where its tiles alone would cost less.
             standard = layout(th, decided, False)
             if standard.total_macs < plan.total_macs:
@@ -972,7 +977,7 @@ def plan_routes(
             ts = plan.tiles_of(r)
             if allow_full and ts and sum(t.window_pixels for t in _unique_windows(ts)) >= whole:
                 plan.full_image[r] = max(shape) <= max_tile + 2 * (overlap + context) or (r == LIGHT and light_whole)
-        if any(any(t.inset) for t in tiles):
+        if plan.has_inset:
             if plan.full_image.get(HEAVY, False):  # the heavy output is everywhere: no band to move inside
                 return layout(th, decided, False)
             plan.full_image[LIGHT] = True  # fills the heavy tiles' inset bands (a light-free plan: bicubic does)
