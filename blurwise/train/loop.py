@@ -230,6 +230,12 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def read_log(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of a training CSV (``log.csv``), the file closed once read."""
+    with csv_path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def write_curve(csv_path: Path, png_path: Path, title: str) -> None:
     """Plot loss (log scale) and validation PSNR against the step from a training CSV (matplotlib Agg)."""
     import matplotlib
@@ -237,8 +243,7 @@ def write_curve(csv_path: Path, png_path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_log(csv_path)
     if not rows:
         return
     st = [int(r["step"]) for r in rows if r["loss"]]
@@ -491,10 +496,7 @@ class Trainer:
 
     def _trim_csv(self) -> list[dict[str, str]]:
         p = self._csv_path()
-        rows = []
-        if p.is_file():
-            with p.open(newline="") as f:
-                rows = list(csv.DictReader(f))
+        rows = read_log(p) if p.is_file() else []
         rows = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= self.step]
         self._write_csv(rows)
         return rows
